@@ -1,0 +1,1 @@
+"""Jupyter-server extension of afhub (quotas, fits, contributions inside a notebook)."""
