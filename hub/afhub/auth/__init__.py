@@ -1,0 +1,1 @@
+"""Authenticators for afhub: local accounts for development, CILogon for production."""
