@@ -1,0 +1,93 @@
+"""Turn afhub's settings into JupyterHub configuration.
+
+:func:`configure` is what ``afhub/jupyterhub_config.py`` calls; it only sets values on a
+traitlets ``Config``, so tests call it directly and check the result. Later features add
+their own ``configure_*`` function here (services, hooks), each reading only settings.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from traitlets.config import Config
+
+from afhub.settings import AUTHENTICATORS, FacilitySettings, load_config_file
+
+
+def configure_paths_and_ports(c: Config, settings: FacilitySettings) -> None:
+    """Where the hub listens and keeps state."""
+    home = settings.home_path
+    c.JupyterHub.bind_url = f"http://{settings.ip}:{settings.port}"
+    c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{settings.hub_port}"
+    c.JupyterHub.db_url = settings.hub_db_url
+    c.JupyterHub.cookie_secret_file = str(settings.cookie_secret_path)
+    c.JupyterHub.pid_file = str(home / "jupyterhub.pid")
+    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{settings.proxy_api_port}"
+    c.ConfigurableHTTPProxy.command = [settings.proxy_command]
+    c.ConfigurableHTTPProxy.pid_file = str(home / "proxy.pid")
+    # Ctrl-C on the facility stops every process it started; state stays in the database.
+    c.JupyterHub.cleanup_servers = True
+    c.JupyterHub.cleanup_proxy = True
+
+
+def configure_logging(c: Config, settings: FacilitySettings) -> None:
+    """Log to the terminal and to ``$AFHUB_HOME/logs/jupyterhub.log``."""
+    c.JupyterHub.logging_config = {
+        "handlers": {
+            "afhub_file": {
+                "class": "logging.FileHandler",
+                "formatter": "console",
+                "level": "INFO",
+                "filename": str(settings.logs_path / "jupyterhub.log"),
+            }
+        },
+        "loggers": {"JupyterHub": {"level": "INFO", "handlers": ["console", "afhub_file"]}},
+    }
+
+
+def configure_login(c: Config, settings: FacilitySettings) -> None:
+    """The authenticator chosen by ``FacilitySettings.authenticator``."""
+    c.JupyterHub.authenticator_class = AUTHENTICATORS[settings.authenticator]
+    if settings.authenticator == "local":
+        c.AfhubLocalAuthenticator.admin_password_file = str(settings.admin_password_path)
+
+
+def configure_spawner(c: Config, settings: FacilitySettings) -> None:
+    """Local servers with JupyterLab."""
+    c.JupyterHub.spawner_class = "afhub-local"
+    c.Spawner.default_url = settings.default_url
+    c.AfhubLocalSpawner.homes_root = str(settings.user_homes_path)
+    c.AfhubLocalSpawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
+    c.Spawner.start_timeout = 60
+    c.Spawner.http_timeout = 60
+
+
+def build_config(settings: FacilitySettings, overrides: Config | None = None) -> Config:
+    """The complete JupyterHub configuration for these settings.
+
+    ``overrides`` (the afhub YAML config file) is merged last, so an operator can set any
+    JupyterHub, authenticator or spawner trait there.
+    """
+    c = Config()
+    configure_paths_and_ports(c, settings)
+    configure_logging(c, settings)
+    configure_login(c, settings)
+    configure_spawner(c, settings)
+    if overrides is not None:
+        c.merge(overrides)
+    return c
+
+
+def prepare_home(settings: FacilitySettings) -> None:
+    """Create the state folders, private to the facility's user."""
+    for path in (settings.home_path, settings.logs_path, settings.user_homes_path):
+        Path(path).mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def configure(c: Config) -> None:
+    """Entry point from ``jupyterhub_config.py``: apply afhub's settings to ``c``."""
+    overrides = load_config_file()
+    settings = FacilitySettings(config=overrides)
+    prepare_home(settings)
+    c.merge(build_config(settings, overrides))

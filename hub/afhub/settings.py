@@ -1,0 +1,193 @@
+"""Facility-wide settings: where state lives, which ports, which login.
+
+Every setting is a documented traitlet. Values come, in increasing priority, from the
+defaults below, from ``AFHUB_*`` environment variables (what ``make up`` and the helm chart
+set), and from the ``FacilitySettings`` section of the afhub YAML config file
+(``$AFHUB_CONFIG``, default ``$AFHUB_HOME/afhub.yaml``).
+
+The YAML file is a traitlets config keyed by class name, so the same file also configures
+the authenticators and spawners::
+
+    FacilitySettings:
+      authenticator: cilogon
+    AfhubCILogonAuthenticator:
+      identity_providers: {...}
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from traitlets import Enum, Integer, Unicode, default, validate
+from traitlets.config import Config, Configurable
+
+#: the authenticators the facility knows, by the value of ``FacilitySettings.authenticator``
+AUTHENTICATORS = {
+    "local": "afhub-local",
+    "cilogon": "afhub-cilogon",
+}
+
+
+class ConfigFileError(ValueError):
+    """The afhub YAML config file cannot be used; the message says why."""
+
+
+def _env(name: str, fallback: Any) -> Any:
+    value = os.environ.get(name)
+    return fallback if value in (None, "") else value
+
+
+class FacilitySettings(Configurable):
+    """Settings of the facility as a whole (local mode and Kubernetes mode)."""
+
+    home = Unicode(
+        help="""Folder holding all state of a local facility: the databases, the cookie
+        secret, the admin password, user homes and logs. Env: ``AFHUB_HOME``.""",
+    ).tag(config=True)
+
+    @default("home")
+    def _default_home(self) -> str:
+        return str(Path(_env("AFHUB_HOME", ".afhub")).resolve())
+
+    @validate("home")
+    def _absolute_home(self, proposal: Any) -> str:
+        return str(Path(proposal["value"]).expanduser().resolve())
+
+    ip = Unicode(
+        help="Address the public proxy listens on. Env: ``AFHUB_IP``.",
+    ).tag(config=True)
+
+    @default("ip")
+    def _default_ip(self) -> str:
+        return _env("AFHUB_IP", "127.0.0.1")
+
+    port = Integer(
+        help="Port of the public proxy (where people log in). Env: ``AFHUB_PORT``.",
+    ).tag(config=True)
+
+    @default("port")
+    def _default_port(self) -> int:
+        return int(_env("AFHUB_PORT", 8000))
+
+    hub_port = Integer(
+        help="Port the hub itself listens on, behind the proxy. Env: ``AFHUB_HUB_PORT``.",
+    ).tag(config=True)
+
+    @default("hub_port")
+    def _default_hub_port(self) -> int:
+        return int(_env("AFHUB_HUB_PORT", 8081))
+
+    proxy_api_port = Integer(
+        help="Port of configurable-http-proxy's REST API. Env: ``AFHUB_PROXY_API_PORT``.",
+    ).tag(config=True)
+
+    @default("proxy_api_port")
+    def _default_proxy_api_port(self) -> int:
+        return int(_env("AFHUB_PROXY_API_PORT", 8001))
+
+    authenticator = Enum(
+        list(AUTHENTICATORS),
+        help="""How people log in: ``local`` (per-user passwords managed with
+        ``afhub users``; the default) or ``cilogon`` (CILogon/OpenID Connect, for
+        production; configure ``AfhubCILogonAuthenticator``). Env: ``AFHUB_AUTHENTICATOR``.""",
+    ).tag(config=True)
+
+    @default("authenticator")
+    def _default_authenticator(self) -> str:
+        return _env("AFHUB_AUTHENTICATOR", "local")
+
+    hub_db_url = Unicode(
+        help="""SQLAlchemy URL of JupyterHub's own database. Default: SQLite in
+        ``home``. Env: ``AFHUB_HUB_DB_URL``.""",
+    ).tag(config=True)
+
+    @default("hub_db_url")
+    def _default_hub_db_url(self) -> str:
+        return _env("AFHUB_HUB_DB_URL", f"sqlite:///{Path(self.home) / 'jupyterhub.sqlite'}")
+
+    proxy_command = Unicode(
+        help="""Path of the configurable-http-proxy executable. Default: the one
+        ``make install`` puts in the project's ``node_modules``, else the one on ``PATH``.
+        Env: ``AFHUB_PROXY_COMMAND``.""",
+    ).tag(config=True)
+
+    @default("proxy_command")
+    def _default_proxy_command(self) -> str:
+        explicit = _env("AFHUB_PROXY_COMMAND", "")
+        if explicit:
+            return explicit
+        for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
+            candidate = base / "node_modules" / ".bin" / "configurable-http-proxy"
+            if candidate.exists():
+                return str(candidate)
+        return "configurable-http-proxy"
+
+    default_url = Unicode(
+        "/lab",
+        help="Where a user lands in their server: JupyterLab by default.",
+    ).tag(config=True)
+
+    # -- derived paths (not configurable: everything lives under ``home``) --
+
+    @property
+    def home_path(self) -> Path:
+        return Path(self.home)
+
+    @property
+    def logs_path(self) -> Path:
+        return self.home_path / "logs"
+
+    @property
+    def user_homes_path(self) -> Path:
+        return self.home_path / "homes"
+
+    @property
+    def admin_password_path(self) -> Path:
+        return self.home_path / "admin-password"
+
+    @property
+    def cookie_secret_path(self) -> Path:
+        return self.home_path / "jupyterhub_cookie_secret"
+
+    @property
+    def public_url(self) -> str:
+        host = "127.0.0.1" if self.ip in ("", "0.0.0.0") else self.ip  # noqa: S104
+        return f"http://{host}:{self.port}/"
+
+
+def config_file_path() -> Path:
+    """Where the afhub YAML config file is: ``$AFHUB_CONFIG`` or ``$AFHUB_HOME/afhub.yaml``."""
+    explicit = _env("AFHUB_CONFIG", "")
+    if explicit:
+        return Path(explicit)
+    return Path(_env("AFHUB_HOME", ".afhub")).resolve() / "afhub.yaml"
+
+
+def load_config_file(path: Path | None = None) -> Config:
+    """Read the afhub YAML config file (a traitlets config keyed by class name).
+
+    A missing file is an empty config; a malformed one raises :class:`ConfigFileError`
+    naming the file and the problem.
+    """
+    path = config_file_path() if path is None else path
+    if not path.exists():
+        return Config()
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigFileError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, dict) for k, v in data.items()
+    ):
+        raise ConfigFileError(
+            f"{path} must map class names (e.g. FacilitySettings) to their settings"
+        )
+    return Config(data)
+
+
+def load_settings(config: Config | None = None) -> FacilitySettings:
+    """The facility's settings from environment and the afhub YAML config file."""
+    return FacilitySettings(config=load_config_file() if config is None else config)
