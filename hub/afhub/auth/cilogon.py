@@ -26,7 +26,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from oauthenticator.cilogon import CILogonLoginHandler, CILogonOAuthenticator
 from oauthenticator.oauth2 import OAuthCallbackHandler
@@ -378,7 +378,11 @@ def map_groups(
 
 
 def _same_site_path(url: str | None, base_url: str) -> str | None:
-    """``url`` if it is a plain path under ``base_url`` (no scheme, host or backslash)."""
+    """``url`` if it is a plain path under ``base_url``, else None.
+
+    Refused: a scheme or host, a leading ``//``, backslashes, control characters, and dot
+    segments (also percent-encoded), which could resolve outside ``base_url``.
+    """
     if not url:
         return None
     if "\\" in url or any(ch in url for ch in "\t\r\n"):
@@ -387,6 +391,9 @@ def _same_site_path(url: str | None, base_url: str) -> str | None:
     if parsed.scheme or parsed.netloc or url.startswith("//"):
         return None
     if not parsed.path.startswith(base_url if base_url.endswith("/") else base_url + "/"):
+        return None
+    # "/af/../x" (or "/af/%2e%2e/x", which browsers also resolve) leaves the prefix
+    if any(segment in (".", "..") for segment in unquote(parsed.path).split("/")):
         return None
     return url
 
@@ -518,6 +525,14 @@ class AfhubCILogonAuthenticator(CILogonOAuthenticator):
     @default("manage_groups")
     def _manage_groups_default(self):
         return True
+
+    @default("any_allow_config")
+    def _any_allow_config_default(self):
+        # JupyterHub warns at start when nothing seems to allow anyone; IdP policies do.
+        policies = getattr(self, "policies", {})
+        if any(p.allow_all or p.allowed_email_domains for p in policies.values()):
+            return True
+        return super()._default_any_allowed()
 
     def _client_secret_default(self):
         if self.client_secret_file:
