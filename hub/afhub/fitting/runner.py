@@ -1,0 +1,347 @@
+"""Run fits in worker processes that can be killed, each task under a wall-clock limit.
+
+:class:`KillablePool` keeps ``processes`` workers (``spawn`` context by default: no state
+inherited from a threaded parent). ``submit`` returns a :class:`concurrent.futures.Future`
+(``await pool.run(...)`` from asyncio). A task that outlives its limit has its worker killed
+and replaced, and its future fails with :class:`WallClockExceeded`; ``kill(future)`` does the
+same for cancellation of a running task. ``shutdown`` (or leaving the ``with`` block) stops
+every worker: nothing is left running.
+
+:func:`submit_patches` runs an engine per patch and turns those failures into
+``PatchResult(status="failed")`` with a reason, so the service always gets one result per patch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import multiprocessing
+import multiprocessing.connection
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from afhub.fitting.types import FitTask, PatchResult
+
+
+class WallClockExceeded(TimeoutError):
+    """The task ran past its wall-clock limit; its worker process was killed."""
+
+
+class WorkerDied(RuntimeError):
+    """The worker process running the task ended without answering (crash, OOM kill)."""
+
+
+class TaskKilled(RuntimeError):
+    """The task was killed on request (cancellation of a running task)."""
+
+
+class RemoteError(RuntimeError):
+    """The task raised in the worker; ``type_name`` names the original exception type."""
+
+    def __init__(self, type_name: str, message: str):
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+
+
+def _worker_main(conn: multiprocessing.connection.Connection) -> None:
+    """Worker loop: receive ``(fn, args, kwargs)``, send back ``(ok, value)``; stop on None."""
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        fn, args, kwargs = job
+        try:
+            reply: tuple[bool, Any] = (True, fn(*args, **kwargs))
+        except BaseException as exc:
+            reply = (False, (type(exc).__name__, str(exc)[:2000]))
+        try:
+            conn.send(reply)
+        except Exception as exc:
+            conn.send((False, (type(exc).__name__, f"result could not be sent back: {exc}")))
+
+
+@dataclass
+class _Job:
+    future: Future
+    fn: Callable[..., Any]
+    args: tuple
+    kwargs: dict
+    wall_seconds: float
+
+
+@dataclass
+class _Worker:
+    process: Any
+    conn: multiprocessing.connection.Connection
+    job: _Job | None = None
+    deadline: float = 0.0
+    kill_reason: BaseException | None = field(default=None)
+
+
+class KillablePool:
+    """A pool of worker processes; every task has a wall-clock limit and can be killed."""
+
+    def __init__(self, processes: int = 1, *, context: str = "spawn"):
+        if processes < 1:
+            raise ValueError("processes must be >= 1")
+        self._ctx = multiprocessing.get_context(context)
+        self._size = processes
+        self._lock = threading.Lock()
+        self._pending: collections.deque[_Job] = collections.deque()
+        self._workers: list[_Worker] = []
+        self._closing = False
+        self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)
+        self._ids = itertools.count()
+        for _ in range(processes):
+            self._workers.append(self._start_worker())
+        self._thread = threading.Thread(target=self._loop, name="killable-pool", daemon=True)
+        self._thread.start()
+        # at interpreter exit at the latest, every worker (the list is updated in place)
+        self._finalizer = weakref.finalize(self, KillablePool._stop_all, self._workers)
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def size(self) -> int:
+        """Number of worker processes."""
+        return self._size
+
+    def pids(self) -> list[int]:
+        """Process ids of the current workers (they change when a worker is replaced)."""
+        with self._lock:
+            return [w.process.pid for w in self._workers]
+
+    def submit(
+        self, fn: Callable[..., Any], *args: Any, wall_seconds: float, **kwargs: Any
+    ) -> Future:
+        """Queue ``fn(*args, **kwargs)`` (picklable, module-level) with a wall-clock limit."""
+        if wall_seconds <= 0:
+            raise ValueError("wall_seconds must be > 0")
+        future: Future = Future()
+        with self._lock:
+            if self._closing:
+                raise RuntimeError("pool is shut down")
+            self._pending.append(_Job(future, fn, args, kwargs, float(wall_seconds)))
+        self._wake()
+        return future
+
+    async def run(self, fn: Callable[..., Any], *args: Any, wall_seconds: float, **kwargs) -> Any:
+        """``submit`` for asyncio callers: await the result."""
+        return await asyncio.wrap_future(
+            self.submit(fn, *args, wall_seconds=wall_seconds, **kwargs)
+        )
+
+    def kill(self, future: Future) -> bool:
+        """Cancel a queued task or kill the worker running it; False when already done."""
+        if future.cancel():
+            return True
+        with self._lock:
+            for worker in self._workers:
+                if worker.job is not None and worker.job.future is future:
+                    worker.kill_reason = TaskKilled("task was cancelled")
+                    worker.deadline = 0.0
+                    self._wake()
+                    return True
+        return False
+
+    def shutdown(self, wait: bool = True, cancel_pending: bool = True) -> None:
+        """Stop accepting tasks, cancel queued ones (by default), stop every worker."""
+        with self._lock:
+            self._closing = True
+            if cancel_pending:
+                while self._pending:
+                    self._pending.popleft().future.cancel()
+        self._wake()
+        if wait:
+            self._thread.join()
+
+    def __enter__(self) -> KillablePool:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
+
+    # ------------------------------------------------------------------ internals
+
+    def _start_worker(self) -> _Worker:
+        parent, child = self._ctx.Pipe(duplex=True)
+        process = self._ctx.Process(
+            target=_worker_main, args=(child,), name="afhub-fit-worker", daemon=True
+        )
+        process.start()
+        child.close()
+        return _Worker(process=process, conn=parent)
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_w.send_bytes(b"x")
+
+    @staticmethod
+    def _stop_all(workers: list[_Worker]) -> None:
+        for worker in workers:
+            if worker.process.is_alive():
+                worker.process.kill()
+            worker.process.join(timeout=5)
+
+    def _replace(self, worker: _Worker) -> _Worker:
+        worker.process.kill()
+        worker.process.join(timeout=5)
+        worker.conn.close()
+        fresh = self._start_worker()
+        self._workers[self._workers.index(worker)] = fresh
+        return fresh
+
+    def _dispatch(self) -> None:
+        for worker in self._workers:
+            if worker.job is not None:
+                continue
+            while self._pending:
+                job = self._pending.popleft()
+                if job.future.set_running_or_notify_cancel():
+                    try:
+                        worker.conn.send((job.fn, job.args, job.kwargs))
+                    except Exception as exc:
+                        job.future.set_exception(exc)
+                        continue
+                    worker.job = job
+                    worker.deadline = time.monotonic() + job.wall_seconds
+                    break
+
+    def _finish(self, worker: _Worker) -> None:
+        job = worker.job
+        worker.job = None
+        try:
+            ok, value = worker.conn.recv()
+        except (EOFError, OSError):
+            job.future.set_exception(WorkerDied("the worker process ended without an answer"))
+            with self._lock:
+                self._replace(worker)
+            return
+        if ok:
+            job.future.set_result(value)
+        else:
+            job.future.set_exception(RemoteError(*value))
+
+    def _expire(self, now: float) -> None:
+        for worker in list(self._workers):
+            if worker.job is not None and now >= worker.deadline:
+                job = worker.job
+                reason = worker.kill_reason or WallClockExceeded(
+                    f"wall-clock limit of {job.wall_seconds:g} s exceeded"
+                )
+                worker.job = None
+                self._replace(worker)
+                job.future.set_exception(reason)
+
+    def _loop(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    self._dispatch()
+                    busy = [w for w in self._workers if w.job is not None]
+                    if self._closing and not busy and not self._pending:
+                        break
+                now = time.monotonic()
+                timeout = min((w.deadline - now for w in busy), default=None)
+                ready = multiprocessing.connection.wait(
+                    [self._wake_r] + [w.conn for w in busy],
+                    timeout=None if timeout is None else max(0.0, timeout),
+                )
+                if self._wake_r in ready:
+                    while self._wake_r.poll():
+                        self._wake_r.recv_bytes()
+                for worker in busy:
+                    if worker.conn in ready and worker.job is not None:
+                        self._finish(worker)
+                with self._lock:
+                    self._expire(time.monotonic())
+        finally:
+            self._close_workers()
+
+    def _close_workers(self) -> None:
+        with self._lock:
+            for worker in self._workers:
+                if worker.job is not None:
+                    worker.job.future.set_exception(TaskKilled("pool was shut down"))
+                    worker.job = None
+                with contextlib.suppress(OSError):
+                    worker.conn.send(None)
+            for worker in self._workers:
+                worker.process.join(timeout=2)
+                if worker.process.is_alive():
+                    worker.process.kill()
+                    worker.process.join(timeout=5)
+                worker.conn.close()
+            self._finalizer.detach()
+        self._wake_r.close()
+        self._wake_w.close()
+
+
+def run_with_limit(
+    fn: Callable[..., Any], args: tuple = (), wall_seconds: float = 60.0, *, context: str = "spawn"
+) -> Any:
+    """Run ``fn(*args)`` in a fresh killable process; raise WallClockExceeded past the limit."""
+    with KillablePool(1, context=context) as pool:
+        return pool.submit(fn, *args, wall_seconds=wall_seconds).result()
+
+
+def failed_result(task: FitTask, patch_index: int, engine: str, reason: str) -> PatchResult:
+    """A ``failed`` result for a patch whose fit never answered (timeout, crash, kill)."""
+    patch = task.patches[patch_index]["name"] if task.patches else None
+    return PatchResult(
+        patch=patch,
+        engine=engine,
+        status="failed",
+        diagnostics={"reason": reason},
+        provenance={
+            "workspace_sha256": task.workspace_sha256,
+            "settings": task.settings.to_dict(),
+            "engine": engine,
+            "patch": patch,
+        },
+    )
+
+
+def _as_patch_result(future: Future, task: FitTask, patch_index: int, engine: str) -> PatchResult:
+    try:
+        return future.result()
+    except (WallClockExceeded, WorkerDied, TaskKilled, RemoteError) as exc:
+        return failed_result(task, patch_index, engine, str(exc))
+
+
+def submit_patches(
+    pool: KillablePool,
+    task: FitTask,
+    wall_seconds: float,
+    fn: Callable[[FitTask, int], PatchResult] | None = None,
+    engine: str = "pyhf",
+) -> list[Future]:
+    """One future per patch, each resolving to a PatchResult (never raising for a fit)."""
+    if fn is None:
+        from afhub.fitting.pyhf_engine import run_patch
+
+        fn = run_patch
+    outer: list[Future] = []
+    for index in range(max(1, len(task.patches))):
+        inner = pool.submit(fn, task, index, wall_seconds=wall_seconds)
+        result: Future = Future()
+        result.set_running_or_notify_cancel()
+        inner.add_done_callback(
+            lambda f, r=result, i=index: r.set_result(
+                failed_result(task, i, engine, "cancelled")
+                if f.cancelled()
+                else _as_patch_result(f, task, i, engine)
+            )
+        )
+        outer.append(result)
+    return outer
