@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from afhub.settings import ConfigFileError, FacilitySettings, load_settings
+from afhub.settings import FacilitySettings, SettingsError, load_settings
 
 
 def _fail(message: str) -> int:
@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
-    except ConfigFileError as exc:
+    except SettingsError as exc:
         return _fail(str(exc))
     return args.handler(args, settings)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from traitlets import Enum, Integer, Unicode, default, validate
+from traitlets import Enum, Integer, TraitError, Unicode, default, validate
 from traitlets.config import Config, Configurable
 
 #: the authenticators the facility knows, by the value of ``FacilitySettings.authenticator``
@@ -31,7 +31,11 @@ AUTHENTICATORS = {
 }
 
 
-class ConfigFileError(ValueError):
+class SettingsError(ValueError):
+    """A setting has a value afhub cannot use; the message says which and why."""
+
+
+class ConfigFileError(SettingsError):
     """The afhub YAML config file cannot be used; the message says why."""
 
 
@@ -97,7 +101,12 @@ class FacilitySettings(Configurable):
 
     @default("authenticator")
     def _default_authenticator(self) -> str:
-        return _env("AFHUB_AUTHENTICATOR", "local")
+        value = _env("AFHUB_AUTHENTICATOR", "local")
+        if value not in AUTHENTICATORS:
+            raise SettingsError(
+                f"AFHUB_AUTHENTICATOR={value!r} is not one of: {', '.join(AUTHENTICATORS)}"
+            )
+        return value
 
     hub_db_url = Unicode(
         help="""SQLAlchemy URL of JupyterHub's own database. Default: SQLite in
@@ -189,5 +198,14 @@ def load_config_file(path: Path | None = None) -> Config:
 
 
 def load_settings(config: Config | None = None) -> FacilitySettings:
-    """The facility's settings from environment and the afhub YAML config file."""
-    return FacilitySettings(config=load_config_file() if config is None else config)
+    """The facility's settings from environment and the afhub YAML config file.
+
+    Raises :class:`SettingsError` with a message naming the bad setting.
+    """
+    settings = FacilitySettings(config=load_config_file() if config is None else config)
+    try:
+        for name in settings.trait_names(config=True):
+            getattr(settings, name)  # evaluate every default now, not in the middle of a run
+    except TraitError as exc:
+        raise SettingsError(str(exc)) from None
+    return settings

@@ -1,0 +1,112 @@
+"""Settings → JupyterHub configuration, checked on the objects produced (no hub started)."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+from traitlets.config import Config
+
+from afhub.hubconfig import build_config
+from afhub.passwords import ensure_admin_password
+from afhub.settings import (
+    ConfigFileError,
+    FacilitySettings,
+    SettingsError,
+    load_config_file,
+    load_settings,
+)
+from afhub.spawners.local import safe_name
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path):
+    for key in list(os.environ):
+        if key.startswith("AFHUB_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("AFHUB_HOME", str(tmp_path / "state"))
+    return monkeypatch
+
+
+def test_defaults_are_local_login_on_port_8000(env, tmp_path):
+    settings = FacilitySettings()
+    assert settings.port == 8000
+    assert settings.authenticator == "local"
+    c = build_config(settings)
+    assert c.JupyterHub.bind_url == "http://127.0.0.1:8000"
+    assert c.JupyterHub.authenticator_class == "afhub-local"
+    assert c.JupyterHub.spawner_class == "afhub-local"
+    assert c.Spawner.default_url == "/lab"
+    assert c.JupyterHub.db_url == f"sqlite:///{tmp_path / 'state' / 'jupyterhub.sqlite'}"
+    assert c.AfhubLocalAuthenticator.admin_password_file == str(
+        tmp_path / "state" / "admin-password"
+    )
+
+
+def test_environment_sets_ports_and_cilogon_is_one_setting(env):
+    env.setenv("AFHUB_PORT", "9100")
+    env.setenv("AFHUB_AUTHENTICATOR", "cilogon")
+    c = build_config(FacilitySettings())
+    assert c.JupyterHub.bind_url == "http://127.0.0.1:9100"
+    assert c.JupyterHub.authenticator_class == "afhub-cilogon"
+
+
+def test_unknown_authenticator_is_refused(env):
+    env.setenv("AFHUB_AUTHENTICATOR", "anything-goes")
+    with pytest.raises(SettingsError, match="AFHUB_AUTHENTICATOR='anything-goes'"):
+        load_settings()
+
+
+def test_yaml_config_overrides_and_reaches_other_classes(env, tmp_path):
+    path = tmp_path / "afhub.yaml"
+    path.write_text("FacilitySettings:\n  port: 8123\nAfhubLocalSpawner:\n  start_timeout: 33\n")
+    overrides = load_config_file(path)
+    settings = FacilitySettings(config=overrides)
+    c = build_config(settings, overrides)
+    assert c.JupyterHub.bind_url.endswith(":8123")
+    assert c.AfhubLocalSpawner.start_timeout == 33
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [("a: [1, 2", "not valid YAML"), ("- just\n- a list\n", "must map class names")],
+)
+def test_malformed_yaml_config_is_a_clear_error(tmp_path, text, problem):
+    path = tmp_path / "afhub.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigFileError, match=problem):
+        load_config_file(path)
+
+
+def test_cli_reports_bad_settings_without_traceback(env, capsys):
+    from afhub.cli import main
+
+    env.setenv("AFHUB_AUTHENTICATOR", "nope")
+    assert main(["users", "list"]) == 2
+    err = capsys.readouterr().err
+    assert "AFHUB_AUTHENTICATOR='nope'" in err and "Traceback" not in err
+
+
+def test_missing_yaml_config_is_empty(tmp_path):
+    assert load_config_file(tmp_path / "nope.yaml") == Config()
+
+
+def test_admin_password_created_once_with_mode_0600(tmp_path):
+    path = tmp_path / "admin-password"
+    first, created = ensure_admin_password(path)
+    assert created and len(first) >= 20
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    again, created_again = ensure_admin_password(path)
+    assert (again, created_again) == (first, False)
+    other = tmp_path / "b" / "admin-password"
+    assert ensure_admin_password(other)[0] != first
+
+
+@pytest.mark.parametrize(
+    "a, b", [("user", "user-hyphen"), ("a.b", "a-2eb"), ("Ann", "ann"), ("x_y", "x-y")]
+)
+def test_home_folder_names_are_distinct_and_safe(a, b):
+    assert safe_name(a) != safe_name(b)
+    for name in (a, b):
+        assert set(safe_name(name)) <= set("abcdefghijklmnopqrstuvwxyz0123456789-")
