@@ -1,4 +1,5 @@
 import pytest
+
 from afhub.groups.names import (
     MAX_DEPTH,
     MAX_PATH_LENGTH,

@@ -1,4 +1,5 @@
 import pytest
+
 from afhub.groups.tree import (
     Action,
     Actor,

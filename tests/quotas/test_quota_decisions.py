@@ -1,5 +1,8 @@
 from datetime import UTC, datetime, timedelta
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from afhub.groups.tree import chain as chain_of
 from afhub.quotas.decisions import (
     EnforcementAction,
@@ -10,8 +13,6 @@ from afhub.quotas.decisions import (
     plan_enforcement,
 )
 from afhub.quotas.limits import Charge, Holdings, LimitName, Limits, Usage
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
 GPU_SERVER = Charge("server", cpu_cores=4, gpus=1)

@@ -1,12 +1,14 @@
 import math
 
 import pytest
+
 from afhub.quotas.limits import (
     Charge,
     Holdings,
     InvalidQuota,
     LimitName,
     Limits,
+    ceiling_of,
     check_within,
     parse_limits,
 )
@@ -40,11 +42,22 @@ def test_parse_limits_rejects_bad_values(values, fragment):
     assert fragment in str(info.value)
 
 
-def test_check_within_ceiling():
-    ceiling = Limits(gpu_hours=100, max_servers=5)
-    check_within(Limits(gpu_hours=100, max_servers=2, cpu_core_hours=1e6), ceiling, "atlas")
+def test_ceiling_is_the_lowest_limit_on_the_chain():
+    ceiling = ceiling_of(
+        [
+            ("atlas", Limits(gpu_hours=100, max_servers=5)),
+            ("atlas/higgs", Limits(gpu_hours=200, max_servers=2)),
+        ]
+    )
+    assert ceiling == {
+        LimitName.GPU_HOURS: (100, "atlas"),
+        LimitName.MAX_SERVERS: (2, "atlas/higgs"),
+    }
+    check_within(Limits(gpu_hours=100, max_servers=2, cpu_core_hours=1e6), ceiling)
     with pytest.raises(InvalidQuota, match="'atlas'"):
-        check_within(Limits(gpu_hours=101), ceiling, "atlas")
+        check_within(Limits(gpu_hours=101), ceiling)
+    with pytest.raises(InvalidQuota, match="'atlas/higgs'"):
+        check_within(Limits(max_servers=3), ceiling)
 
 
 def test_charge_holdings_and_rates():

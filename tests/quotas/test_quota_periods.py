@@ -1,6 +1,7 @@
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+
 from afhub.quotas.periods import (
     CalendarMonth,
     InvalidPeriod,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 
 from afhub.quotas.periods import DEFAULT_PERIOD, parse_period
@@ -130,19 +130,34 @@ def parse_limits(values: Mapping[str, object], base: Limits | None = None) -> Li
     return replace(base or Limits(), **changes)
 
 
-def check_within(limits: Limits, ceiling: Limits, ceiling_group: str) -> None:
-    """Raise :class:`InvalidQuota` if any limit set in ``limits`` exceeds ``ceiling``'s.
+def ceiling_of(chain: Sequence[tuple[str, Limits]]) -> dict[LimitName, tuple[float, str]]:
+    """The effective limits along ``chain`` (``(path, limits)`` pairs): for each limit, the
+    lowest value set on any node, with the path of the node that sets it."""
+    ceiling: dict[LimitName, tuple[float, str]] = {}
+    for path, limits in chain:
+        for name in LimitName:
+            value = limits.get(name)
+            if value is not None and (name not in ceiling or value < ceiling[name][0]):
+                ceiling[name] = (value, path)
+    return ceiling
+
+
+def check_within(limits: Limits, ceiling: Mapping[LimitName, tuple[float, str]]) -> None:
+    """Raise :class:`InvalidQuota` if any limit set in ``limits`` exceeds the ``ceiling``.
 
     Group admins set quotas within their own: a subgroup's limit may not be higher than the
     effective limit above it (children may oversubscribe a parent in sum, never singly).
     An unset limit under a set ceiling is fine: the ceiling still holds through the chain.
     """
     for name in LimitName:
-        mine, top = limits.get(name), ceiling.get(name)
-        if mine is not None and top is not None and mine > top:
+        mine = limits.get(name)
+        if mine is None or name not in ceiling:
+            continue
+        top, group = ceiling[name]
+        if mine > top:
             raise InvalidQuota(
                 f"{name.value}={mine:g} is above the {top:g} {name.label} that applies from "
-                f"group {ceiling_group!r}; a group admin sets quotas within their own"
+                f"group {group!r}; a group admin sets quotas within their own"
             )
 
 

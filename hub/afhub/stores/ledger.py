@@ -1,0 +1,652 @@
+"""The usage ledger and quota admission.
+
+Every charge (a server, a Dask cluster, a fit job) is one :class:`LedgerInterval`:
+``admit`` decides and opens it atomically (``pending``: holds its slot), ``mark_running``
+starts the clock, ``close`` stops it, ``fail`` drops a charge that never started (a failed
+spawn is never charged). ``checkpoint`` folds running usage into the hourly rollup
+(:class:`UsageHourly`) of the charged group and every ancestor, so that a hub crash loses at
+most one checkpoint interval; ``reconcile`` squares open intervals with the servers the hub
+sees at start.
+
+Quota decisions read: the chain (closure table), the chain's limits, hourly rollups in each
+node's window (at most ~750 index rows per node for a month), and open intervals in the
+chain's subtrees (few). Cost does not grow with the ledger's length.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import case, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from afhub.quotas.decisions import (
+    Decision,
+    NodeState,
+    OverBudget,
+    decide,
+    exhausted_budgets,
+)
+from afhub.quotas.limits import Charge, Holdings, Limits, Usage
+from afhub.quotas.periods import parse_period
+from afhub.stores.database import Database
+from afhub.stores.errors import LedgerConflict, NotFound, StoreError
+from afhub.stores.groups import group_row, resolve_charge_group_in
+from afhub.stores.models import Group, GroupClosure, LedgerInterval, Quota, UsageHourly
+
+HOUR = 3600
+PENDING, RUNNING, CLOSED, FAILED = "pending", "running", "closed", "failed"
+OPEN_STATES = (PENDING, RUNNING)
+
+
+def to_ts(at: datetime) -> float:
+    if at.tzinfo is None:
+        raise ValueError("instants must be timezone-aware (use datetime.now(UTC))")
+    return at.timestamp()
+
+
+def from_ts(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+class QuotaExceeded(StoreError):
+    """The admission was refused; ``decision`` has every refusal, ``str()`` the first."""
+
+    status = 403
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(decision.message)
+        self.decision = decision
+
+
+@dataclass(frozen=True)
+class IntervalInfo:
+    id: int
+    user: str
+    group: str
+    kind: str
+    resource: str
+    server_name: str
+    cpu_cores: float
+    gpus: int
+    state: str
+    admitted_at: datetime
+    start: datetime | None
+    stop: datetime | None
+    checkpoint: datetime | None
+    note: str
+
+    def hours(self, since: datetime | None = None, until: datetime | None = None) -> float:
+        """Hours this interval ran within ``[since, until)`` (``until``: now when running)."""
+        if self.start is None or self.state == FAILED:
+            return 0.0
+        stop = self.stop or until or datetime.now(UTC)
+        lo = max(self.start, since) if since else self.start
+        hi = min(stop, until) if until else stop
+        return max(0.0, (hi - lo).total_seconds() / HOUR)
+
+    def to_dict(self) -> dict[str, object]:
+        def iso(at):
+            return at.isoformat() if at else None
+
+        return {
+            "id": self.id,
+            "user": self.user,
+            "group": self.group,
+            "kind": self.kind,
+            "resource": self.resource,
+            "server_name": self.server_name,
+            "cpu_cores": self.cpu_cores,
+            "gpus": self.gpus,
+            "state": self.state,
+            "admitted_at": iso(self.admitted_at),
+            "start": iso(self.start),
+            "stop": iso(self.stop),
+            "note": self.note,
+        }
+
+
+def _interval(row: LedgerInterval) -> IntervalInfo:
+    return IntervalInfo(
+        id=row.id,
+        user=row.user_name,
+        group=row.group_path,
+        kind=row.kind,
+        resource=row.resource,
+        server_name=row.server_name,
+        cpu_cores=row.cpu_cores,
+        gpus=row.gpus,
+        state=row.state,
+        admitted_at=from_ts(row.admitted_ts),
+        start=from_ts(row.start_ts),
+        stop=from_ts(row.stop_ts),
+        checkpoint=from_ts(row.checkpoint_ts),
+        note=row.note,
+    )
+
+
+@dataclass(frozen=True)
+class Admission:
+    """An admitted charge: the ledger interval that holds its slot, and the group charged."""
+
+    interval_id: int
+    group: str
+    decision: Decision
+
+
+@dataclass
+class ReconcileReport:
+    #: running intervals whose server is gone: closed at their last checkpoint
+    closed: list[int] = field(default_factory=list)
+    #: pending intervals whose server never came up: failed, charged nothing
+    failed: list[int] = field(default_factory=list)
+    #: pending intervals whose server the hub sees running: started at admission time
+    started: list[int] = field(default_factory=list)
+    #: running intervals whose server still runs: kept, the next checkpoint charges the gap
+    kept: list[int] = field(default_factory=list)
+    #: (user, server name) the hub sees running with no open interval
+    unknown: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class OverBudgetInterval:
+    interval: IntervalInfo
+    warned_at: datetime | None
+    reason: str
+
+    def pure(self) -> OverBudget:
+        return OverBudget(self.interval.id, self.warned_at, self.reason)
+
+
+@dataclass(frozen=True)
+class UsageReport:
+    group: str
+    since: datetime
+    until: datetime
+    cpu_core_hours: float
+    gpu_hours: float
+    intervals: list[IntervalInfo]
+
+
+def split_by_hour(t0: float, t1: float) -> list[tuple[int, float]]:
+    """``[t0, t1)`` cut at UTC hour boundaries: ``(hour_start, seconds)`` pairs."""
+    pieces: list[tuple[int, float]] = []
+    t = t0
+    while t < t1:
+        hour = int(math.floor(t / HOUR) * HOUR)
+        end = min(t1, hour + HOUR)
+        pieces.append((hour, end - t))
+        t = end
+    return pieces
+
+
+def _upsert_usage(session: Session, amounts: dict[tuple[int, int], list[float]]) -> None:
+    if not amounts:
+        return
+    values = [
+        {"group_id": g, "hour_ts": h, "cpu_core_seconds": cpu, "gpu_seconds": gpu}
+        for (g, h), (cpu, gpu) in sorted(amounts.items())
+    ]
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(UsageHourly)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["group_id", "hour_ts"],
+        set_={
+            "cpu_core_seconds": UsageHourly.cpu_core_seconds + stmt.excluded.cpu_core_seconds,
+            "gpu_seconds": UsageHourly.gpu_seconds + stmt.excluded.gpu_seconds,
+        },
+    )
+    session.execute(stmt, values)
+
+
+def _accrue(session: Session, rows: Sequence[LedgerInterval], until: float) -> None:
+    """Fold each running row's usage from its checkpoint to ``until`` into the rollup of its
+    group and every ancestor, and move the checkpoint."""
+    group_ids = {r.group_id for r in rows if r.group_id is not None}
+    ancestors: dict[int, list[int]] = defaultdict(list)
+    if group_ids:
+        for anc, desc in session.execute(
+            select(GroupClosure.ancestor_id, GroupClosure.descendant_id).where(
+                GroupClosure.descendant_id.in_(group_ids)
+            )
+        ):
+            ancestors[desc].append(anc)
+    amounts: dict[tuple[int, int], list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for row in rows:
+        t0 = row.checkpoint_ts if row.checkpoint_ts is not None else row.start_ts
+        if t0 is None or until <= t0:
+            continue
+        if row.group_id is not None:
+            for hour, seconds in split_by_hour(t0, until):
+                for anc in ancestors[row.group_id]:
+                    amount = amounts[(anc, hour)]
+                    amount[0] += row.cpu_cores * seconds
+                    amount[1] += row.gpus * seconds
+        row.checkpoint_ts = until
+    _upsert_usage(session, amounts)
+
+
+def _limits(quota: Quota | None) -> Limits:
+    if quota is None:
+        return Limits()
+    return Limits(
+        gpu_hours=quota.gpu_hours,
+        cpu_core_hours=quota.cpu_core_hours,
+        max_servers=quota.max_servers,
+        max_gpus=quota.max_gpus,
+        max_dask_cores=quota.max_dask_cores,
+        period=quota.period,
+    )
+
+
+def chain_states(
+    session: Session, group_id: int, now: datetime, *, lock: bool = False, full: bool = False
+) -> list[NodeState]:
+    """The charged group's chain, root first, with limits and rolled-up usage.
+
+    With ``lock`` on PostgreSQL the chain's group rows are locked root first (``FOR
+    UPDATE``) so that concurrent admissions under a common ancestor run one at a time.
+    Usage is computed only where a limit needs it, unless ``full``.
+    """
+    now_ts = to_ts(now)
+    if lock and session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            select(Group.id)
+            .join(GroupClosure, GroupClosure.ancestor_id == Group.id)
+            .where(GroupClosure.descendant_id == group_id)
+            .order_by(Group.depth)
+            .with_for_update(of=Group)
+        ).all()
+    rows = session.execute(
+        select(Group.id, Group.path, Quota)
+        .join(GroupClosure, GroupClosure.ancestor_id == Group.id)
+        .outerjoin(Quota, Quota.group_id == Group.id)
+        .where(GroupClosure.descendant_id == group_id)
+        .order_by(Group.depth)
+    ).all()
+    if not rows:
+        raise NotFound(f"group id {group_id} does not exist")
+    nodes = [(gid, path, _limits(quota)) for gid, path, quota in rows]
+    windows = {gid: parse_period(limits.period).window(now) for gid, _, limits in nodes}
+
+    need_budget = {
+        gid
+        for gid, _, lim in nodes
+        if full or lim.gpu_hours is not None or lim.cpu_core_hours is not None
+    }
+    need_holdings = {gid for gid, _, lim in nodes if full or not lim.is_unlimited()}
+
+    budget: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    by_start: dict[float, list[int]] = defaultdict(list)
+    for gid in need_budget:
+        by_start[windows[gid].start.timestamp()].append(gid)
+    for ws, gids in by_start.items():
+        fraction = (UsageHourly.hour_ts + HOUR - ws) / float(HOUR)
+        partial = UsageHourly.hour_ts < ws
+        query = (
+            select(
+                UsageHourly.group_id,
+                func.sum(
+                    case(
+                        (partial, UsageHourly.cpu_core_seconds * fraction),
+                        else_=UsageHourly.cpu_core_seconds,
+                    )
+                ),
+                func.sum(
+                    case(
+                        (partial, UsageHourly.gpu_seconds * fraction), else_=UsageHourly.gpu_seconds
+                    )
+                ),
+            )
+            .where(
+                UsageHourly.group_id.in_(gids),
+                UsageHourly.hour_ts > ws - HOUR,
+                UsageHourly.hour_ts <= now_ts,
+            )
+            .group_by(UsageHourly.group_id)
+        )
+        for gid, cpu_s, gpu_s in session.execute(query):
+            budget[gid][0] += float(cpu_s or 0.0)
+            budget[gid][1] += float(gpu_s or 0.0)
+
+    holdings: dict[int, Holdings] = defaultdict(Holdings)
+    if need_budget or need_holdings:
+        open_rows = session.execute(
+            select(
+                GroupClosure.ancestor_id,
+                LedgerInterval.kind,
+                LedgerInterval.cpu_cores,
+                LedgerInterval.gpus,
+                LedgerInterval.state,
+                LedgerInterval.checkpoint_ts,
+            )
+            .join(GroupClosure, GroupClosure.descendant_id == LedgerInterval.group_id)
+            .where(
+                LedgerInterval.state.in_(OPEN_STATES),
+                GroupClosure.ancestor_id.in_(need_budget | need_holdings),
+            )
+        ).all()
+        for anc, kind, cores, gpus, state, checkpoint_ts in open_rows:
+            holdings[anc] = holdings[anc] + Charge(kind, cores, gpus).holdings
+            if state == RUNNING and anc in need_budget and checkpoint_ts is not None:
+                since = max(checkpoint_ts, windows[anc].start.timestamp())
+                if now_ts > since:
+                    budget[anc][0] += cores * (now_ts - since)
+                    budget[anc][1] += gpus * (now_ts - since)
+
+    return [
+        NodeState(
+            path=path,
+            limits=limits,
+            usage=Usage(
+                gpu_hours=budget[gid][1] / HOUR,
+                cpu_core_hours=budget[gid][0] / HOUR,
+                holdings=holdings[gid],
+            ),
+        )
+        for gid, path, limits in nodes
+    ]
+
+
+class LedgerStore:
+    """Admission, the ledger's life cycle, checkpoints, reconciliation and reports."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @staticmethod
+    def _now(now: datetime | None) -> datetime:
+        return now or datetime.now(UTC)
+
+    # --- admission --------------------------------------------------------------------------
+
+    def admit(
+        self,
+        *,
+        user: str,
+        charge: Charge,
+        group: str | None = None,
+        server_name: str = "",
+        now: datetime | None = None,
+        enforce: bool = True,
+    ) -> Admission:
+        """Decide whether ``user`` may start ``charge`` charged to ``group`` (default: their
+        default group) and, if so, open a ``pending`` ledger interval, atomically.
+
+        Raises :class:`QuotaExceeded` (with the decision) when refused, ``NotAMember`` when
+        the user may not charge the group, :class:`LedgerConflict` when an interval is
+        already open for the same (kind, user, server name). ``enforce=False`` records
+        without deciding (adopting servers that already run).
+        """
+        now = self._now(now)
+        with self.db.write() as session:
+            target = resolve_charge_group_in(session, user, group)
+            states = chain_states(session, target.id, now, lock=True)
+            existing = session.scalar(
+                select(LedgerInterval.id).where(
+                    LedgerInterval.user_name == user,
+                    LedgerInterval.kind == charge.kind.value,
+                    LedgerInterval.server_name == server_name,
+                    LedgerInterval.state.in_(OPEN_STATES),
+                )
+            )
+            if existing is not None:
+                raise LedgerConflict(
+                    f"{charge.kind.value} {server_name or '(default)'!s} of {user} is already "
+                    f"admitted (ledger interval {existing}); stop it first"
+                )
+            decision = decide(states, charge, now) if enforce else Decision()
+            if not decision.allowed:
+                raise QuotaExceeded(decision)
+            row = LedgerInterval(
+                user_name=user,
+                group_id=target.id,
+                group_path=target.path,
+                kind=charge.kind.value,
+                resource=charge.resource,
+                server_name=server_name,
+                cpu_cores=float(charge.cpu_cores),
+                gpus=int(charge.gpus),
+                state=PENDING,
+                admitted_ts=to_ts(now),
+                note="",
+            )
+            session.add(row)
+            session.flush()
+            return Admission(row.id, target.path, decision)
+
+    def preview(
+        self, *, user: str, charge: Charge, group: str | None = None, now: datetime | None = None
+    ) -> Decision:
+        """The decision ``admit`` would make now, without opening anything."""
+        now = self._now(now)
+        with self.db.read() as session:
+            target = resolve_charge_group_in(session, user, group)
+            return decide(chain_states(session, target.id, now), charge, now)
+
+    def status(self, group: str, now: datetime | None = None) -> list[NodeState]:
+        """``group``'s chain (root first) with limits and rolled-up usage, for display."""
+        now = self._now(now)
+        with self.db.read() as session:
+            return chain_states(session, group_row(session, group).id, now, full=True)
+
+    # --- life cycle -------------------------------------------------------------------------
+
+    def _row(self, session: Session, interval_id: int) -> LedgerInterval:
+        row = session.get(LedgerInterval, interval_id)
+        if row is None:
+            raise NotFound(f"ledger interval {interval_id} does not exist")
+        return row
+
+    def mark_running(self, interval_id: int, at: datetime | None = None) -> IntervalInfo:
+        """The server (cluster, job) is up: usage accrues from ``at``."""
+        at_ts = to_ts(self._now(at))
+        with self.db.write() as session:
+            row = self._row(session, interval_id)
+            if row.state == PENDING:
+                row.state = RUNNING
+                row.start_ts = row.checkpoint_ts = at_ts
+            elif row.state != RUNNING:
+                raise LedgerConflict(f"ledger interval {interval_id} is already {row.state}")
+            return _interval(row)
+
+    def close(self, interval_id: int, at: datetime | None = None, note: str = "") -> IntervalInfo:
+        """Stop charging: a running interval is charged up to ``at``; a pending one (never
+        started) becomes ``failed`` and is charged nothing. Closing twice is harmless."""
+        at_ts = to_ts(self._now(at))
+        with self.db.write() as session:
+            row = self._row(session, interval_id)
+            if row.state == PENDING:
+                row.state = FAILED
+                row.note = (note or "never started")[:255]
+            elif row.state == RUNNING:
+                _accrue(session, [row], max(at_ts, row.checkpoint_ts or at_ts))
+                row.state = CLOSED
+                row.stop_ts = max(at_ts, row.start_ts or at_ts)
+                row.note = note[:255]
+            return _interval(row)
+
+    def fail(self, interval_id: int, note: str = "spawn failed") -> IntervalInfo:
+        """A spawn that failed: nothing is charged, even if it was marked running."""
+        with self.db.write() as session:
+            row = self._row(session, interval_id)
+            if row.state in OPEN_STATES:
+                if row.state == RUNNING and row.checkpoint_ts and row.start_ts:
+                    # take back what a checkpoint already folded into the rollup
+                    self._refund(session, row)
+                row.state = FAILED
+                row.stop_ts = row.start_ts
+                row.note = note[:255]
+            return _interval(row)
+
+    def _refund(self, session: Session, row: LedgerInterval) -> None:
+        if row.group_id is None or row.checkpoint_ts <= row.start_ts:
+            return
+        ancestors = session.scalars(
+            select(GroupClosure.ancestor_id).where(GroupClosure.descendant_id == row.group_id)
+        ).all()
+        amounts: dict[tuple[int, int], list[float]] = {}
+        for hour, seconds in split_by_hour(row.start_ts, row.checkpoint_ts):
+            for anc in ancestors:
+                amounts[(anc, hour)] = [-row.cpu_cores * seconds, -row.gpus * seconds]
+        _upsert_usage(session, amounts)
+
+    def find_open(self, *, kind: str, user: str, server_name: str = "") -> IntervalInfo | None:
+        with self.db.read() as session:
+            row = session.scalar(
+                select(LedgerInterval).where(
+                    LedgerInterval.user_name == user,
+                    LedgerInterval.kind == kind,
+                    LedgerInterval.server_name == server_name,
+                    LedgerInterval.state.in_(OPEN_STATES),
+                )
+            )
+            return _interval(row) if row else None
+
+    def get(self, interval_id: int) -> IntervalInfo:
+        with self.db.read() as session:
+            return _interval(self._row(session, interval_id))
+
+    def open_intervals(self, kind: str | None = None) -> list[IntervalInfo]:
+        with self.db.read() as session:
+            query = select(LedgerInterval).where(LedgerInterval.state.in_(OPEN_STATES))
+            if kind is not None:
+                query = query.where(LedgerInterval.kind == kind)
+            return [_interval(r) for r in session.scalars(query.order_by(LedgerInterval.id))]
+
+    # --- checkpoints and reconciliation ------------------------------------------------------
+
+    def checkpoint(self, now: datetime | None = None) -> int:
+        """Fold every running interval's usage up to ``now`` into the rollup; returns how
+        many intervals were checkpointed. Call it every checkpoint interval (e.g. 60 s)."""
+        now_ts = to_ts(self._now(now))
+        with self.db.write() as session:
+            rows = list(
+                session.scalars(select(LedgerInterval).where(LedgerInterval.state == RUNNING))
+            )
+            _accrue(session, rows, now_ts)
+            return len(rows)
+
+    def reconcile(
+        self,
+        running: Iterable[tuple[str, str]],
+        now: datetime | None = None,
+        *,
+        kind: str = "server",
+    ) -> ReconcileReport:
+        """Square the ledger with what actually runs, at hub start.
+
+        ``running`` holds ``(user, server_name)`` for every ``kind`` the hub sees running.
+        Running intervals whose server is gone are closed at their last checkpoint (the crash
+        lost at most one checkpoint interval); pending ones are failed (charged nothing);
+        pending ones whose server runs are started at their admission time.
+        """
+        now_ts = to_ts(self._now(now))
+        alive = set(running)
+        report = ReconcileReport()
+        with self.db.write() as session:
+            rows = list(
+                session.scalars(
+                    select(LedgerInterval)
+                    .where(LedgerInterval.state.in_(OPEN_STATES), LedgerInterval.kind == kind)
+                    .order_by(LedgerInterval.id)
+                )
+            )
+            seen = set()
+            for row in rows:
+                key = (row.user_name, row.server_name)
+                seen.add(key)
+                if key in alive:
+                    if row.state == PENDING:
+                        row.state = RUNNING
+                        row.start_ts = row.checkpoint_ts = row.admitted_ts
+                        report.started.append(row.id)
+                    else:
+                        report.kept.append(row.id)
+                elif row.state == PENDING:
+                    row.state = FAILED
+                    row.note = "not running at reconcile"
+                    report.failed.append(row.id)
+                else:
+                    row.state = CLOSED
+                    row.stop_ts = row.checkpoint_ts if row.checkpoint_ts is not None else now_ts
+                    row.note = "gone at reconcile; closed at last checkpoint"
+                    report.closed.append(row.id)
+            report.unknown = sorted(alive - seen)
+        return report
+
+    # --- enforcement ------------------------------------------------------------------------
+
+    def over_budget(self, now: datetime | None = None) -> list[OverBudgetInterval]:
+        """Running intervals that consume a budget that is now spent somewhere on their chain."""
+        now = self._now(now)
+        result: list[OverBudgetInterval] = []
+        with self.db.read() as session:
+            rows = list(
+                session.scalars(select(LedgerInterval).where(LedgerInterval.state == RUNNING))
+            )
+            states: dict[int, list[NodeState]] = {}
+            for row in rows:
+                if row.group_id is None:
+                    continue
+                if row.group_id not in states:
+                    states[row.group_id] = chain_states(session, row.group_id, now)
+                spent = exhausted_budgets(
+                    states[row.group_id], Charge(row.kind, row.cpu_cores, row.gpus), now
+                )
+                if spent:
+                    result.append(
+                        OverBudgetInterval(_interval(row), from_ts(row.warned_ts), spent[0].message)
+                    )
+        return result
+
+    def mark_warned(self, interval_ids: Iterable[int], at: datetime | None = None) -> None:
+        ids = list(interval_ids)
+        if not ids:
+            return
+        with self.db.write() as session:
+            session.execute(
+                update(LedgerInterval)
+                .where(LedgerInterval.id.in_(ids), LedgerInterval.warned_ts.is_(None))
+                .values(warned_ts=to_ts(self._now(at)))
+            )
+
+    # --- reports ----------------------------------------------------------------------------
+
+    def usage(
+        self,
+        group: str,
+        since: datetime,
+        until: datetime | None = None,
+        *,
+        now: datetime | None = None,
+    ) -> UsageReport:
+        """Exact usage of ``group``'s subtree in ``[since, until)``, interval by interval."""
+        now = self._now(now)
+        until = until or now
+        if until <= since:
+            raise StoreError("'since' must be before 'until'")
+        with self.db.read() as session:
+            top = group_row(session, group)
+            rows = session.scalars(
+                select(LedgerInterval)
+                .join(GroupClosure, GroupClosure.descendant_id == LedgerInterval.group_id)
+                .where(
+                    GroupClosure.ancestor_id == top.id,
+                    LedgerInterval.start_ts.is_not(None),
+                    LedgerInterval.state != FAILED,
+                    LedgerInterval.start_ts < to_ts(until),
+                    func.coalesce(LedgerInterval.stop_ts, to_ts(now)) > to_ts(since),
+                )
+                .order_by(LedgerInterval.start_ts, LedgerInterval.id)
+            )
+            intervals = [_interval(r) for r in rows]
+        cpu = sum(i.cpu_cores * i.hours(since, min(until, now)) for i in intervals)
+        gpu = sum(i.gpus * i.hours(since, min(until, now)) for i in intervals)
+        return UsageReport(group, since, until, cpu, gpu, intervals)

@@ -1,0 +1,233 @@
+"""Tables. The schema is created and changed only by the alembic migrations
+(:mod:`afhub.stores.migrations`); these classes must match the latest revision.
+
+Time columns of the usage ledger are seconds since the Unix epoch (double precision) so
+that the interval arithmetic is the same SQL on SQLite and PostgreSQL; other time columns
+are timezone-aware datetimes stored as UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+BigId = BigInteger().with_variant(Integer, "sqlite")
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware datetimes in, aware UTC datetimes out; stored as naive UTC."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("datetimes stored by afhub must be timezone-aware")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Group(Base):
+    __tablename__ = "afhub_groups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: full path, e.g. ``atlas/higgs``; unique
+    path: Mapped[str] = mapped_column(String(255), unique=True)
+    #: last segment of the path
+    name: Mapped[str] = mapped_column(String(63))
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("afhub_groups.id", ondelete="RESTRICT"), index=True
+    )
+    #: 1 for a top-level group
+    depth: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class GroupClosure(Base):
+    """Every (ancestor, descendant) pair, self pairs included: subtree queries without
+    recursion."""
+
+    __tablename__ = "afhub_group_closure"
+
+    ancestor_id: Mapped[int] = mapped_column(
+        ForeignKey("afhub_groups.id", ondelete="CASCADE"), primary_key=True
+    )
+    descendant_id: Mapped[int] = mapped_column(
+        ForeignKey("afhub_groups.id", ondelete="CASCADE"), primary_key=True
+    )
+    #: 0 for the self pair, 1 for a parent, ...
+    distance: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_afhub_group_closure_descendant", "descendant_id", "ancestor_id"),)
+
+
+class User(Base):
+    __tablename__ = "afhub_users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: the JupyterHub user name
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    email: Mapped[str | None] = mapped_column(String(320))
+    is_facility_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    default_group_id: Mapped[int | None] = mapped_column(
+        ForeignKey("afhub_groups.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Membership(Base):
+    __tablename__ = "afhub_memberships"
+
+    group_id: Mapped[int] = mapped_column(
+        ForeignKey("afhub_groups.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("afhub_users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    #: ``member`` or ``admin``
+    role: Mapped[str] = mapped_column(String(16))
+    #: where the membership came from: ``manual``, ``invitation`` or ``claims``
+    source: Mapped[str] = mapped_column(String(16), default="manual")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Quota(Base):
+    """One group's limits; a NULL limit means no limit at this node."""
+
+    __tablename__ = "afhub_quotas"
+
+    group_id: Mapped[int] = mapped_column(
+        ForeignKey("afhub_groups.id", ondelete="CASCADE"), primary_key=True
+    )
+    gpu_hours: Mapped[float | None] = mapped_column(Float)
+    cpu_core_hours: Mapped[float | None] = mapped_column(Float)
+    max_servers: Mapped[int | None] = mapped_column(Integer)
+    max_gpus: Mapped[int | None] = mapped_column(Integer)
+    max_dask_cores: Mapped[float | None] = mapped_column(Float)
+    period: Mapped[str] = mapped_column(String(32), default="month")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(255))
+
+
+class Invitation(Base):
+    """An invitation to join a group. Only the SHA-256 of the token is stored."""
+
+    __tablename__ = "afhub_invitations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    group_id: Mapped[int] = mapped_column(
+        ForeignKey("afhub_groups.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: when set, only a user with this email (case-insensitive) may redeem it
+    email: Mapped[str | None] = mapped_column(String(320))
+    role: Mapped[str] = mapped_column(String(16), default="member")
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    max_uses: Mapped[int] = mapped_column(Integer)
+    uses_left: Mapped[int] = mapped_column(Integer)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_by: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class InvitationRedemption(Base):
+    __tablename__ = "afhub_invitation_redemptions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    invitation_id: Mapped[int] = mapped_column(
+        ForeignKey("afhub_invitations.id", ondelete="CASCADE"), index=True
+    )
+    user_name: Mapped[str] = mapped_column(String(255))
+    redeemed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (UniqueConstraint("invitation_id", "user_name"),)
+
+
+class LedgerInterval(Base):
+    """One charge: a server, Dask cluster or fit job, charged to one group.
+
+    States: ``pending`` (admitted, starting: holds its slot, accrues nothing), ``running``
+    (accrues from ``start_ts``; accrued usage is folded into :class:`UsageHourly` at every
+    checkpoint), ``closed`` (stopped at ``stop_ts``), ``failed`` (never started; charged
+    nothing).
+    """
+
+    __tablename__ = "afhub_ledger"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_name: Mapped[str] = mapped_column(String(255))
+    #: NULL once the group is deleted; ``group_path`` keeps the name for reports
+    group_id: Mapped[int | None] = mapped_column(ForeignKey("afhub_groups.id", ondelete="SET NULL"))
+    group_path: Mapped[str] = mapped_column(String(255))
+    #: ``server``, ``dask`` or ``fit``
+    kind: Mapped[str] = mapped_column(String(16))
+    #: profile slug or cluster option the charge came from
+    resource: Mapped[str] = mapped_column(String(255), default="")
+    #: server name ('' for the default server), cluster name or job id
+    server_name: Mapped[str] = mapped_column(String(255), default="")
+    cpu_cores: Mapped[float] = mapped_column(Float, default=0.0)
+    gpus: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(16))
+    admitted_ts: Mapped[float] = mapped_column(Float)
+    start_ts: Mapped[float | None] = mapped_column(Float)
+    stop_ts: Mapped[float | None] = mapped_column(Float)
+    #: usage up to this instant is already folded into the hourly rollup
+    checkpoint_ts: Mapped[float | None] = mapped_column(Float)
+    #: when the owner was warned that a budget is spent (enforcement grace starts)
+    warned_ts: Mapped[float | None] = mapped_column(Float)
+    note: Mapped[str] = mapped_column(String(255), default="")
+
+    __table_args__ = (
+        Index("ix_afhub_ledger_state_group", "state", "group_id"),
+        Index("ix_afhub_ledger_group_start", "group_id", "start_ts"),
+        Index("ix_afhub_ledger_owner", "user_name", "kind", "server_name", "state"),
+    )
+
+
+class UsageHourly(Base):
+    """Accrued usage per group and UTC hour, rolled up: a group's row counts its whole
+    subtree. Written at checkpoints and closes; read by quota decisions."""
+
+    __tablename__ = "afhub_usage_hourly"
+
+    group_id: Mapped[int] = mapped_column(
+        ForeignKey("afhub_groups.id", ondelete="CASCADE"), primary_key=True
+    )
+    #: start of the hour, seconds since the epoch
+    hour_ts: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    cpu_core_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)

@@ -1,0 +1,85 @@
+"""Quotas: one set of limits per group (any node of the tree)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+
+from afhub.groups import tree
+from afhub.groups.tree import Action, Actor
+from afhub.quotas.limits import InvalidQuota, Limits, ceiling_of, check_within, parse_limits
+from afhub.stores.database import Database
+from afhub.stores.groups import chain_rows, group_row
+from afhub.stores.ledger import _limits
+from afhub.stores.models import Group, Quota
+
+
+class QuotaStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def get(self, path: str) -> Limits:
+        """``path``'s own limits (``Limits()`` when none are set)."""
+        with self.db.read() as session:
+            group = group_row(session, path)
+            return _limits(session.get(Quota, group.id))
+
+    def set(
+        self,
+        path: str,
+        values: Mapping[str, object],
+        *,
+        actor: Actor | None = None,
+        replace: bool = False,
+    ) -> Limits:
+        """Change ``path``'s limits: keys in ``values`` change (``None`` removes a limit),
+        others stay, unless ``replace``. Returns the new limits.
+
+        Validation (``InvalidQuota``): numbers >= 0, whole numbers for counts, known keys
+        and periods. With a non-facility-admin ``actor``: the actor must administer an
+        ancestor of ``path``, and each new limit must be within the effective limit above.
+        """
+        if actor is not None:
+            tree.require(actor, Action.SET_QUOTA, path)
+        with self.db.write() as session:
+            group = group_row(session, path)
+            row = session.get(Quota, group.id)
+            limits = parse_limits(values, base=None if replace else _limits(row))
+            if actor is not None and not actor.is_facility_admin:
+                above = [
+                    (g.path, _limits(session.get(Quota, g.id)))
+                    for g in chain_rows(session, group.id)
+                    if g.id != group.id
+                ]
+                check_within(limits, ceiling_of(above))
+            if row is None:
+                row = Quota(group_id=group.id)
+                session.add(row)
+            for key, value in limits.to_dict().items():
+                setattr(row, key, value)
+            row.updated_at = datetime.now(UTC)
+            row.updated_by = actor.name if actor else None
+            return limits
+
+    def clear(self, path: str, *, actor: Actor | None = None) -> None:
+        """Remove every limit of ``path``."""
+        if actor is not None:
+            tree.require(actor, Action.SET_QUOTA, path)
+        with self.db.write() as session:
+            group = group_row(session, path)
+            row = session.get(Quota, group.id)
+            if row is not None:
+                session.delete(row)
+
+    def all(self) -> dict[str, Limits]:
+        """Every group that has limits, by path."""
+        with self.db.read() as session:
+            rows = session.execute(
+                select(Group.path, Quota).join(Quota, Quota.group_id == Group.id)
+            )
+            return {path: _limits(quota) for path, quota in rows}
+
+
+__all__ = ["InvalidQuota", "QuotaStore"]
