@@ -100,6 +100,7 @@ class LoginResult:
     session: requests.Session
     authorize_url: str
     callback_status: int
+    callback_text: str
     # every Location header after the provider sent us back to the hub, in order
     locations: list[str] = field(default_factory=list)
     final_url: str = ""
@@ -135,7 +136,7 @@ def cilogon_login(
     assert "code" in parse_qs(callback.query)
 
     response = session.get(callback_url, allow_redirects=False, timeout=30)
-    result = LoginResult(session, authorize_url, response.status_code)
+    result = LoginResult(session, authorize_url, response.status_code, response.text)
     url = callback_url
     while response.is_redirect and len(result.locations) < max_redirects:
         location = response.headers["Location"]

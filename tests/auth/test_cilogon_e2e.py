@@ -155,6 +155,7 @@ def test_unlisted_idp_gets_403(hub, oidc_provider):
     before = user_names(hub)
     result = cilogon_login(hub.hub_url, sub)
     assert result.callback_status == 403
+    assert f"identity provider {IDP_EVIL} is not allowed" in result.callback_text
     assert result.locations == []
     assert user_names(hub) == before
 
@@ -211,6 +212,7 @@ def test_home_idp_value_outside_its_domain_is_refused(hub, oidc_provider):
     sub = oidc_provider.add_user("bob-a", {"idp": IDP_A, "eppn": "bob@b.edu", "email": "bob@a.edu"})
     result = cilogon_login(hub.hub_url, sub)
     assert result.callback_status == 403
+    assert "not in its own domain a.edu" in result.callback_text
     assert not {"bob", "b:bob", "bob@b.edu"} & user_names(hub)
 
 

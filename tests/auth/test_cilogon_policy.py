@@ -3,6 +3,8 @@
 import asyncio
 
 import pytest
+from tornado import web
+
 from afhub.auth.cilogon import (
     AfhubCILogonAuthenticator,
     IdpPolicy,
@@ -19,7 +21,6 @@ from afhub.auth.cilogon import (
     parse_identity_providers,
     parse_idp_policy,
 )
-from tornado import web
 
 A = "https://idp.a.edu/idp/shibboleth"
 B = "https://login.b.edu/idp/shibboleth"
@@ -277,13 +278,14 @@ def test_map_groups():
     group_map = {"CO:COU:atlas-af:members:active": "atlas"}
     assert map_groups(claims, group_map, ["CO:COU:afhub-"]) == {"atlas", "physics"}
     assert map_groups(claims, group_map) == {"atlas"}
-    assert map_groups(claims, {}, [], keep_unmapped=True) == {
-        "CO:COU:atlas-af:members:active",
-        "CO:COU:afhub-physics",
-        "CO:COU:afhub-",
+    # kept whole only when valid afhub group paths (lowercase segments joined by "/")
+    assert map_groups(claims + ["atlas/higgs", "Atlas"], {}, [], keep_unmapped=True) == {
         "unrelated",
+        "atlas/higgs",
     }
     assert map_groups([], group_map, ["CO:"], keep_unmapped=True) == set()
+    # a mapped name is a path too, and several claims may map to one group
+    assert map_groups(["x", "y"], {"x": "atlas/higgs", "y": "atlas/higgs"}) == {"atlas/higgs"}
 
 
 # --- redirects -----------------------------------------------------------------------
@@ -375,9 +377,12 @@ def test_username_map_refused():
         make(username_map={"b:alice": "alice"})
 
 
-def test_bad_group_names_refused():
+@pytest.mark.parametrize("name", ["bad name", "CO:x", "Atlas", "/atlas", "atlas//higgs"])
+def test_bad_group_names_refused(name):
     with pytest.raises(PolicyError, match="group_map"):
-        make(group_map={"CO:x": "bad name"})
+        make(group_map={"CO:x": name})
+    with pytest.raises(PolicyError, match="admin_groups"):
+        make(admin_groups={name})
 
 
 def test_client_secret_from_file(tmp_path, monkeypatch):

@@ -33,6 +33,8 @@ from oauthenticator.oauth2 import OAuthCallbackHandler
 from tornado import web
 from traitlets import Bool, Dict, List, Unicode, default
 
+from afhub.groups.names import InvalidGroupName, validate_path
+
 #: Separator between an IdP's prefix and the user's name, as in oauthenticator.  It may
 #: appear neither in a prefix nor in a derived name, which is what keeps IdPs apart.
 PREFIX_SEPARATOR = ":"
@@ -46,7 +48,6 @@ _LOCAL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._+-]*$")
 # A name kept whole (e.g. an eppn or email without stripping): one "@" allowed.
 _FULL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._+-]*(?:@[a-z0-9][a-z0-9.-]*)?$")
 _MAX_USERNAME = 128
-_GROUP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,254}$")
 
 _IDP_KEYS = {
     "name",
@@ -337,14 +338,21 @@ def normalize_group_claim(value: object) -> list[str]:
     return groups
 
 
+def is_group_path(name: object) -> bool:
+    """True if ``name`` is a valid afhub group path (``atlas``, ``atlas/higgs``)."""
+    try:
+        validate_path(name)
+    except InvalidGroupName:
+        return False
+    return True
+
+
 def check_group_name(name: object, where: str) -> str:
-    """Validate a hub group name given in configuration."""
-    if not isinstance(name, str) or not _GROUP_RE.match(name):
-        raise PolicyError(
-            f"{where}: {name!r} is not a valid group name "
-            "(letters, digits, '.', '_', ':', '@', '+', '-'; at most 255)"
-        )
-    return name
+    """Validate a hub group name given in configuration (an afhub group path)."""
+    try:
+        return validate_path(name)
+    except InvalidGroupName as e:
+        raise PolicyError(f"{where}: {e}") from None
 
 
 def map_groups(
@@ -357,7 +365,9 @@ def map_groups(
 
     A value listed in ``group_map`` becomes the mapped name; else a value starting with one
     of ``group_prefixes`` becomes the rest of the value; else it is kept as is only when
-    ``keep_unmapped``.  Names that are not valid group names are dropped.
+    ``keep_unmapped``.  Names that are not valid afhub group paths
+    (:func:`afhub.groups.names.validate_path`: lowercase segments joined by ``/``) are
+    dropped.
     """
     group_prefixes = [p for p in group_prefixes if p]
     groups: set[str] = set()
@@ -372,7 +382,7 @@ def map_groups(
                 name = claim
             else:
                 continue
-        if _GROUP_RE.match(name):
+        if is_group_path(name):
             groups.add(name)
     return groups
 
@@ -491,7 +501,7 @@ class AfhubCILogonAuthenticator(CILogonOAuthenticator):
         help="""
         Claim value -> JupyterHub group name, e.g.
         ``{"CO:COU:atlas-af:members:active": "atlas"}``.  Checked before
-        ``group_prefixes``.
+        ``group_prefixes``.  Group names are afhub group paths (``atlas/higgs``).
         """,
     ).tag(config=True)
 
@@ -508,8 +518,9 @@ class AfhubCILogonAuthenticator(CILogonOAuthenticator):
         False,
         help="""
         Keep claim values that neither ``group_map`` nor ``group_prefixes`` match, as
-        groups of the same name.  Off by default: an IdP's whole group list is rarely
-        what the hub's groups should be.
+        groups of the same name (values that are not valid afhub group paths are still
+        dropped).  Off by default: an IdP's whole group list is rarely what the hub's
+        groups should be.
         """,
     ).tag(config=True)
 
