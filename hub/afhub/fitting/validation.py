@@ -365,8 +365,16 @@ def _schema_error(
 def _check_version(spec: dict[str, Any], field: str, what: str) -> str:
     version = spec.get("version")
     if not isinstance(version, str) or version not in SUPPORTED_SCHEMA_VERSIONS:
+        # echo the sent value only when it looks like a version (never a path-like string)
+        shown = (
+            repr(version)
+            if isinstance(version, str) and re.fullmatch(r"[0-9A-Za-z.+-]{1,20}", version)
+            else "(missing or malformed)"
+            if version is None or not isinstance(version, str)
+            else "(malformed)"
+        )
         raise ValidationError(
-            f"{what} version {_short(version, 40)!r} is not supported; supported: "
+            f"{what} version {shown} is not supported; supported: "
             f"{', '.join(SUPPORTED_SCHEMA_VERSIONS)}",
             field=f"{field}.version",
         )
@@ -869,12 +877,7 @@ def validate_payload(payload: dict[str, Any], limits: Limits = DEFAULT_LIMITS) -
         where = f"workspace patched with {_short(patch['name'], 60)!r}"
         if not isinstance(patched, dict) or patched.get("version") != version:
             raise ValidationError(f"{where}: a patch may not change the version", field="patches")
-        try:
-            pyhf.schema.validate(
-                _changed_parts(patched, workspace), "workspace.json", version=version
-            )
-        except pyhf.exceptions.InvalidSpecification as exc:
-            raise _schema_error(exc, where, "patches") from None
+        _validate_patched(patched, workspace, version, where)
         check_workspace_semantics(patched, settings, operation, measurement, limits, where)
 
     return FitTask(
@@ -885,6 +888,19 @@ def validate_payload(payload: dict[str, Any], limits: Limits = DEFAULT_LIMITS) -
         workspace_sha256=canonical_sha256(workspace),
         measurement=measurement,
     )
+
+
+def _validate_patched(patched: Any, base: dict[str, Any], version: str, where: str) -> None:
+    """Schema-check a patched workspace: fast on the changed parts, then (only when that
+    fails) on the whole, so the message points at the real location."""
+    try:
+        pyhf.schema.validate(_changed_parts(patched, base), "workspace.json", version=version)
+    except pyhf.exceptions.InvalidSpecification:
+        try:
+            pyhf.schema.validate(patched, "workspace.json", version=version)
+        except pyhf.exceptions.InvalidSpecification as exc:
+            raise _schema_error(exc, where, "patches") from None
+        raise ValidationError(f"{where} does not match pyhf's schema", field="patches") from None
 
 
 def _changed_parts(patched: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
