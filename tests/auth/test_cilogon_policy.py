@@ -1,9 +1,12 @@
 """Unit tests of afhub's CILogon policy: pure helpers and authenticator construction."""
 
 import asyncio
+from pathlib import Path
 
 import pytest
+import yaml
 from tornado import web
+from traitlets.config import Config
 
 from afhub.auth.cilogon import (
     AfhubCILogonAuthenticator,
@@ -367,9 +370,10 @@ def test_merge_prone_config_refuses_to_start():
         make(identity_providers={A: {}, B: {}})
 
 
-def test_idps_cannot_be_set_directly():
+@pytest.mark.parametrize("trait", ["idps", "allowed_idps"])
+def test_idps_cannot_be_set_directly(trait):
     with pytest.raises(PolicyError, match="not idps"):
-        make(idps={A: {"username_derivation": {"username_claim": "eppn"}}})
+        make(**{trait: {A: {"username_derivation": {"username_claim": "eppn"}}}})
 
 
 def test_username_map_refused():
@@ -450,6 +454,10 @@ def test_check_allowed():
     assert run(_allowed(auth, {**gh, "preferred_username": "friend"})) is True
 
 
+def test_check_allowed_without_login_model_refuses():
+    assert run(make(allowed_email_domains=["a.edu"]).check_allowed("alice", None)) is False
+
+
 def test_unlisted_idp_refused_even_with_allowed_email():
     auth = make(allowed_email_domains=["a.edu"])
     info = {"idp": "https://idp.evil.example/idp", "eppn": "alice@a.edu", "email": "alice@a.edu"}
@@ -494,3 +502,27 @@ def test_groups_and_admin_groups():
     model = run(auth._apply_managed_groups(_model(auth, info)))
     assert model["groups"] == ["physics"]
     assert model["admin"] is False
+
+
+def test_documented_example_config_is_valid(tmp_path):
+    """The complete example in docs/authentication.md starts an authenticator."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "authentication.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in doc.split("```yaml\n")[1:]]
+    example = next(yaml.safe_load(b) for b in blocks if "identity_providers" in b)
+    settings = example["AfhubCILogonAuthenticator"]
+    secret = tmp_path / "client-secret"
+    secret.write_text("s3cret\n")
+    settings["client_secret_file"] = str(secret)
+    auth = AfhubCILogonAuthenticator(config=Config(example))
+    assert auth.client_secret == "s3cret"
+    home = "https://idp.uni.edu/idp/shibboleth"
+    assert auth.user_info_to_username({"idp": home, "eppn": "Alice@uni.edu"}) == "alice"
+    partner = "urn:mace:incommon:partner.org"
+    name = auth.user_info_to_username({"idp": partner, "eppn": "alice@partner.org"})
+    assert name == "partner:alice"
+    groups = run(
+        auth.get_user_groups(
+            {"cilogon_user": {"isMemberOf": ["CO:COU:atlas-higgs:members:active", "x"]}}
+        )
+    )
+    assert groups == {"atlas/higgs"}

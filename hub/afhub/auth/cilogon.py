@@ -621,8 +621,9 @@ class AfhubCILogonAuthenticator(CILogonOAuthenticator):
         allowed for that IdP, or JupyterHub's own lists (``allowed_users``, ``admin_users``,
         ``allowed_groups``) admit them.  A user of an unlisted IdP is always refused."""
         if auth_model is None:
-            # oauthenticator's workaround for calls without a login (JupyterHub < 5)
-            return True
+            # JupyterHub >= 5 always passes the login's model; without one, nothing shows
+            # which IdP vouched for the user (oauthenticator allows here, for JupyterHub < 5).
+            return False
         user_info = auth_model["auth_state"][self.user_auth_state_key]
         policy = self._policy_for(user_info)
         # OAuthenticator's checks only: allow_all, admin, allowed_users, allowed_groups
