@@ -469,9 +469,11 @@ def test_unlisted_idp_refused_even_with_allowed_email():
     assert err.value.status_code == 403
 
 
-def test_missing_idp_claim_refused():
+@pytest.mark.parametrize("idp", [None, "", [A], {"id": A}])
+def test_missing_or_odd_idp_claim_refused(idp):
+    info = {"eppn": "alice@a.edu"} if idp is None else {"idp": idp, "eppn": "alice@a.edu"}
     with pytest.raises(web.HTTPError) as err:
-        make().user_info_to_username({"eppn": "alice@a.edu"})
+        make().user_info_to_username(info)
     assert err.value.status_code == 403
 
 

@@ -593,7 +593,7 @@ class AfhubCILogonAuthenticator(CILogonOAuthenticator):
 
     def _policy_for(self, user_info: Mapping[str, object]) -> IdpPolicy:
         idp = user_info.get("idp")
-        if not idp:
+        if not isinstance(idp, str) or not idp:
             raise web.HTTPError(403, "CILogon did not say which identity provider you used")
         policy = self.policies.get(idp)
         if policy is None:
