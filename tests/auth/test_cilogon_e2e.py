@@ -16,7 +16,7 @@ import pytest
 import requests
 import yaml
 
-from tests.auth.conftest import cilogon_login
+from tests.auth.oidc import cilogon_login
 from tests.facility import PROJECT_ROOT, Facility
 
 pytestmark = [pytest.mark.facility, pytest.mark.slow]
