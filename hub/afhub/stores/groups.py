@@ -11,6 +11,7 @@ caller (the hub itself, or the ``afhub`` CLI run by an operator with database ac
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -80,6 +81,15 @@ class UserInfo:
         }
 
 
+def validate_user_name(name: object) -> str:
+    """A JupyterHub user name as afhub stores it: 1-255 printable characters."""
+    if not isinstance(name, str) or not name or len(name) > 255:
+        raise StoreError("a user name must be a non-empty string of at most 255 characters")
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Cs") for ch in name):
+        raise StoreError("a user name must not contain control characters")
+    return name
+
+
 # --- session-level helpers shared by the stores ---------------------------------------------
 
 
@@ -94,8 +104,7 @@ def group_row(session: Session, path: str, *, what: str = "group") -> Group:
 def user_row(
     session: Session, name: str, *, create: bool = False, email: str | None = None
 ) -> User:
-    if not isinstance(name, str) or not name or len(name) > 255:
-        raise StoreError("a user name must be a non-empty string of at most 255 characters")
+    validate_user_name(name)
     row = session.scalar(select(User).where(User.name == name))
     if row is None:
         if not create:

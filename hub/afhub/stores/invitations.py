@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -44,7 +45,12 @@ def hash_token(token: str) -> str:
 
 
 def validate_email(email: object) -> str:
-    if not isinstance(email, str) or len(email) > 320 or not _EMAIL_RE.fullmatch(email):
+    if (
+        not isinstance(email, str)
+        or len(email) > 320
+        or not _EMAIL_RE.fullmatch(email)
+        or any(unicodedata.category(ch)[0] == "C" for ch in email)
+    ):
         raise StoreError(f"{str(email)[:60]!r} is not an email address")
     return email.lower()
 

@@ -1,0 +1,3 @@
+from afhub.services.facility_api.app import main
+
+main()

@@ -1,0 +1,214 @@
+"""What every facility API handler shares: identity from the hub, JSON in and out, and
+errors as ``{"error": "...", "status": 4xx}`` (never a stack trace)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from jupyterhub.services.auth import HubOAuthenticated, UserNotAllowed
+from tornado import web
+from tornado.ioloop import IOLoop
+
+from afhub.groups.names import InvalidGroupName
+from afhub.groups.tree import Actor, PermissionDenied, TreeError
+from afhub.quotas.limits import InvalidQuota
+from afhub.quotas.periods import InvalidPeriod
+from afhub.stores.errors import StoreError
+from afhub.stores.facade import Stores
+
+log = logging.getLogger("afhub.facility_api")
+T = TypeVar("T")
+MAX_BODY_BYTES = 64 * 1024
+
+
+class ApiError(web.HTTPError):
+    """An error with a message for the caller."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(status, reason=None)
+        self.message = message
+
+
+def _status_of(exc: BaseException) -> tuple[int, str] | None:
+    if isinstance(exc, ApiError):
+        return exc.status_code, exc.message
+    if isinstance(exc, PermissionDenied):
+        return 403, str(exc)
+    if isinstance(exc, StoreError):
+        return exc.status, str(exc)
+    if isinstance(exc, (InvalidGroupName, InvalidQuota, InvalidPeriod, TreeError)):
+        return 400, str(exc)
+    if isinstance(exc, web.HTTPError):
+        return exc.status_code, exc.log_message or exc.reason or "request refused"
+    return None
+
+
+class FacilityHandler(HubOAuthenticated, web.RequestHandler):
+    """Base class: ``self.actor`` is the caller, ``self.stores`` the database."""
+
+    #: whether the handler answers without a logged-in user (the OpenAPI document)
+    anonymous = False
+
+    @property
+    def hub_auth(self):
+        return self.settings["hub_auth"]
+
+    @property
+    def stores(self) -> Stores:
+        return self.settings["afhub_stores"]
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Content-Type-Options", "nosniff")
+
+    async def prepare(self) -> None:
+        self.actor: Actor | None = None
+        body = self.request.body or b""
+        if len(body) > MAX_BODY_BYTES:
+            raise ApiError(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
+        if self.anonymous:
+            return
+        try:
+            model = await self.hub_auth.get_user(self, sync=False)
+        except web.HTTPError as exc:
+            log.warning("hub could not check a token: %s", exc)
+            raise ApiError(502, "the hub could not check the token; try again") from None
+        if model:
+            try:
+                model = self.check_hub_user(model)
+            except UserNotAllowed:
+                raise ApiError(
+                    403, "this token does not grant access to the facility API"
+                ) from None
+        if not model:
+            self.unauthenticated()
+            return
+        if model.get("kind", "user") != "user":
+            raise ApiError(403, "the facility API answers users, not services")
+        self.current_user = model
+        self.actor = await self.call(
+            self.stores.groups.actor, model["name"], hub_admin=bool(model.get("admin"))
+        )
+
+    def unauthenticated(self) -> None:
+        """No (valid) token: 401 for the API; browser pages redirect to the hub login."""
+        raise ApiError(
+            401,
+            "not authenticated: send 'Authorization: token <JupyterHub API token>' "
+            "(the token is missing, invalid or expired)",
+        )
+
+    def check_xsrf_cookie(self) -> None:
+        # token-authenticated API calls need no XSRF token; cookie-authenticated ones do
+        if getattr(self, "_token_authenticated", False):
+            return
+        super().check_xsrf_cookie()
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a (blocking) store call off the event loop."""
+        return await IOLoop.current().run_in_executor(None, functools.partial(fn, *args, **kwargs))
+
+    # --- input ------------------------------------------------------------------------------
+
+    def json_body(self) -> dict[str, Any]:
+        if not self.request.body:
+            return {}
+        try:
+            body = json.loads(self.request.body)
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(400, "the request body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "the request body must be a JSON object")
+        return body
+
+    @staticmethod
+    def field(
+        body: dict[str, Any],
+        name: str,
+        kind: type | tuple[type, ...],
+        *,
+        required: bool = False,
+        default: Any = None,
+    ) -> Any:
+        if name not in body or body[name] is None:
+            if required:
+                raise ApiError(400, f"field {name!r} is required")
+            return default
+        value = body[name]
+        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+            raise ApiError(400, f"field {name!r} has the wrong type")
+        if not isinstance(value, kind):
+            raise ApiError(400, f"field {name!r} has the wrong type")
+        return value
+
+    def instant_argument(self, name: str, default: datetime | None = None) -> datetime | None:
+        raw = self.get_query_argument(name, None)
+        if raw is None or raw == "":
+            return default
+        try:
+            at = datetime.fromisoformat(raw)
+        except ValueError:
+            raise ApiError(
+                400, f"{name} must be a date such as 2026-11-01 or 2026-11-01T08:00"
+            ) from None
+        return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+    def bool_argument(self, name: str) -> bool:
+        raw = self.get_query_argument(name, "false").lower()
+        if raw in ("1", "true", "yes"):
+            return True
+        if raw in ("0", "false", "no", ""):
+            return False
+        raise ApiError(400, f"{name} must be true or false")
+
+    # --- output -----------------------------------------------------------------------------
+
+    def send(self, payload: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(json.dumps(payload))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        message = "internal error; the facility operators have the details in the log"
+        exc_info = kwargs.get("exc_info")
+        if exc_info:
+            known = _status_of(exc_info[1])
+            if known is not None:
+                status_code, message = known
+                self.set_status(status_code)
+        elif status_code == 405:
+            message = f"method {self.request.method} is not allowed here"
+        elif status_code == 404:
+            message = "no such API path"
+        if status_code == 401:
+            self.set_header("WWW-Authenticate", 'token realm="afhub"')
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json.dumps({"error": message, "status": status_code}))
+
+    def log_exception(self, typ, value, tb) -> None:
+        if _status_of(value) is not None:
+            log.info("%s %s -> %s", self.request.method, self.request.path, value)
+            return
+        super().log_exception(typ, value, tb)
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        known = _status_of(e)
+        if known is not None and not isinstance(e, web.HTTPError):
+            # store and permission errors are answers, not crashes
+            self.log_exception(type(e), e, e.__traceback__)
+            if not self._finished:
+                self.send_error(known[0], exc_info=(type(e), e, e.__traceback__))
+            return
+        super()._handle_request_exception(e)
+
+
+class NotFoundHandler(FacilityHandler):
+    anonymous = True
+
+    def prepare(self):  # noqa: D401 - no identity needed for a 404
+        raise ApiError(404, "no such API path")
