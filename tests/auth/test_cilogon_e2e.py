@@ -95,9 +95,12 @@ def hub(oidc_provider, tmp_path_factory):
         home, env={"AFHUB_AUTHENTICATOR": "cilogon", "OAUTH_CLIENT_ID": CLIENT_ID}
     )
     facility.config = afhub_config(oidc_provider, secret_file, facility.port)
-    facility.start(timeout=30)
-    yield facility
-    facility.stop()
+    try:
+        facility.start(timeout=30)
+        yield facility
+    finally:
+        facility.stop()
+    assert not facility.leftover, f"processes left after stop: {facility.leftover}"
 
 
 def api(hub, path: str) -> requests.Response:
