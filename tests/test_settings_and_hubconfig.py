@@ -34,7 +34,7 @@ def test_defaults_are_local_login_on_port_8000(env, tmp_path):
     assert settings.port == 8000
     assert settings.authenticator == "local"
     c = build_config(settings)
-    assert c.JupyterHub.bind_url == "http://127.0.0.1:8000"
+    assert c.JupyterHub.bind_url == "http://127.0.0.1:8000/"
     assert c.JupyterHub.authenticator_class == "afhub-local"
     assert c.JupyterHub.spawner_class == "afhub-local"
     assert c.Spawner.default_url == "/lab"
@@ -48,8 +48,17 @@ def test_environment_sets_ports_and_cilogon_is_one_setting(env):
     env.setenv("AFHUB_PORT", "9100")
     env.setenv("AFHUB_AUTHENTICATOR", "cilogon")
     c = build_config(FacilitySettings())
-    assert c.JupyterHub.bind_url == "http://127.0.0.1:9100"
+    assert c.JupyterHub.bind_url == "http://127.0.0.1:9100/"
     assert c.JupyterHub.authenticator_class == "afhub-cilogon"
+
+
+@pytest.mark.parametrize("value, expected", [("/af", "/af/"), ("af/", "/af/"), ("", "/")])
+def test_base_url_goes_into_bind_url(env, value, expected):
+    env.setenv("AFHUB_PORT", "9100")
+    env.setenv("AFHUB_BASE_URL", value)
+    settings = FacilitySettings()
+    assert build_config(settings).JupyterHub.bind_url == f"http://127.0.0.1:9100{expected}"
+    assert settings.public_url == f"http://127.0.0.1:9100{expected}"
 
 
 def test_unknown_authenticator_is_refused(env):
@@ -64,7 +73,7 @@ def test_yaml_config_overrides_and_reaches_other_classes(env, tmp_path):
     overrides = load_config_file(path)
     settings = FacilitySettings(config=overrides)
     c = build_config(settings, overrides)
-    assert c.JupyterHub.bind_url.endswith(":8123")
+    assert c.JupyterHub.bind_url.endswith(":8123/")
     assert c.AfhubLocalSpawner.start_timeout == 33
 
 

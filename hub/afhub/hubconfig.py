@@ -18,7 +18,9 @@ from afhub.settings import AUTHENTICATORS, FacilitySettings, load_config_file
 def configure_paths_and_ports(c: Config, settings: FacilitySettings) -> None:
     """Where the hub listens and keeps state."""
     home = settings.home_path
-    c.JupyterHub.bind_url = f"http://{settings.ip}:{settings.port}"
+    # The prefix goes into bind_url: JupyterHub.base_url set alone would rebuild bind_url
+    # from JupyterHub's default port.
+    c.JupyterHub.bind_url = f"http://{settings.ip}:{settings.port}{settings.base_url}"
     c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{settings.hub_port}"
     c.JupyterHub.db_url = settings.hub_db_url
     c.JupyterHub.cookie_secret_file = str(settings.cookie_secret_path)

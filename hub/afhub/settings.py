@@ -44,6 +44,12 @@ def _env(name: str, fallback: Any) -> Any:
     return fallback if value in (None, "") else value
 
 
+def _slashed(prefix: str) -> str:
+    """``af``, ``/af``, ``af/`` → ``/af/``; empty → ``/``."""
+    value = "/" + prefix.strip("/")
+    return value if value == "/" else value + "/"
+
+
 class FacilitySettings(Configurable):
     """Settings of the facility as a whole (local mode and Kubernetes mode)."""
 
@@ -75,6 +81,19 @@ class FacilitySettings(Configurable):
     @default("port")
     def _default_port(self) -> int:
         return int(_env("AFHUB_PORT", 8000))
+
+    base_url = Unicode(
+        help="""URL prefix of the whole facility (``/`` or e.g. ``/af/``), for a facility
+        served under a path of a larger site. Env: ``AFHUB_BASE_URL``.""",
+    ).tag(config=True)
+
+    @default("base_url")
+    def _default_base_url(self) -> str:
+        return _slashed(_env("AFHUB_BASE_URL", "/"))
+
+    @validate("base_url")
+    def _slashed_base_url(self, proposal: Any) -> str:
+        return _slashed(proposal["value"])
 
     hub_port = Integer(
         help="Port the hub itself listens on, behind the proxy. Env: ``AFHUB_HUB_PORT``.",
@@ -164,7 +183,7 @@ class FacilitySettings(Configurable):
     @property
     def public_url(self) -> str:
         host = "127.0.0.1" if self.ip in ("", "0.0.0.0") else self.ip  # noqa: S104
-        return f"http://{host}:{self.port}/"
+        return f"http://{host}:{self.port}{self.base_url}"
 
 
 def config_file_path() -> Path:
