@@ -51,3 +51,13 @@ def sbottom_regionA_bkg(sbottom_dir: Path) -> dict:
 def sbottom_regionA_reference_patch(sbottom_dir: Path) -> list:
     """The JSON Patch of the PROVENANCE.md reference point (do not mutate)."""
     return json.loads((sbottom_dir / "RegionA" / SBOTTOM_REFERENCE_PATCH).read_text())
+
+
+@pytest.fixture(scope="session")
+def sbottom_reference() -> dict:
+    """The PROVENANCE.md reference numbers: patch file name, CLs_obs, CLs_exp band."""
+    return {
+        "patch": SBOTTOM_REFERENCE_PATCH,
+        "cls_obs": SBOTTOM_REFERENCE_CLS_OBS,
+        "cls_exp": SBOTTOM_REFERENCE_CLS_EXP,
+    }

@@ -16,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import importlib
 import itertools
 import multiprocessing
 import multiprocessing.connection
+import pickle
 import threading
 import time
 import weakref
@@ -28,6 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from afhub.fitting.types import FitTask, PatchResult
+
+_READY = "ready"
 
 
 class WallClockExceeded(TimeoutError):
@@ -50,13 +54,24 @@ class RemoteError(RuntimeError):
         self.type_name = type_name
 
 
-def _worker_main(conn: multiprocessing.connection.Connection) -> None:
-    """Worker loop: receive ``(fn, args, kwargs)``, send back ``(ok, value)``; stop on None."""
+def _worker_main(conn: multiprocessing.connection.Connection, preload: tuple[str, ...]) -> None:
+    """Worker loop: import ``preload``, say ready, then run ``(fn, args, kwargs)`` jobs and
+    send back ``(ok, value)``; stop on None or when the parent goes away."""
+    for module in preload:
+        # a module that fails here fails again, reported, in the task that needs it
+        with contextlib.suppress(Exception):
+            importlib.import_module(module)
+    conn.send(_READY)
     while True:
         try:
-            job = conn.recv()
+            raw = conn.recv_bytes()
         except (EOFError, OSError):
             return
+        try:
+            job = pickle.loads(raw)  # noqa: S301 - written by the parent pool, never by users
+        except Exception as exc:
+            conn.send((False, (type(exc).__name__, f"task could not be unpickled: {exc}")))
+            continue
         if job is None:
             return
         fn, args, kwargs = job
@@ -84,6 +99,7 @@ class _Worker:
     process: Any
     conn: multiprocessing.connection.Connection
     job: _Job | None = None
+    ready: bool = False
     deadline: float = 0.0
     kill_reason: BaseException | None = field(default=None)
 
@@ -91,10 +107,15 @@ class _Worker:
 class KillablePool:
     """A pool of worker processes; every task has a wall-clock limit and can be killed."""
 
-    def __init__(self, processes: int = 1, *, context: str = "spawn"):
+    def __init__(
+        self, processes: int = 1, *, context: str = "spawn", preload: tuple[str, ...] = ()
+    ):
+        """``preload``: modules each worker imports before it takes tasks (the wall-clock
+        limit of a task starts when a ready worker receives it)."""
         if processes < 1:
             raise ValueError("processes must be >= 1")
         self._ctx = multiprocessing.get_context(context)
+        self._preload = tuple(preload)
         self._size = processes
         self._lock = threading.Lock()
         self._pending: collections.deque[_Job] = collections.deque()
@@ -176,7 +197,10 @@ class KillablePool:
     def _start_worker(self) -> _Worker:
         parent, child = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(
-            target=_worker_main, args=(child,), name="afhub-fit-worker", daemon=True
+            target=_worker_main,
+            args=(child, self._preload),
+            name="afhub-fit-worker",
+            daemon=True,
         )
         process.start()
         child.close()
@@ -203,13 +227,13 @@ class KillablePool:
 
     def _dispatch(self) -> None:
         for worker in self._workers:
-            if worker.job is not None:
+            if worker.job is not None or not worker.ready:
                 continue
             while self._pending:
                 job = self._pending.popleft()
                 if job.future.set_running_or_notify_cancel():
                     try:
-                        worker.conn.send((job.fn, job.args, job.kwargs))
+                        worker.conn.send_bytes(pickle.dumps((job.fn, job.args, job.kwargs)))
                     except Exception as exc:
                         job.future.set_exception(exc)
                         continue
@@ -219,14 +243,20 @@ class KillablePool:
 
     def _finish(self, worker: _Worker) -> None:
         job = worker.job
-        worker.job = None
         try:
-            ok, value = worker.conn.recv()
+            message = worker.conn.recv()
         except (EOFError, OSError):
-            job.future.set_exception(WorkerDied("the worker process ended without an answer"))
+            worker.job = None
+            if job is not None:
+                job.future.set_exception(WorkerDied("the worker process ended without an answer"))
             with self._lock:
                 self._replace(worker)
             return
+        if message == _READY:
+            worker.ready = True
+            return
+        worker.job = None
+        ok, value = message
         if ok:
             job.future.set_result(value)
         else:
@@ -251,17 +281,18 @@ class KillablePool:
                     busy = [w for w in self._workers if w.job is not None]
                     if self._closing and not busy and not self._pending:
                         break
+                    watched = [w for w in self._workers if w.job is not None or not w.ready]
                 now = time.monotonic()
                 timeout = min((w.deadline - now for w in busy), default=None)
                 ready = multiprocessing.connection.wait(
-                    [self._wake_r] + [w.conn for w in busy],
+                    [self._wake_r] + [w.conn for w in watched],
                     timeout=None if timeout is None else max(0.0, timeout),
                 )
                 if self._wake_r in ready:
                     while self._wake_r.poll():
                         self._wake_r.recv_bytes()
-                for worker in busy:
-                    if worker.conn in ready and worker.job is not None:
+                for worker in watched:
+                    if worker.conn in ready:
                         self._finish(worker)
                 with self._lock:
                     self._expire(time.monotonic())
@@ -275,7 +306,7 @@ class KillablePool:
                     worker.job.future.set_exception(TaskKilled("pool was shut down"))
                     worker.job = None
                 with contextlib.suppress(OSError):
-                    worker.conn.send(None)
+                    worker.conn.send_bytes(pickle.dumps(None))
             for worker in self._workers:
                 worker.process.join(timeout=2)
                 if worker.process.is_alive():
