@@ -38,9 +38,10 @@ def spin_fit(task: FitTask, patch_index: int) -> PatchResult:
 
 def quick_fit(task: FitTask, patch_index: int) -> PatchResult:
     """A fit that answers at once, or spins for the patch named 'stuck'."""
-    if task.patches[patch_index]["name"] == "stuck":
+    assert len(task.patches) == 1 and patch_index == 0  # a worker gets only its patch
+    if task.patches[0]["name"] == "stuck":
         spin_fit(task, patch_index)
-    return PatchResult(patch=task.patches[patch_index]["name"], engine="test", status="converged")
+    return PatchResult(patch=task.patches[0]["name"], engine="test", status="converged")
 
 
 def small_task(names: list[str]) -> FitTask:
@@ -136,7 +137,8 @@ def test_async_run(pool):
 
 def test_submit_patches_reports_a_killed_fit_as_failed(pool):
     task = small_task(["fast", "stuck", "also-fast"])
-    results = [f.result(timeout=60) for f in submit_patches(pool, task, 1.0, fn=quick_fit)]
+    jobs = submit_patches(pool, task, 1.0, fn=quick_fit)
+    results = [job.result(timeout=60) for job in jobs]
     assert [r.patch for r in results] == ["fast", "stuck", "also-fast"]
     assert [r.status for r in results] == ["converged", "failed", "converged"], results
     assert results[1].diagnostics["reason"] == "wall-clock limit of 1 s exceeded"
@@ -148,12 +150,26 @@ def test_submit_patches_with_the_pyhf_engine_equals_in_process(pool):
     from afhub.fitting.pyhf_engine import PyhfEngine
 
     task = small_task(["a", "b"])
-    remote = [f.result(timeout=120) for f in submit_patches(pool, task, 60.0)]
+
+    async def gather():
+        return await asyncio.gather(*(job.wait() for job in submit_patches(pool, task, 60.0)))
+
+    remote = asyncio.run(gather())
     local = PyhfEngine().run(task)
     assert [r.status for r in remote] == ["converged", "converged"]
     for theirs, ours in zip(remote, local, strict=True):
         assert theirs.values == ours.values
         assert theirs.provenance == ours.provenance
+
+
+def test_patch_job_kill(pool):
+    task = small_task(["stuck", "fast"])
+    stuck, fast = submit_patches(pool, task, 120.0, fn=quick_fit)
+    assert fast.result(timeout=60).status == "converged"
+    assert stuck.kill()
+    result = stuck.result(timeout=60)
+    assert result.status == "failed" and result.diagnostics["reason"] == "task was cancelled"
+    assert result.patch == "stuck"
 
 
 def test_run_with_limit_leaves_nothing_running():

@@ -7,8 +7,9 @@ and replaced, and its future fails with :class:`WallClockExceeded`; ``kill(futur
 same for cancellation of a running task. ``shutdown`` (or leaving the ``with`` block) stops
 every worker: nothing is left running.
 
-:func:`submit_patches` runs an engine per patch and turns those failures into
-``PatchResult(status="failed")`` with a reason, so the service always gets one result per patch.
+:func:`submit_patches` runs an engine per patch (each worker receives the workspace and its
+one patch) as :class:`PatchJob` objects whose results turn those failures into
+``PatchResult(status="failed")`` with a reason: the service always gets one result per patch.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from concurrent.futures import Future
-from dataclasses import dataclass, field
+from concurrent.futures import CancelledError, Future
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from afhub.fitting.types import FitTask, PatchResult
@@ -343,11 +344,49 @@ def failed_result(task: FitTask, patch_index: int, engine: str, reason: str) -> 
     )
 
 
-def _as_patch_result(future: Future, task: FitTask, patch_index: int, engine: str) -> PatchResult:
-    try:
-        return future.result()
-    except (WallClockExceeded, WorkerDied, TaskKilled, RemoteError) as exc:
-        return failed_result(task, patch_index, engine, str(exc))
+@dataclass
+class PatchJob:
+    """One patch of a task running in a :class:`KillablePool`.
+
+    ``result()`` (or ``await job.wait()``) always gives a PatchResult: a timeout, a crash, a
+    kill or an exception in the worker becomes ``status="failed"`` with the reason.
+    """
+
+    pool: KillablePool
+    task: FitTask
+    index: int
+    engine: str
+    future: Future
+
+    def done(self) -> bool:
+        """True once the patch has an outcome."""
+        return self.future.done()
+
+    def kill(self) -> bool:
+        """Cancel the patch if queued, kill its worker if running."""
+        return self.pool.kill(self.future)
+
+    def result(self, timeout: float | None = None) -> PatchResult:
+        """The PatchResult (blocks up to ``timeout`` seconds)."""
+        try:
+            return self.future.result(timeout=timeout)
+        except CancelledError:
+            return failed_result(self.task, self.index, self.engine, "cancelled")
+        except (WallClockExceeded, WorkerDied, TaskKilled, RemoteError) as exc:
+            return failed_result(self.task, self.index, self.engine, str(exc))
+
+    async def wait(self) -> PatchResult:
+        """``result()`` for asyncio callers."""
+        with contextlib.suppress(Exception):
+            await asyncio.wrap_future(self.future)
+        return self.result()
+
+
+def single_patch_task(task: FitTask, index: int) -> FitTask:
+    """``task`` reduced to its ``index``-th patch (what one worker needs to receive)."""
+    if not task.patches:
+        return task
+    return replace(task, patches=(task.patches[index],))
 
 
 def submit_patches(
@@ -356,23 +395,14 @@ def submit_patches(
     wall_seconds: float,
     fn: Callable[[FitTask, int], PatchResult] | None = None,
     engine: str = "pyhf",
-) -> list[Future]:
-    """One future per patch, each resolving to a PatchResult (never raising for a fit)."""
+) -> list[PatchJob]:
+    """Submit one job per patch (``fn(task_with_that_patch, 0)``); results in patch order."""
     if fn is None:
         from afhub.fitting.pyhf_engine import run_patch
 
         fn = run_patch
-    outer: list[Future] = []
+    jobs = []
     for index in range(max(1, len(task.patches))):
-        inner = pool.submit(fn, task, index, wall_seconds=wall_seconds)
-        result: Future = Future()
-        result.set_running_or_notify_cancel()
-        inner.add_done_callback(
-            lambda f, r=result, i=index: r.set_result(
-                failed_result(task, i, engine, "cancelled")
-                if f.cancelled()
-                else _as_patch_result(f, task, i, engine)
-            )
-        )
-        outer.append(result)
-    return outer
+        future = pool.submit(fn, single_patch_task(task, index), 0, wall_seconds=wall_seconds)
+        jobs.append(PatchJob(pool, task, index, engine, future))
+    return jobs
