@@ -268,6 +268,27 @@ def test_fit_uncertainties_match_an_autodiff_hessian():
     assert got == pytest.approx(expected, rel=1e-3)
 
 
+def test_fit_on_pytorch_equals_pyhf_and_numpy():
+    pytest.importorskip("torch")
+    on_numpy = PyhfEngine().run_one(tiny_task("fit"), 0)
+    on_torch = PyhfEngine().run_one(tiny_task("fit", backend="pytorch"), 0)
+    assert on_torch.status == on_numpy.status == "converged"
+    assert on_numpy.diagnostics["uncertainty_method"] == "hessian-finite-difference"
+    assert on_torch.diagnostics["uncertainty_method"] == "hessian-autodiff"
+
+    model, data = direct_model(tiny_workspace(), FitSettings(), backend="pytorch")
+    pars, twice_nll = pyhf.infer.mle.fit(data, model, return_fitted_val=True)
+    pars = pyhf.tensorlib.tolist(pars)
+    pyhf.set_backend("numpy")
+    assert on_torch.values["twice_nll"] == pytest.approx(float(twice_nll), rel=RTOL)
+    for name in model.config.par_order:
+        expected = pars[model.config.par_slice(name)]
+        assert on_torch.values["parameters"][name] == pytest.approx(expected, rel=RTOL)
+        assert on_torch.values["uncertainties"][name] == pytest.approx(
+            on_numpy.values["uncertainties"][name], rel=1e-3
+        )
+
+
 def test_patches_run_in_order():
     patches = [
         {

@@ -225,20 +225,21 @@ class PyhfEngine:
                 ]
             return values
         if operation == "fit":
-            return self._fit(data, model)
+            return self._fit(data, model, result)
         raise ValueError(f"unknown operation {operation!r}")
 
-    def _fit(self, data: Any, model: Any) -> dict[str, Any]:
+    def _fit(self, data: Any, model: Any, result: PatchResult) -> dict[str, Any]:
         tensorlib, _ = pyhf.get_backend()
         pars, twice_nll, _ = pyhf.infer.mle.fit(
             data, model, return_uncertainties=True, return_fitted_val=True, return_result_obj=True
         )
         pars = np.asarray(tensorlib.tolist(pars), dtype=float)
         if pars.ndim == 2:
-            best, unc = pars[:, 0], pars[:, 1]
+            best, unc, method = pars[:, 0], pars[:, 1], "optimizer"
         else:
             best = pars
-            unc = hessian_uncertainties(model, data, best)
+            unc, method = hessian_uncertainties(model, data, best)
+        result.diagnostics["uncertainty_method"] = method
         names, values, errors = model.config.par_order, {}, {}
         for name in names:
             sl = model.config.par_slice(name)
@@ -299,20 +300,56 @@ class PyhfEngine:
         }
 
 
-def hessian_uncertainties(model: Any, data: Any, best: np.ndarray) -> np.ndarray:
-    """Parameter uncertainties from a central-difference Hessian of twice the NLL.
+def hessian_uncertainties(model: Any, data: Any, best: np.ndarray) -> tuple[np.ndarray, str]:
+    """Parameter uncertainties from the Hessian of twice the NLL at the minimum.
 
-    Fixed parameters get 0. Raises ``FloatingPointError`` when the Hessian is not positive
-    definite (the uncertainties are then undefined, and the fit is not reported as a value).
+    The Hessian comes from automatic differentiation on the pytorch backend, from central
+    finite differences on numpy. Fixed parameters get 0. Returns ``(uncertainties, method)``.
+    Raises ``FloatingPointError`` when the Hessian is not positive definite (the uncertainties
+    are then undefined, and the fit is not reported as a value).
     """
+    tensorlib, _ = pyhf.get_backend()
+    fixed = np.asarray(model.config.suggested_fixed(), dtype=bool)
+    free = np.flatnonzero(~fixed)
+    if tensorlib.name == "pytorch":
+        hess, method = _autodiff_hessian(model, data, best), "hessian-autodiff"
+        hess = hess[np.ix_(free, free)]
+    else:
+        hess, method = (
+            _finite_difference_hessian(model, data, best, free),
+            "hessian-finite-difference",
+        )
+    if not np.all(np.isfinite(hess)):
+        raise FloatingPointError("the Hessian at the minimum has non-finite entries")
+    try:
+        np.linalg.cholesky(hess)
+        cov = 2.0 * np.linalg.inv(hess)
+    except np.linalg.LinAlgError:
+        raise FloatingPointError("the Hessian at the minimum is not positive definite") from None
+    unc = np.zeros_like(best)
+    unc[free] = np.sqrt(np.diag(cov))
+    return unc, method
+
+
+def _autodiff_hessian(model: Any, data: Any, best: np.ndarray) -> np.ndarray:
+    import torch
+
+    def twice_nll(pars: Any) -> Any:
+        return pyhf.infer.mle.twice_nll(pars, data, model)[0]
+
+    point = torch.tensor(best, dtype=torch.float64)
+    return torch.autograd.functional.hessian(twice_nll, point).detach().cpu().numpy()
+
+
+def _finite_difference_hessian(
+    model: Any, data: Any, best: np.ndarray, free: np.ndarray
+) -> np.ndarray:
     tensorlib, _ = pyhf.get_backend()
 
     def f(x: np.ndarray) -> float:
         value = pyhf.infer.mle.twice_nll(tensorlib.astensor(x.tolist()), data, model)
         return float(np.asarray(tensorlib.tolist(value), dtype=float).ravel()[0])
 
-    fixed = np.asarray(model.config.suggested_fixed(), dtype=bool)
-    free = np.flatnonzero(~fixed)
     steps = 1e-4 * np.maximum(1.0, np.abs(best))
     f0 = f(best)
     n = len(free)
@@ -322,24 +359,16 @@ def hessian_uncertainties(model: Any, data: Any, best: np.ndarray) -> np.ndarray
         e_i[i] = steps[i]
         hess[a, a] = (f(best + e_i) - 2 * f0 + f(best - e_i)) / steps[i] ** 2
         for b in range(a):
+            j = free[b]
             e_j = np.zeros_like(best)
-            e_j[free[b]] = steps[free[b]]
+            e_j[j] = steps[j]
             hess[a, b] = hess[b, a] = (
                 f(best + e_i + e_j)
                 - f(best + e_i - e_j)
                 - f(best - e_i + e_j)
                 + f(best - e_i - e_j)
-            ) / (4 * steps[i] * steps[free[b]])
-    if not np.all(np.isfinite(hess)):
-        raise FloatingPointError("the Hessian at the minimum has non-finite entries")
-    try:
-        cov = 2.0 * np.linalg.inv(hess)
-        np.linalg.cholesky(hess)
-    except np.linalg.LinAlgError:
-        raise FloatingPointError("the Hessian at the minimum is not positive definite") from None
-    unc = np.zeros_like(best)
-    unc[free] = np.sqrt(np.diag(cov))
-    return unc
+            ) / (4 * steps[i] * steps[j])
+    return hess
 
 
 def run_patch(task: FitTask, patch_index: int) -> PatchResult:
