@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import re
@@ -11,6 +12,8 @@ from pathlib import Path
 import jsonpatch
 import pyhf
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from afhub.fitting import validation
 from afhub.fitting.types import FitSettings
@@ -494,3 +497,55 @@ def test_canonical_sha256_ignores_key_order_and_whitespace():
 
 def test_parse_body_accepts_str_and_bytes():
     assert parse_body('{"a": 1}') == parse_body(b'{"a": 1}') == {"a": 1}
+
+
+# ----------------------------------------------------------------------------- fuzzing
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def _paths(value, prefix=()):
+    """Every location inside a JSON value, as a tuple of keys/indices."""
+    yield prefix
+    if isinstance(value, dict):
+        for key, child in value.items():
+            yield from _paths(child, (*prefix, key))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            yield from _paths(child, (*prefix, index))
+
+
+_REQUEST = {
+    "workspace": small_workspace(),
+    "patches": [signal_patch("a", [1.0, 2.0])],
+    "operation": "upper_limit",
+    "settings": {"scan": [0.0, 5.0, 3], "tolerance": 0.01, "poi_values": [1.0]},
+}
+_LOCATIONS = [p for p in _paths(_REQUEST) if p]
+
+
+@settings(max_examples=300, deadline=None)
+@given(location=st.sampled_from(_LOCATIONS), value=json_values)
+def test_any_corruption_is_a_validation_error_or_a_valid_task(location, value):
+    request = copy.deepcopy(_REQUEST)
+    parent = request
+    for key in location[:-1]:
+        parent = parent[key]
+    parent[location[-1]] = value
+    try:
+        validate_request(json.dumps(request).encode())
+    except ValidationError as exc:
+        assert exc.message and "Traceback" not in exc.message
+
+
+@settings(max_examples=200, deadline=None)
+@given(raw=st.binary(max_size=200))
+def test_arbitrary_bytes_never_crash(raw):
+    with contextlib.suppress(ValidationError):
+        validate_request(raw)
