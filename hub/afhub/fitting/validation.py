@@ -36,9 +36,13 @@ import importlib.util
 import json
 import math
 import re
+import threading
+import warnings
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pyhf
 
 from afhub.fitting.types import (
@@ -672,10 +676,12 @@ def _patches_from_list(raw: Any, version: str, limits: Limits) -> list[dict[str,
                     field=f"patches[{i}]",
                 )
             name, ops = item["name"], item.get("patch")
-        try:
-            pyhf.schema.validate(ops, "jsonpatch.json", version=version)
-        except pyhf.exceptions.InvalidSpecification as exc:
-            raise _schema_error(exc, f"patches[{i}]", f"patches[{i}]") from None
+        if not _schema_is_valid(ops, "jsonpatch.json", version):
+            try:
+                pyhf.schema.validate(ops, "jsonpatch.json", version=version)
+            except pyhf.exceptions.InvalidSpecification as exc:
+                raise _schema_error(exc, f"patches[{i}]", f"patches[{i}]") from None
+            raise ValidationError(f"patches[{i}] is not a valid JSON Patch", field=f"patches[{i}]")
         out.append({"name": name, "patch": ops})
     names = [p["name"] for p in out]
     if len(set(names)) != len(names):
@@ -890,17 +896,37 @@ def validate_payload(payload: dict[str, Any], limits: Limits = DEFAULT_LIMITS) -
     )
 
 
+_VALIDATORS = threading.local()
+
+
+def _schema_is_valid(spec: Any, schema_name: str, version: str) -> bool:
+    """Fast yes/no check against one of pyhf's schemas, with a validator kept per thread
+    (``version`` was checked against SUPPORTED_SCHEMA_VERSIONS by the caller)."""
+    cache = _VALIDATORS.__dict__.setdefault("cache", {})
+    validator = cache.get((version, schema_name))
+    if validator is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            resolver = jsonschema.RefResolver(
+                base_uri=f"{Path(pyhf.schema.variables.schemas).joinpath(version).as_uri()}/",
+                referrer=schema_name,
+                store=pyhf.schema.variables.SCHEMA_CACHE,
+            )
+        schema = pyhf.schema.load_schema(f"{version}/{schema_name}")
+        validator = jsonschema.Draft6Validator(schema, resolver=resolver)
+        cache[(version, schema_name)] = validator
+    return validator.is_valid(spec)
+
+
 def _validate_patched(patched: Any, base: dict[str, Any], version: str, where: str) -> None:
     """Schema-check a patched workspace: fast on the changed parts, then (only when that
-    fails) on the whole, so the message points at the real location."""
-    try:
-        pyhf.schema.validate(_changed_parts(patched, base), "workspace.json", version=version)
-    except pyhf.exceptions.InvalidSpecification:
+    fails) with pyhf on the whole, so the message points at the real location."""
+    if not _schema_is_valid(_changed_parts(patched, base), "workspace.json", version):
         try:
             pyhf.schema.validate(patched, "workspace.json", version=version)
         except pyhf.exceptions.InvalidSpecification as exc:
             raise _schema_error(exc, where, "patches") from None
-        raise ValidationError(f"{where} does not match pyhf's schema", field="patches") from None
+        raise ValidationError(f"{where} does not match pyhf's schema", field="patches")
 
 
 def _changed_parts(patched: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
