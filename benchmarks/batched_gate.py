@@ -1,0 +1,186 @@
+"""Correctness gate of the batched engine on all 650 sbottom patches (issue 7).
+
+For every patch of RegionA, RegionB and RegionC: ``hypotest`` at mu=1 (``qtilde``) with the
+batched engine and with pyhf (numpy backend, SLSQP with a tight tolerance); CLs observed and
+the five expected values must agree within 1e-3. Where they do not, the five fits of that
+patch are compared with pyhf's own ``twice_nll`` at both engines' best-fit points (the lower
+NLL is the right minimum).
+
+    nice -n 10 .venv/bin/python benchmarks/batched_gate.py --workers 2
+
+Writes a JSON log (``--log``) and the ``batched-gate`` section of ``docs/benchmarks.md``.
+``--limit N`` takes N patches per region (a deterministic spread) for a quick run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "fitting"))
+
+from batched_helpers import (  # noqa: E402
+    REGIONS,
+    TIGHT_TOLERANCE,
+    compare_minima,
+    extract_sbottom,
+    load_region,
+    pyhf_hypotest,
+    spread,
+)
+
+from benchmarks.report import write_section  # noqa: E402
+
+THRESHOLD = 1e-3
+_STATE: dict = {}
+
+
+def _init_worker(root: str) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    _STATE["root"] = Path(root)
+    _STATE["regions"] = {}
+
+
+def _pyhf_one(args: tuple[str, str]) -> tuple[str, str, float, list[float], float]:
+    region, name = args
+    if region not in _STATE["regions"]:
+        _STATE["regions"][region] = load_region(_STATE["root"], region)
+    bkg, patches = _STATE["regions"][region]
+    t0 = time.perf_counter()
+    ref = pyhf_hypotest(bkg, patches[name], 1.0)
+    return region, name, ref.cls_obs, ref.cls_exp, time.perf_counter() - t0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--limit", type=int, default=0, help="patches per region (0: all)")
+    parser.add_argument("--log", default=str(ROOT / ".afhub" / "batched_gate.json"))
+    parser.add_argument("--no-docs", action="store_true")
+    args = parser.parse_args()
+
+    import torch
+
+    from afhub.fitting.batched import BatchedEngine
+    from afhub.fitting.types import FitTask
+
+    torch.set_num_threads(1)
+    tmp = Path(tempfile.mkdtemp(prefix="sbottom-"))
+    extract_sbottom(tmp)
+    engine = BatchedEngine(num_threads=1)
+    batched: dict[tuple[str, str], object] = {}
+    jobs: list[tuple[str, str]] = []
+    batched_time = {}
+    regions = {}
+    for region in REGIONS:
+        bkg, patches = load_region(tmp, region)
+        regions[region] = (bkg, patches)
+        names = sorted(patches)
+        if args.limit:
+            names = spread(names, args.limit, salt=region)
+        task = FitTask(
+            workspace=bkg, patches=tuple({"name": n, "patch": patches[n]} for n in names)
+        )
+        t0 = time.perf_counter()
+        results = engine.run(task)
+        batched_time[region] = (len(names), time.perf_counter() - t0)
+        for r in results:
+            batched[(region, r.patch)] = r
+        jobs.extend((region, n) for n in names)
+        print(f"{region}: batched {len(names)} patches in {batched_time[region][1]:.1f} s")
+
+    rows = []
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(args.workers, initializer=_init_worker, initargs=(str(tmp),)) as ex:
+        for k, (region, name, obs, exp, dt) in enumerate(ex.map(_pyhf_one, jobs), 1):
+            r = batched[(region, name)]
+            row = {"region": region, "patch": name, "pyhf_seconds": dt, "status": r.status}
+            row["pyhf_cls_obs"], row["pyhf_cls_exp"] = obs, exp
+            if r.status == "converged":
+                bo, be = r.values["cls_obs"][0], r.values["cls_exp"][0]
+                row["batched_cls_obs"], row["batched_cls_exp"] = bo, be
+                row["diff_obs"] = abs(bo - obs)
+                row["diff_exp"] = max(abs(a - b) for a, b in zip(be, exp, strict=True))
+            rows.append(row)
+            if k % 25 == 0:
+                print(f"pyhf {k}/{len(jobs)} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    pyhf_wall = time.perf_counter() - t0
+
+    disagreements = []
+    for row in rows:
+        if row["status"] != "converged" or max(row["diff_obs"], row["diff_exp"]) > THRESHOLD:
+            bkg, patches = regions[row["region"]]
+            cmp = compare_minima(bkg, patches[row["patch"]])
+            row["minima"] = cmp["fits"]
+            disagreements.append(row)
+    log = Path(args.log)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(json.dumps({"rows": rows, "batched_time": batched_time}, indent=1))
+
+    ok = [r for r in rows if r["status"] == "converged"]
+    max_obs = max(r["diff_obs"] for r in ok)
+    max_exp = max(r["diff_exp"] for r in ok)
+    within = sum(1 for r in ok if max(r["diff_obs"], r["diff_exp"]) <= THRESHOLD)
+    lower = sum(
+        1
+        for r in disagreements
+        if "minima" in r and all(f["batched_lower_or_equal"] for f in r["minima"].values())
+    )
+    lines = [
+        "## Batched engine: correctness gate (sbottom, all regions)",
+        "",
+        "`nice -n 10 .venv/bin/python benchmarks/batched_gate.py --workers "
+        f"{args.workers}`: `hypotest` at mu=1 (`qtilde`) for every patch, batched engine vs "
+        f"pyhf {_pyhf_version()} (numpy, SLSQP tolerance {TIGHT_TOLERANCE:g}).",
+        "",
+        "| region | patches | batched engine (s) | converged |",
+        "|---|---|---|---|",
+    ]
+    for region, (n, secs) in batched_time.items():
+        conv = sum(1 for r in rows if r["region"] == region and r["status"] == "converged")
+        lines.append(f"| {region} | {n} | {secs:.1f} | {conv} |")
+    lines += [
+        "",
+        f"- patches compared: {len(rows)}; batched converged: {len(ok)}",
+        f"- max |CLs_obs difference|: {max_obs:.2e}; max |CLs_exp difference| (5 values): "
+        f"{max_exp:.2e}",
+        f"- within 1e-3: {within} of {len(ok)}",
+        f"- beyond 1e-3 (or not converged): {len(disagreements)}; of these, batched minimum "
+        f"lower or equal in every fit (pyhf's own twice_nll): {lower}",
+        f"- pyhf reference wall time: {pyhf_wall:.0f} s with {args.workers} worker(s)",
+    ]
+    for r in disagreements:
+        worst = {
+            k: f["pyhf_twice_nll_at_pyhf"] - f["pyhf_twice_nll_at_batched"]
+            for k, f in r.get("minima", {}).items()
+        }
+        lines.append(
+            f"  - {r['region']}/{r['patch']}: status {r['status']}, "
+            f"dCLs_obs {r.get('diff_obs', float('nan')):.2e}, "
+            f"dCLs_exp {r.get('diff_exp', float('nan')):.2e}; "
+            "2NLL(pyhf point) - 2NLL(batched point): "
+            + ", ".join(f"{k} {v:.1e}" for k, v in worst.items())
+        )
+    body = "\n".join(lines)
+    print(body)
+    if not args.no_docs and not args.limit:
+        write_section("batched-gate", body)
+    return 0 if len(ok) == len(rows) and within + lower == len(rows) else 1
+
+
+def _pyhf_version() -> str:
+    import pyhf
+
+    return pyhf.__version__
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

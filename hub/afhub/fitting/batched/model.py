@@ -1,0 +1,366 @@
+"""The batched HistFactory model: many compiled models padded to common shapes, in torch.
+
+For item ``b`` of the batch, cell ``c`` (channel, sample, bin) has the expected yield
+
+    nu_c = A_c(theta) * exp(L_c(theta)) * G_c(theta)
+
+with ``A_c = nom_c + sum_p code4p(theta_p; up_cp, dn_cp)`` (histosys), ``L_c`` the sum of the
+logs of the code4 normsys factors, and ``G_c`` the product of the linear factors (normfactor,
+shapefactor, lumi, staterror, shapesys). Bin yields sum their cells. The negative
+log-likelihood is pyhf's: Poisson terms for the bins, Gaussian and (continuous) Poisson
+constraint terms for the auxiliary data, constants included, so ``2 * nll`` equals pyhf's
+``twice_nll``.
+
+Every term depends on a parameter through one-dimensional functions, so the gradient and the
+exact Hessian are assembled analytically with a few batched matrix products
+(:meth:`BatchedModel.nll_grad_hess`), far cheaper than automatic differentiation over
+all parameters.
+
+Padding: parameters beyond an item's own are fixed at 0 and touch nothing; two extra slots
+hold the constants 1 (index ``P``) and 0 (index ``P + 1``) that padded entries point to;
+padded cells have zero yield; padded bins are masked out.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+
+from afhub.fitting.batched.interpolation import code4, code4_coefficients, code4p_weights
+from afhub.fitting.batched.spec import CompiledModel
+
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def _max_per_cell(cells: np.ndarray, n_cells: int) -> int:
+    """The largest number of entries that share one cell."""
+    return int(np.bincount(cells, minlength=n_cells).max(initial=0)) if len(cells) else 0
+
+
+def _slots(cells: np.ndarray) -> np.ndarray:
+    """For entries grouped by cell, the running index of each entry within its cell."""
+    if len(cells) == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.argsort(cells, kind="stable")
+    sorted_cells = cells[order]
+    first = np.searchsorted(sorted_cells, sorted_cells, side="left")
+    slots = np.empty_like(cells)
+    slots[order] = np.arange(len(cells)) - first
+    return slots
+
+
+@dataclass
+class Data:
+    """Observed (or Asimov) data for a batch: main bins and auxiliary data."""
+
+    main: torch.Tensor  # [B, N]
+    aux_gauss: torch.Tensor  # [B, NG]
+    aux_poisson: torch.Tensor  # [B, NQ]
+
+    def take(self, idx: torch.Tensor) -> Data:
+        return Data(self.main[idx], self.aux_gauss[idx], self.aux_poisson[idx])
+
+    @staticmethod
+    def cat(parts: list[Data]) -> Data:
+        return Data(
+            torch.cat([p.main for p in parts]),
+            torch.cat([p.aux_gauss for p in parts]),
+            torch.cat([p.aux_poisson for p in parts]),
+        )
+
+
+@dataclass
+class BatchedModel:
+    """Padded tensors of a batch of models (build with :meth:`from_compiled`)."""
+
+    n_pars: int  # P (padded)
+    nominal: torch.Tensor  # [B, C]
+    bin_onehot: torch.Tensor  # [B, N, C]
+    bin_mask: torch.Tensor  # [B, N] float
+    h_up: torch.Tensor  # [B, C, P]
+    h_dn: torch.Tensor  # [B, C, P]
+    ns_par: torch.Tensor  # [B, E] long (into P + 2)
+    ns_log_hi: torch.Tensor  # [B, E]
+    ns_log_lo: torch.Tensor  # [B, E]
+    ns_coef: torch.Tensor  # [B, E, 6]
+    ns_cells: torch.Tensor  # [B, C, E] 0/1: entry e multiplies cell c
+    ns_onehot: torch.Tensor  # [B, E, P] 0/1: entry e belongs to parameter p
+    f_par: torch.Tensor  # [B, C, K] long (into P + 2)
+    g_par: torch.Tensor  # [B, NG] long
+    g_sigma: torch.Tensor  # [B, NG]
+    g_mask: torch.Tensor  # [B, NG]
+    q_par: torch.Tensor  # [B, NQ] long
+    q_tau: torch.Tensor  # [B, NQ]
+    q_mask: torch.Tensor  # [B, NQ]
+    init: torch.Tensor  # [B, P]
+    lower: torch.Tensor  # [B, P]
+    upper: torch.Tensor  # [B, P]
+    free: torch.Tensor  # [B, P] bool
+    poi_index: torch.Tensor  # [B] long
+
+    @property
+    def batch_size(self) -> int:
+        return self.nominal.shape[0]
+
+    def take(self, idx: torch.Tensor) -> BatchedModel:
+        """The sub-batch of items ``idx``."""
+        values = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            values[f.name] = v[idx] if isinstance(v, torch.Tensor) else v
+        return BatchedModel(**values)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_compiled(
+        cls,
+        models: list[CompiledModel],
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float64,
+    ) -> tuple[BatchedModel, Data]:
+        """Pad and stack compiled models; returns the model and the observed data."""
+        B = len(models)
+        P = max(m.n_pars for m in models)
+        C = max(m.n_cells for m in models)
+        N = max(m.n_bins for m in models)
+        ONE, ZERO = P, P + 1
+
+        E = max([1] + [len(m.ns_par) for m in models])
+        K = max([1] + [_max_per_cell(m.f_cell, m.n_cells) for m in models])
+        NG = max([1] + [len(m.gauss_par) for m in models])
+        NQ = max([1] + [len(m.pois_par) for m in models])
+
+        nominal = np.zeros((B, C))
+        onehot = np.zeros((B, N, C))
+        bin_mask = np.zeros((B, N))
+        observed = np.zeros((B, N))
+        h_up = np.zeros((B, C, P))
+        h_dn = np.zeros((B, C, P))
+        ns_par = np.full((B, E), ZERO, dtype=np.int64)
+        ns_hi = np.ones((B, E))
+        ns_lo = np.ones((B, E))
+        ns_cells = np.zeros((B, C, E))
+        ns_onehot = np.zeros((B, E, P))
+        f_par = np.full((B, C, K), ONE, dtype=np.int64)
+        g_par = np.full((B, NG), ZERO, dtype=np.int64)
+        g_aux = np.zeros((B, NG))
+        g_sigma = np.ones((B, NG))
+        g_mask = np.zeros((B, NG))
+        q_par = np.full((B, NQ), ONE, dtype=np.int64)
+        q_aux = np.ones((B, NQ))
+        q_tau = np.ones((B, NQ))
+        q_mask = np.zeros((B, NQ))
+        init = np.zeros((B, P))
+        lower = np.zeros((B, P))
+        upper = np.zeros((B, P))
+        free = np.zeros((B, P), dtype=bool)
+        poi = np.zeros(B, dtype=np.int64)
+
+        for b, m in enumerate(models):
+            nc, nb, npar = m.n_cells, m.n_bins, m.n_pars
+            nominal[b, :nc] = m.nominal
+            onehot[b, m.cell_bin, np.arange(nc)] = 1.0
+            bin_mask[b, :nb] = 1.0
+            observed[b, :nb] = m.observed
+            h_up[b, m.histo_cell, m.histo_par] = m.histo_up
+            h_dn[b, m.histo_cell, m.histo_par] = m.histo_dn
+            ne = len(m.ns_par)
+            ns_par[b, :ne], ns_hi[b, :ne], ns_lo[b, :ne] = m.ns_par, m.ns_hi, m.ns_lo
+            ns_cells[b, m.ns_map_cell, m.ns_map_entry] = 1.0
+            ns_onehot[b, np.arange(ne), m.ns_par] = 1.0
+            f_par[b, m.f_cell, _slots(m.f_cell)] = m.f_par
+            ng, nq = len(m.gauss_par), len(m.pois_par)
+            g_par[b, :ng], g_aux[b, :ng], g_sigma[b, :ng] = (
+                m.gauss_par,
+                m.gauss_aux,
+                m.gauss_sigma,
+            )
+            g_mask[b, :ng] = 1.0
+            q_par[b, :nq], q_aux[b, :nq], q_tau[b, :nq] = m.pois_par, m.pois_aux, m.pois_tau
+            q_mask[b, :nq] = 1.0
+            init[b, :npar] = m.init
+            lower[b, :npar] = m.lower
+            upper[b, :npar] = m.upper
+            free[b, :npar] = ~m.fixed
+            poi[b] = m.poi_index
+
+        def t(x, dt=dtype):
+            return torch.as_tensor(x, dtype=dt, device=device)
+
+        model = cls(
+            n_pars=P,
+            nominal=t(nominal),
+            bin_onehot=t(onehot),
+            bin_mask=t(bin_mask),
+            h_up=t(h_up),
+            h_dn=t(h_dn),
+            ns_par=t(ns_par, torch.long),
+            ns_log_hi=t(np.log(ns_hi)),
+            ns_log_lo=t(np.log(ns_lo)),
+            ns_coef=t(code4_coefficients(ns_hi, ns_lo)),
+            ns_cells=t(ns_cells),
+            ns_onehot=t(ns_onehot),
+            f_par=t(f_par, torch.long),
+            g_par=t(g_par, torch.long),
+            g_sigma=t(g_sigma),
+            g_mask=t(g_mask),
+            q_par=t(q_par, torch.long),
+            q_tau=t(q_tau),
+            q_mask=t(q_mask),
+            init=t(init),
+            lower=t(lower),
+            upper=t(upper),
+            free=t(free, torch.bool),
+            poi_index=t(poi, torch.long),
+        )
+        data = Data(t(observed), t(g_aux), t(q_aux))
+        return model, data
+
+    # ------------------------------------------------------------------ evaluation
+    def _extend(self, x: torch.Tensor) -> torch.Tensor:
+        B = x.shape[0]
+        consts = torch.tensor([1.0, 0.0], dtype=x.dtype, device=x.device).expand(B, 2)
+        return torch.cat([x, consts], dim=1)
+
+    def _gather(self, xe: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        B = xe.shape[0]
+        return xe.gather(1, idx.reshape(B, -1)).reshape(idx.shape)
+
+    def cell_yields(self, x: torch.Tensor) -> torch.Tensor:
+        """Expected yield of every cell, ``[B, C]``."""
+        xe = self._extend(x)
+        w_up, w_dn, *_ = code4p_weights(x)
+        a = self.nominal + (self.h_up @ w_up.unsqueeze(-1) + self.h_dn @ w_dn.unsqueeze(-1))[..., 0]
+        alpha = self._gather(xe, self.ns_par)
+        log_e, _, _ = code4(alpha, self.ns_log_hi, self.ns_log_lo, self.ns_coef)
+        log_e = (self.ns_cells @ log_e.unsqueeze(-1))[..., 0]
+        g = self._gather(xe, self.f_par).prod(-1)
+        return a * torch.exp(log_e) * g
+
+    def expected_main(self, x: torch.Tensor) -> torch.Tensor:
+        """Expected bin yields ``[B, N]`` (padded bins are 0)."""
+        return (self.bin_onehot @ self.cell_yields(x).unsqueeze(-1))[..., 0]
+
+    def expected_data(self, x: torch.Tensor) -> Data:
+        """pyhf's ``expected_data`` (main and auxiliary), used to build Asimov data."""
+        xe = self._extend(x)
+        aux_g = self._gather(xe, self.g_par)
+        aux_q = self._gather(xe, self.q_par) * self.q_tau
+        return Data(self.expected_main(x), aux_g, aux_q)
+
+    def nll(self, x: torch.Tensor, data: Data) -> torch.Tensor:
+        """Negative log-likelihood per item, ``[B]`` (pyhf's ``-logpdf``)."""
+        nu = self.expected_main(x)
+        return self._nll_from_nu(x, nu, data)
+
+    def _nll_from_nu(self, x: torch.Tensor, nu: torch.Tensor, data: Data) -> torch.Tensor:
+        xe = self._extend(x)
+        mask = self.bin_mask
+        nu_s = torch.where(mask > 0, nu, torch.ones_like(nu))
+        n = data.main
+        main = mask * (torch.xlogy(n, nu_s) - nu_s - torch.lgamma(n + 1))
+        th_g = self._gather(xe, self.g_par)
+        gauss = self.g_mask * (
+            -0.5 * ((data.aux_gauss - th_g) / self.g_sigma) ** 2
+            - torch.log(self.g_sigma)
+            - _LOG_SQRT_2PI
+        )
+        rate = self._gather(xe, self.q_par) * self.q_tau
+        aux_q = data.aux_poisson
+        pois = self.q_mask * (torch.xlogy(aux_q, rate) - rate - torch.lgamma(aux_q + 1))
+        out = -(main.sum(-1) + gauss.sum(-1) + pois.sum(-1))
+        bad = ((nu <= 0) & (mask > 0)).any(-1) | ~torch.isfinite(out)
+        return torch.where(bad, torch.full_like(out, math.inf), out)
+
+    def nll_grad_hess(
+        self, x: torch.Tensor, data: Data, hessian: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """NLL ``[B]``, its gradient ``[B, P]`` and exact Hessian ``[B, P, P]``."""
+        B, P = x.shape
+        P2 = P + 2
+        C = self.nominal.shape[1]
+        xe = self._extend(x)
+        # histosys (additive)
+        w_up, w_dn, dw_up, dw_dn, d2w_up, d2w_dn = code4p_weights(x)
+        a = self.nominal + (self.h_up @ w_up.unsqueeze(-1) + self.h_dn @ w_dn.unsqueeze(-1))[..., 0]
+        a_p = self.h_up * dw_up.unsqueeze(1) + self.h_dn * dw_dn.unsqueeze(1)  # [B,C,P]
+        # normsys (log-additive)
+        alpha = self._gather(xe, self.ns_par)
+        l0, l1, l2 = code4(alpha, self.ns_log_hi, self.ns_log_lo, self.ns_coef)
+        log_e = (self.ns_cells @ l0.unsqueeze(-1))[..., 0]
+        l_p = self.ns_cells @ (l1.unsqueeze(-1) * self.ns_onehot)  # [B,C,P]
+        e = torch.exp(log_e)
+        # linear factors
+        theta = self._gather(xe, self.f_par)  # [B,C,K]
+        K = theta.shape[-1]
+        ones = torch.ones_like(theta[..., :1])
+        prefix = torch.cumprod(torch.cat([ones, theta[..., :-1]], -1), -1)
+        suffix = torch.cumprod(torch.cat([ones, theta.flip(-1)[..., :-1]], -1), -1).flip(-1)
+        excl = prefix * suffix  # prod over k' != k
+        g = prefix[..., -1] * theta[..., -1]
+        g_p = torch.zeros(B, C, P2, dtype=x.dtype, device=x.device)
+        g_p.scatter_add_(2, self.f_par, excl)
+        g_p = g_p[..., :P]
+        # yields and their gradients
+        b = a * g
+        b_p = a_p * g.unsqueeze(-1) + a.unsqueeze(-1) * g_p
+        nu_c = b * e
+        dnu_c = e.unsqueeze(-1) * (b_p + b.unsqueeze(-1) * l_p)  # [B,C,P]
+        nu = (self.bin_onehot @ nu_c.unsqueeze(-1))[..., 0]
+        jac = self.bin_onehot @ dnu_c  # [B,N,P]
+        value = self._nll_from_nu(x, nu, data)
+
+        mask = self.bin_mask
+        n = data.main
+        nu_s = torch.where(mask > 0, nu, torch.ones_like(nu))
+        w = mask * (1 - n / nu_s)  # d nll / d nu
+        grad = (w.unsqueeze(1) @ jac)[:, 0, :]
+        # constraints
+        th_g = self._gather(xe, self.g_par)
+        inv_var = self.g_mask / self.g_sigma**2
+        cg = torch.zeros(B, P2, dtype=x.dtype, device=x.device)
+        cg.scatter_add_(1, self.g_par, inv_var * (th_g - data.aux_gauss))
+        gam = self._gather(xe, self.q_par)
+        aux_q = data.aux_poisson
+        cg.scatter_add_(1, self.q_par, self.q_mask * (self.q_tau - aux_q / gam))
+        grad = grad + cg[:, :P]
+        if not hessian:
+            return value, grad, None
+
+        # Hessian: J^T diag(n / nu^2) J + sum_c omega_c Hess(nu_c) + constraints
+        hess = jac.transpose(1, 2) @ ((mask * n / nu_s**2).unsqueeze(-1) * jac)
+        omega = (w.unsqueeze(1) @ self.bin_onehot)[:, 0, :]  # [B,C]
+        oe = (omega * e).unsqueeze(-1)
+        # cross terms between the histosys, normsys and linear-factor parts:
+        # sum_c oe [a_p g_q + b_p L_q + b L_p L_q / 2] + transpose, as one matrix product
+        cross = torch.baddbmm(
+            (oe * a_p).transpose(1, 2) @ g_p,
+            (oe * (b_p + 0.5 * b.unsqueeze(-1) * l_p)).transpose(1, 2),
+            l_p,
+        )
+        hess = hess + cross + cross.transpose(1, 2)
+        # diagonal second derivatives of the one-dimensional functions
+        a_pp = self.h_up * d2w_up.unsqueeze(1) + self.h_dn * d2w_dn.unsqueeze(1)
+        l_pp = self.ns_cells @ (l2.unsqueeze(-1) * self.ns_onehot)
+        diag = (oe * (a_pp * g.unsqueeze(-1) + b.unsqueeze(-1) * l_pp)).sum(1)
+        # second derivatives of the linear-factor products (k != k')
+        if K > 1:
+            eye = torch.eye(K, dtype=torch.bool, device=x.device)
+            kk = ~eye  # pairs k != k'
+            th = theta.unsqueeze(-2).unsqueeze(-2).expand(B, C, K, K, K)
+            drop = eye.view(K, 1, K) | eye.view(1, K, K)  # m == k or m == k'
+            z = torch.where(drop, torch.ones_like(th), th).prod(-1)  # [B,C,K,K]
+            z = z * kk * (oe[..., 0] * a).unsqueeze(-1).unsqueeze(-1)
+            idx = self.f_par.unsqueeze(-1) * P2 + self.f_par.unsqueeze(-2)
+            flat = torch.zeros(B, P2 * P2, dtype=x.dtype, device=x.device)
+            flat.scatter_add_(1, idx.reshape(B, -1), z.reshape(B, -1))
+            hess = hess + flat.view(B, P2, P2)[:, :P, :P]
+        cd = torch.zeros(B, P2, dtype=x.dtype, device=x.device)
+        cd.scatter_add_(1, self.g_par, inv_var)
+        cd.scatter_add_(1, self.q_par, self.q_mask * aux_q / gam**2)
+        diag = diag + cd[:, :P]
+        hess = hess + torch.diag_embed(diag)
+        return value, grad, hess

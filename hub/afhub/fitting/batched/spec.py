@@ -1,0 +1,553 @@
+"""Compile one HistFactory workspace spec (pyhf JSON) into flat arrays for the batched model.
+
+The compiled form is a list of *cells*: one cell per (channel, sample, bin). Each cell carries
+its nominal yield, the bin it adds to, and the modifiers acting on it, expressed as references
+to parameters (vector parameters such as ``staterror`` are expanded into one scalar per bin):
+
+- histosys: summed up/down deltas per (cell, parameter) (code4p is linear in the deltas);
+- normsys: (cell, parameter, hi, lo) entries (code4 factors multiply);
+- linear factors (normfactor, shapefactor, lumi, staterror, shapesys): (cell, parameter)
+  entries, the cell's yield is multiplied by the parameter's value;
+- constraints: Gaussian (parameter, auxdata, sigma) and Poisson (parameter, auxdata, tau).
+
+Everything follows pyhf 0.7.6's definitions (``pyhf.modifiers``). Anything this compiler does
+not support raises :class:`Unsupported` with a human-readable reason; the engine then leaves that
+patch to the pyhf engine.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonpatch
+import numpy as np
+
+SUPPORTED_MODIFIERS = (
+    "normfactor",
+    "shapefactor",
+    "lumi",
+    "normsys",
+    "histosys",
+    "shapesys",
+    "staterror",
+)
+#: pyhf paramset categories: parameters of different categories cannot share a name
+_CATEGORY = {
+    "normfactor": "unconstrained",
+    "shapefactor": "unconstrained",
+    "lumi": "lumi",
+    "normsys": "normal",
+    "histosys": "normal",
+    "staterror": "staterror",
+    "shapesys": "poisson",
+}
+_USER_KEYS = {"name", "inits", "bounds", "fixed", "auxdata", "sigmas"}
+
+
+class Unsupported(Exception):
+    """The spec uses something the batched engine does not implement (or is invalid)."""
+
+
+@dataclass
+class CompiledModel:
+    """Flat description of one model; every parameter index refers to ``par_names``."""
+
+    par_names: list[str]
+    poi_index: int
+    init: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    fixed: np.ndarray
+    #: per cell: nominal yield and global bin index
+    nominal: np.ndarray
+    cell_bin: np.ndarray
+    observed: np.ndarray
+    #: histosys entries: cell, parameter, delta up (hi - nom), delta down (nom - lo)
+    histo_cell: np.ndarray
+    histo_par: np.ndarray
+    histo_up: np.ndarray
+    histo_dn: np.ndarray
+    #: normsys entries (one per sample and modifier): parameter, hi, lo
+    ns_par: np.ndarray
+    ns_hi: np.ndarray
+    ns_lo: np.ndarray
+    #: which cells each normsys entry multiplies: pairs (cell, entry)
+    ns_map_cell: np.ndarray
+    ns_map_entry: np.ndarray
+    #: linear factors: cell, parameter
+    f_cell: np.ndarray
+    f_par: np.ndarray
+    #: Gaussian constraints: parameter, auxdata, sigma
+    gauss_par: np.ndarray
+    gauss_aux: np.ndarray
+    gauss_sigma: np.ndarray
+    #: Poisson constraints: parameter, auxdata, tau
+    pois_par: np.ndarray
+    pois_aux: np.ndarray
+    pois_tau: np.ndarray
+    #: parameter name -> slice into par_names (vector parameters span several entries)
+    par_slices: dict[str, slice] = field(default_factory=dict)
+
+    @property
+    def n_pars(self) -> int:
+        return len(self.par_names)
+
+    @property
+    def n_cells(self) -> int:
+        return len(self.nominal)
+
+    @property
+    def n_bins(self) -> int:
+        return len(self.observed)
+
+
+@dataclass
+class _Sample:
+    """One sample of one channel, validated and turned into arrays (cacheable)."""
+
+    nominal: np.ndarray
+    #: (kind, name) of every modifier, in order
+    mods: list[tuple[str, str]]
+    histo_names: list[str]
+    histo_up: np.ndarray  # [H, nbins]
+    histo_dn: np.ndarray
+    ns_names: list[str]
+    ns_hi: np.ndarray  # [J]
+    ns_lo: np.ndarray
+    scalar_factors: list[str]  # normfactor, lumi
+    vector_factors: list[str]  # shapefactor, staterror, shapesys
+    #: staterror / shapesys uncertainties by name
+    uncertainties: dict[str, np.ndarray]
+
+
+def _numbers(values: Any, n: int, what: str) -> np.ndarray:
+    try:
+        arr = np.asarray(values, dtype=float)
+    except (TypeError, ValueError) as err:
+        raise Unsupported(f"{what}: not a list of numbers") from err
+    if arr.shape != (n,):
+        raise Unsupported(f"{what}: expected {n} numbers")
+    if not np.isfinite(arr).all():
+        raise Unsupported(f"{what}: non-finite numbers")
+    return arr
+
+
+def _compile_sample(sample: dict[str, Any], nbins: int) -> _Sample:
+    sname = sample.get("name")
+    nom = _numbers(sample.get("data"), nbins, f"sample {sname!r}")
+    mods: list[tuple[str, str]] = []
+    h_names: list[str] = []
+    h_up: list[np.ndarray] = []
+    h_dn: list[np.ndarray] = []
+    ns_names: list[str] = []
+    ns_hi: list[float] = []
+    ns_lo: list[float] = []
+    scalars: list[str] = []
+    vectors: list[str] = []
+    unc: dict[str, np.ndarray] = {}
+    for mod in sample.get("modifiers", []):
+        kind, name = mod.get("type"), mod.get("name")
+        if kind not in SUPPORTED_MODIFIERS:
+            raise Unsupported(f"modifier type {kind!r} ({name!r})")
+        if (kind, name) in mods:
+            raise Unsupported(f"modifier {kind}/{name} repeated on sample {sname!r}")
+        mods.append((kind, name))
+        data = mod.get("data")
+        if kind in ("normfactor", "lumi"):
+            scalars.append(name)
+        elif kind == "shapefactor":
+            vectors.append(name)
+        elif kind == "normsys":
+            hi, lo = float(data["hi"]), float(data["lo"])
+            if not (hi > 0 and lo > 0 and math.isfinite(hi) and math.isfinite(lo)):
+                raise Unsupported(f"normsys {name!r} with non-positive or non-finite hi/lo")
+            ns_names.append(name)
+            ns_hi.append(hi)
+            ns_lo.append(lo)
+        elif kind == "histosys":
+            hi = _numbers(data.get("hi_data"), nbins, f"histosys {name!r}")
+            lo = _numbers(data.get("lo_data"), nbins, f"histosys {name!r}")
+            h_names.append(name)
+            h_up.append(hi - nom)
+            h_dn.append(nom - lo)
+        else:  # staterror, shapesys
+            unc[name] = _numbers(data, nbins, f"{kind} {name!r}")
+            vectors.append(name)
+    return _Sample(
+        nominal=nom,
+        mods=mods,
+        histo_names=h_names,
+        histo_up=np.array(h_up).reshape(len(h_names), nbins),
+        histo_dn=np.array(h_dn).reshape(len(h_names), nbins),
+        ns_names=ns_names,
+        ns_hi=np.array(ns_hi, dtype=float),
+        ns_lo=np.array(ns_lo, dtype=float),
+        scalar_factors=scalars,
+        vector_factors=vectors,
+        uncertainties=unc,
+    )
+
+
+class SampleCache:
+    """Compiled samples keyed by object identity (patched specs share untouched samples).
+
+    The cache keeps a reference to every sample it compiled so that identities stay unique.
+    """
+
+    def __init__(self) -> None:
+        self._items: dict[int, tuple[dict[str, Any], int, _Sample]] = {}
+
+    def get(self, sample: dict[str, Any], nbins: int) -> _Sample:
+        hit = self._items.get(id(sample))
+        if hit is not None and hit[0] is sample and hit[1] == nbins:
+            return hit[2]
+        compiled = _compile_sample(sample, nbins)
+        self._items[id(sample)] = (sample, nbins, compiled)
+        return compiled
+
+
+def _copy_on_write_apply(doc: Any, op: dict[str, Any]) -> Any:
+    """Apply one add/remove/replace operation, copying only the containers on its path."""
+    tokens = jsonpatch.JsonPointer(op["path"]).parts
+    if not tokens:
+        if op["op"] in ("add", "replace"):
+            return op["value"]
+        raise Unsupported("cannot remove the whole document")
+    root = copy.copy(doc)
+    parent = root
+    for tok in tokens[:-1]:
+        key = int(tok) if isinstance(parent, list) else tok
+        child = copy.copy(parent[key])
+        parent[key] = child
+        parent = child
+    last = tokens[-1]
+    kind = op["op"]
+    if isinstance(parent, list):
+        if last == "-" and kind == "add":
+            parent.append(op["value"])
+            return root
+        index = int(last)
+        if kind == "add":
+            if index > len(parent):
+                raise IndexError(op["path"])
+            parent.insert(index, op["value"])
+        elif kind == "remove":
+            del parent[index]
+        else:
+            parent[index] = op["value"]
+    else:
+        if kind == "add":
+            parent[last] = op["value"]
+        elif kind == "remove":
+            del parent[last]
+        else:
+            if last not in parent:
+                raise KeyError(op["path"])
+            parent[last] = op["value"]
+    return root
+
+
+def apply_patch(workspace: dict[str, Any], patch_ops: list[dict[str, Any]]) -> dict[str, Any]:
+    """Apply a JSON Patch to a workspace spec; the input is left unchanged.
+
+    ``add``, ``remove`` and ``replace`` copy only the containers on their paths, so the result
+    shares every untouched channel and sample with ``workspace`` (which lets
+    :func:`compile_spec` reuse their compiled form). Other operations use ``jsonpatch``.
+    Values that the patch inserts are shared with the patch: treat both as read-only.
+    """
+    if not patch_ops:
+        return workspace
+    try:
+        if all(op.get("op") in ("add", "remove", "replace") for op in patch_ops):
+            doc = workspace
+            for op in patch_ops:
+                doc = _copy_on_write_apply(doc, op)
+            return doc
+        return jsonpatch.JsonPatch(patch_ops).apply(workspace, in_place=False)
+    except (
+        jsonpatch.JsonPatchException,
+        jsonpatch.JsonPointerException,
+        KeyError,
+        IndexError,
+        ValueError,
+        TypeError,
+    ) as err:
+        raise Unsupported(f"patch cannot be applied: {err!r}") from err
+
+
+def _measurement(spec: dict[str, Any], name: str | None) -> dict[str, Any]:
+    measurements = spec.get("measurements") or []
+    if not measurements:
+        raise Unsupported("workspace has no measurement")
+    if name is None:
+        return measurements[0]
+    for m in measurements:
+        if m.get("name") == name:
+            return m
+    raise Unsupported(f"measurement {name!r} not found")
+
+
+class _Params:
+    """Registry of parameter sets, in order of first use."""
+
+    def __init__(self) -> None:
+        self.sets: dict[str, dict[str, Any]] = {}
+
+    def add(self, name: str, category: str, n: int, **defaults: Any) -> dict[str, Any]:
+        if name in self.sets:
+            ps = self.sets[name]
+            if ps["category"] != category:
+                raise Unsupported(
+                    f"parameter {name!r} is used by modifiers of different kinds "
+                    f"({ps['category']}, {category})"
+                )
+            if ps["n"] != n:
+                raise Unsupported(f"parameter {name!r} is used with {ps['n']} and {n} bins")
+            return ps
+        ps = {"category": category, "n": n, **defaults}
+        self.sets[name] = ps
+        return ps
+
+
+def compile_spec(
+    spec: dict[str, Any],
+    measurement: str | None = None,
+    normsys_interpcode: str = "code4",
+    histosys_interpcode: str = "code4p",
+    cache: SampleCache | None = None,
+) -> CompiledModel:
+    """Compile a (patched) workspace spec; raise :class:`Unsupported` if it cannot be batched."""
+    if normsys_interpcode != "code4":
+        raise Unsupported(f"normsys interpolation {normsys_interpcode!r} (only code4)")
+    if histosys_interpcode != "code4p":
+        raise Unsupported(f"histosys interpolation {histosys_interpcode!r} (only code4p)")
+    cache = cache or SampleCache()
+    meas = _measurement(spec, measurement)
+    config = meas.get("config", {})
+    poi_name = config.get("poi")
+    if not poi_name:
+        raise Unsupported("measurement defines no POI")
+    user = {p["name"]: p for p in config.get("parameters", [])}
+    for pname, pconf in user.items():
+        extra = set(pconf) - _USER_KEYS
+        if extra:
+            raise Unsupported(f"parameter setting(s) {sorted(extra)} for {pname!r}")
+
+    observations = {o["name"]: o["data"] for o in spec.get("observations", [])}
+    params = _Params()
+    # (first cell, nbins, compiled sample, channel name)
+    placed: list[tuple[int, int, _Sample, str]] = []
+    observed: list[np.ndarray] = []
+    n_cells = 0
+    n_bins = 0
+    cell_bin: list[np.ndarray] = []
+    staterr: dict[str, dict[str, Any]] = {}
+    shapesys_seen: set[str] = set()
+    channel_names: set[str] = set()
+
+    for channel in spec.get("channels", []):
+        cname = channel["name"]
+        if cname in channel_names:
+            raise Unsupported(f"channel {cname!r} defined twice")
+        channel_names.add(cname)
+        if cname not in observations:
+            raise Unsupported(f"no observations for channel {cname!r}")
+        samples = channel.get("samples", [])
+        if not samples:
+            raise Unsupported(f"channel {cname!r} has no samples")
+        nbins = len(samples[0].get("data") or [])
+        if nbins == 0:
+            raise Unsupported(f"channel {cname!r} has no bins")
+        observed.append(_numbers(observations[cname], nbins, f"observations of {cname!r}"))
+        for sample in samples:
+            cs = cache.get(sample, nbins)
+            placed.append((n_cells, nbins, cs, cname))
+            cell_bin.append(np.arange(n_bins, n_bins + nbins))
+            n_cells += nbins
+            for kind, name in cs.mods:
+                if kind in ("normfactor", "lumi", "normsys", "histosys"):
+                    params.add(name, _CATEGORY[kind], 1)
+                elif kind == "shapefactor":
+                    ps = params.add(name, "unconstrained", nbins)
+                    if ps.setdefault("channel", cname) != cname:
+                        raise Unsupported(f"shapefactor {name!r} spans several channels")
+                elif kind == "staterror":
+                    params.add(name, "staterror", nbins)
+                    st = staterr.setdefault(name, {"channel": cname, "nom": [], "unc": []})
+                    if st["channel"] != cname:
+                        raise Unsupported(f"staterror {name!r} spans several channels")
+                    st["nom"].append(cs.nominal)
+                    st["unc"].append(cs.uncertainties[name])
+                else:  # shapesys
+                    if name in shapesys_seen:
+                        raise Unsupported(f"shapesys {name!r} used on more than one sample")
+                    shapesys_seen.add(name)
+                    params.add(name, "poisson", nbins, nom=cs.nominal, unc=cs.uncertainties[name])
+        n_bins += nbins
+
+    if not placed:
+        raise Unsupported("workspace has no channels")
+    if poi_name not in params.sets:
+        raise Unsupported(f"POI {poi_name!r} is not a parameter of the model")
+    if params.sets[poi_name]["n"] != 1:
+        raise Unsupported(f"POI {poi_name!r} is not a scalar")
+
+    layout = _layout_parameters(params, user, staterr)
+    slices = layout["par_slices"]
+    start = {name: sl.start for name, sl in slices.items()}
+
+    # --- modifier entries, one array per sample, concatenated ---
+    hc, hp, hu, hd = [], [], [], []
+    mc, me, npar, nhi, nlo = [], [], [], [], []
+    n_entries = 0
+    fc, fp = [], []
+    for c0, nb, cs, _ in placed:
+        cells = np.arange(c0, c0 + nb)
+        if cs.histo_names:
+            pars = np.array([start[n] for n in cs.histo_names])
+            hc.append(np.broadcast_to(cells, cs.histo_up.shape).ravel())
+            hp.append(np.repeat(pars, nb))
+            hu.append(cs.histo_up.ravel())
+            hd.append(cs.histo_dn.ravel())
+        if cs.ns_names:
+            npar.append(np.array([start[n] for n in cs.ns_names]))
+            nhi.append(cs.ns_hi)
+            nlo.append(cs.ns_lo)
+            entries = n_entries + np.arange(len(cs.ns_names))
+            mc.append(np.tile(cells, len(entries)))
+            me.append(np.repeat(entries, nb))
+            n_entries += len(entries)
+        for n in cs.scalar_factors:
+            fc.append(cells)
+            fp.append(np.full(nb, start[n]))
+        for n in cs.vector_factors:
+            fc.append(cells)
+            fp.append(start[n] + np.arange(nb))
+
+    def cat(parts, dtype=float):
+        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
+
+    compiled = CompiledModel(
+        nominal=np.concatenate([cs.nominal for _, _, cs, _ in placed]),
+        cell_bin=np.concatenate(cell_bin),
+        observed=np.concatenate(observed),
+        poi_index=slices[poi_name].start,
+        histo_cell=cat(hc, np.int64),
+        histo_par=cat(hp, np.int64),
+        histo_up=cat(hu),
+        histo_dn=cat(hd),
+        ns_par=cat(npar, np.int64),
+        ns_hi=cat(nhi),
+        ns_lo=cat(nlo),
+        ns_map_cell=cat(mc, np.int64),
+        ns_map_entry=cat(me, np.int64),
+        f_cell=cat(fc, np.int64),
+        f_par=cat(fp, np.int64),
+        **layout,
+    )
+    if compiled.fixed[compiled.poi_index]:
+        raise Unsupported("the POI is fixed")
+    return compiled
+
+
+def _layout_parameters(
+    params: _Params, user: dict[str, dict[str, Any]], staterr: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """Parameter vector: names, inits, bounds, fixed flags and constraint terms (pyhf's)."""
+    par_names: list[str] = []
+    init: list[float] = []
+    lower: list[float] = []
+    upper: list[float] = []
+    fixed: list[bool] = []
+    par_slices: dict[str, slice] = {}
+    gauss: list[tuple[int, float, float]] = []
+    poisson: list[tuple[int, float, float]] = []
+    for name, ps in params.sets.items():
+        n, cat = ps["n"], ps["category"]
+        conf = user.get(name, {})
+        start = len(par_names)
+        par_slices[name] = slice(start, start + n)
+        par_names.extend([name] if n == 1 else [f"{name}[{i}]" for i in range(n)])
+        aux: list[float] | None = None
+        sig: list[float] | None = None
+        tau: list[float] | None = None
+        fix = [False] * n
+        if cat == "unconstrained":
+            d_init, d_bounds = [1.0] * n, [(0.0, 10.0)] * n
+        elif cat == "normal":
+            d_init, d_bounds = [0.0] * n, [(-5.0, 5.0)] * n
+            aux, sig = [0.0] * n, [1.0] * n
+        elif cat == "lumi":
+            if not all(k in conf for k in ("inits", "bounds", "auxdata", "sigmas")):
+                raise Unsupported("lumi needs inits, bounds, auxdata and sigmas in the config")
+            d_init, d_bounds, aux, sig = [1.0], [(0.0, 10.0)], [1.0], [1.0]
+        elif cat == "staterror":
+            st = staterr[name]
+            noms = np.asarray(st["nom"], dtype=float)
+            uncs = np.asarray(st["unc"], dtype=float)
+            nomsall = noms.sum(axis=0)
+            safe = np.where(nomsall > 0, nomsall, 1.0)
+            rel = np.where(nomsall > 0, (uncs / safe) ** 2, 0.0)
+            relerr = np.sqrt(rel.sum(axis=0))
+            fix = [bool(v == 0) for v in relerr]
+            sig = [1.0 if f else float(v) for f, v in zip(fix, relerr, strict=True)]
+            d_init, d_bounds, aux = [1.0] * n, [(1e-10, 10.0)] * n, [1.0] * n
+        else:  # poisson (shapesys)
+            valid = [u > 0 and v > 0 for v, u in zip(ps["nom"], ps["unc"], strict=True)]
+            tau = [
+                float(v * v / (u * u)) if ok else 1.0
+                for ok, v, u in zip(valid, ps["nom"], ps["unc"], strict=True)
+            ]
+            fix = [not ok for ok in valid]
+            d_init, d_bounds, aux = [1.0] * n, [(1e-10, 10.0)] * n, list(tau)
+        p_init = conf.get("inits", d_init)
+        p_bounds = conf.get("bounds", d_bounds)
+        if "fixed" in conf:
+            fix = [bool(conf["fixed"])] * n
+        if "auxdata" in conf:
+            if aux is None:
+                raise Unsupported(f"{name!r} does not use auxdata")
+            aux = [float(v) for v in conf["auxdata"]]
+        if "sigmas" in conf:
+            if sig is None:
+                raise Unsupported(f"{name!r} does not use sigmas")
+            sig = [float(v) for v in conf["sigmas"]]
+        for what, vals in (("inits", p_init), ("bounds", p_bounds), ("auxdata", aux)):
+            if vals is not None and len(vals) != n:
+                raise Unsupported(f"{what} of {name!r} must have {n} entries")
+        if sig is not None and len(sig) != n:
+            raise Unsupported(f"sigmas of {name!r} must have {n} entries")
+        for i in range(n):
+            lo_b, hi_b = (float(v) for v in p_bounds[i])
+            value = float(p_init[i])
+            if not lo_b <= value <= hi_b:
+                raise Unsupported(f"initial value of {par_names[start + i]!r} outside bounds")
+            init.append(value)
+            lower.append(lo_b)
+            upper.append(hi_b)
+            fixed.append(fix[i])
+            if cat in ("normal", "lumi", "staterror"):
+                if not sig[i] > 0:
+                    raise Unsupported(f"non-positive sigma for {par_names[start + i]!r}")
+                gauss.append((start + i, aux[i], sig[i]))
+            elif cat == "poisson":
+                poisson.append((start + i, aux[i], tau[i]))
+    g = np.asarray(gauss, dtype=float).reshape(-1, 3)
+    q = np.asarray(poisson, dtype=float).reshape(-1, 3)
+    return {
+        "par_names": par_names,
+        "par_slices": par_slices,
+        "init": np.asarray(init, dtype=float),
+        "lower": np.asarray(lower, dtype=float),
+        "upper": np.asarray(upper, dtype=float),
+        "fixed": np.asarray(fixed, dtype=bool),
+        "gauss_par": g[:, 0].astype(np.int64),
+        "gauss_aux": g[:, 1],
+        "gauss_sigma": g[:, 2],
+        "pois_par": q[:, 0].astype(np.int64),
+        "pois_aux": q[:, 1],
+        "pois_tau": q[:, 2],
+    }
