@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import Float, bindparam, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -33,11 +33,11 @@ from afhub.quotas.decisions import (
     exhausted_budgets,
 )
 from afhub.quotas.limits import Charge, Holdings, Limits, Usage
-from afhub.quotas.periods import parse_period
+from afhub.quotas.periods import DEFAULT_PERIOD, parse_period
 from afhub.stores.database import Database
 from afhub.stores.errors import LedgerConflict, NotFound, StoreError
 from afhub.stores.groups import group_row, resolve_charge_group_in
-from afhub.stores.models import Group, GroupClosure, LedgerInterval, Quota, UsageHourly
+from afhub.stores.models import GroupClosure, LedgerInterval, Quota, UsageHourly
 
 HOUR = 3600
 PENDING, RUNNING, CLOSED, FAILED = "pending", "running", "closed", "failed"
@@ -245,6 +245,56 @@ def _limits(quota: Quota | None) -> Limits:
     )
 
 
+# The decision's queries, as plain SQL that SQLite and PostgreSQL both run: they are on the
+# hot path of every spawn, and building them with the expression language cost more than
+# running them.
+_LOCK_CHAIN = text(
+    "SELECT g.id FROM afhub_groups g JOIN afhub_group_closure c ON c.ancestor_id = g.id "
+    "WHERE c.descendant_id = :gid ORDER BY g.depth FOR UPDATE OF g"
+)
+_CHAIN = text(
+    "SELECT g.id, g.path, q.gpu_hours, q.cpu_core_hours, q.max_servers, q.max_gpus, "
+    "q.max_dask_cores, q.period "
+    "FROM afhub_group_closure c JOIN afhub_groups g ON g.id = c.ancestor_id "
+    "LEFT JOIN afhub_quotas q ON q.group_id = g.id "
+    "WHERE c.descendant_id = :gid ORDER BY g.depth"
+)
+# budgets: hourly rollups in the window; the first hour of a rolling window counts pro rata
+_BUDGETS = text(
+    "SELECT group_id, "
+    "SUM(CASE WHEN hour_ts < :ws THEN cpu_core_seconds * ((hour_ts + 3600 - :ws) / 3600.0) "
+    "ELSE cpu_core_seconds END), "
+    "SUM(CASE WHEN hour_ts < :ws THEN gpu_seconds * ((hour_ts + 3600 - :ws) / 3600.0) "
+    "ELSE gpu_seconds END) "
+    "FROM afhub_usage_hourly "
+    "WHERE group_id IN :gids AND hour_ts > :ws_hour_before AND hour_ts <= :now "
+    "GROUP BY group_id"
+).bindparams(
+    bindparam("gids", expanding=True),
+    bindparam("ws", type_=Float),
+    bindparam("ws_hour_before", type_=Float),
+    bindparam("now", type_=Float),
+)
+# holdings of open intervals, and what running ones accrued since their last checkpoint
+# (inside the window)
+_OPEN = text(
+    "SELECT c.ancestor_id, "
+    "SUM(CASE WHEN l.kind = 'server' THEN 1 ELSE 0 END), SUM(l.gpus), "
+    "SUM(CASE WHEN l.kind = 'dask' THEN l.cpu_cores ELSE 0.0 END), "
+    "SUM(l.cpu_cores * (CASE WHEN l.state = 'running' AND l.checkpoint_ts < :now THEN "
+    ":now - CASE WHEN l.checkpoint_ts > :ws THEN l.checkpoint_ts ELSE :ws END ELSE 0.0 END)), "
+    "SUM(l.gpus * (CASE WHEN l.state = 'running' AND l.checkpoint_ts < :now THEN "
+    ":now - CASE WHEN l.checkpoint_ts > :ws THEN l.checkpoint_ts ELSE :ws END ELSE 0.0 END)) "
+    "FROM afhub_ledger l JOIN afhub_group_closure c ON c.descendant_id = l.group_id "
+    "WHERE l.state IN ('pending', 'running') AND c.ancestor_id IN :gids "
+    "GROUP BY c.ancestor_id"
+).bindparams(
+    bindparam("gids", expanding=True),
+    bindparam("ws", type_=Float),
+    bindparam("now", type_=Float),
+)
+
+
 def chain_states(
     session: Session, group_id: int, now: datetime, *, lock: bool = False, full: bool = False
 ) -> list[NodeState]:
@@ -256,25 +306,26 @@ def chain_states(
     """
     now_ts = to_ts(now)
     if lock and session.get_bind().dialect.name == "postgresql":
-        session.execute(
-            select(Group.id)
-            .join(GroupClosure, GroupClosure.ancestor_id == Group.id)
-            .where(GroupClosure.descendant_id == group_id)
-            .order_by(Group.depth)
-            .with_for_update(of=Group)
-        ).all()
-    rows = session.execute(
-        select(Group.id, Group.path, Quota)
-        .join(GroupClosure, GroupClosure.ancestor_id == Group.id)
-        .outerjoin(Quota, Quota.group_id == Group.id)
-        .where(GroupClosure.descendant_id == group_id)
-        .order_by(Group.depth)
-    ).all()
+        session.execute(_LOCK_CHAIN, {"gid": group_id}).all()
+    rows = session.execute(_CHAIN, {"gid": group_id}).all()
     if not rows:
         raise NotFound(f"group id {group_id} does not exist")
-    nodes = [(gid, path, _limits(quota)) for gid, path, quota in rows]
+    nodes = [
+        (
+            gid,
+            path,
+            Limits(
+                gpu_hours=gpu_h,
+                cpu_core_hours=cpu_h,
+                max_servers=servers,
+                max_gpus=gpus,
+                max_dask_cores=dask,
+                period=period or DEFAULT_PERIOD,
+            ),
+        )
+        for gid, path, gpu_h, cpu_h, servers, gpus, dask, period in rows
+    ]
     windows = {gid: parse_period(limits.period).window(now) for gid, _, limits in nodes}
-
     need_budget = {
         gid
         for gid, _, lim in nodes
@@ -282,63 +333,24 @@ def chain_states(
     }
     need_holdings = {gid for gid, _, lim in nodes if full or not lim.is_unlimited()}
 
-    budget: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0])
     by_start: dict[float, list[int]] = defaultdict(list)
-    for gid in need_budget:
+    for gid in need_budget | need_holdings:
         by_start[windows[gid].start.timestamp()].append(gid)
-    for ws, gids in by_start.items():
-        fraction = (UsageHourly.hour_ts + HOUR - ws) / float(HOUR)
-        partial = UsageHourly.hour_ts < ws
-        query = (
-            select(
-                UsageHourly.group_id,
-                func.sum(
-                    case(
-                        (partial, UsageHourly.cpu_core_seconds * fraction),
-                        else_=UsageHourly.cpu_core_seconds,
-                    )
-                ),
-                func.sum(
-                    case(
-                        (partial, UsageHourly.gpu_seconds * fraction), else_=UsageHourly.gpu_seconds
-                    )
-                ),
-            )
-            .where(
-                UsageHourly.group_id.in_(gids),
-                UsageHourly.hour_ts > ws - HOUR,
-                UsageHourly.hour_ts <= now_ts,
-            )
-            .group_by(UsageHourly.group_id)
-        )
-        for gid, cpu_s, gpu_s in session.execute(query):
-            budget[gid][0] += float(cpu_s or 0.0)
-            budget[gid][1] += float(gpu_s or 0.0)
-
+    budget: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0])
     holdings: dict[int, Holdings] = defaultdict(Holdings)
-    if need_budget or need_holdings:
-        open_rows = session.execute(
-            select(
-                GroupClosure.ancestor_id,
-                LedgerInterval.kind,
-                LedgerInterval.cpu_cores,
-                LedgerInterval.gpus,
-                LedgerInterval.state,
-                LedgerInterval.checkpoint_ts,
-            )
-            .join(GroupClosure, GroupClosure.descendant_id == LedgerInterval.group_id)
-            .where(
-                LedgerInterval.state.in_(OPEN_STATES),
-                GroupClosure.ancestor_id.in_(need_budget | need_holdings),
-            )
-        ).all()
-        for anc, kind, cores, gpus, state, checkpoint_ts in open_rows:
-            holdings[anc] = holdings[anc] + Charge(kind, cores, gpus).holdings
-            if state == RUNNING and anc in need_budget and checkpoint_ts is not None:
-                since = max(checkpoint_ts, windows[anc].start.timestamp())
-                if now_ts > since:
-                    budget[anc][0] += cores * (now_ts - since)
-                    budget[anc][1] += gpus * (now_ts - since)
+    for ws, gids in by_start.items():
+        budget_gids = [g for g in gids if g in need_budget]
+        if budget_gids:
+            params = {"gids": budget_gids, "ws": ws, "ws_hour_before": ws - HOUR, "now": now_ts}
+            for gid, cpu_s, gpu_s in session.execute(_BUDGETS, params):
+                budget[gid][0] += float(cpu_s or 0.0)
+                budget[gid][1] += float(gpu_s or 0.0)
+        params = {"gids": gids, "ws": ws, "now": now_ts}
+        for anc, servers, gpus, dask, cpu_s, gpu_s in session.execute(_OPEN, params):
+            holdings[anc] = Holdings(int(servers or 0), int(gpus or 0), float(dask or 0.0))
+            if anc in need_budget:
+                budget[anc][0] += max(0.0, float(cpu_s or 0.0))
+                budget[anc][1] += max(0.0, float(gpu_s or 0.0))
 
     return [
         NodeState(
@@ -352,6 +364,26 @@ def chain_states(
         )
         for gid, path, limits in nodes
     ]
+
+
+_EXISTING = text(
+    "SELECT id FROM afhub_ledger WHERE user_name = :user AND kind = :kind "
+    "AND server_name = :server AND state IN ('pending', 'running')"
+)
+_DEFAULT_TARGET = text(
+    "SELECT g.id, g.path FROM afhub_users u JOIN afhub_groups g ON g.id = u.default_group_id "
+    "WHERE u.name = :name"
+)
+
+
+def _charge_target(session: Session, user: str, group: str | None) -> tuple[int, str]:
+    """(id, path) of the group to charge; the common case (the default group) in one query."""
+    if group is None:
+        found = session.execute(_DEFAULT_TARGET, {"name": user}).first()
+        if found is not None:
+            return found[0], found[1]
+    target = resolve_charge_group_in(session, user, group)
+    return target.id, target.path
 
 
 class LedgerStore:
@@ -386,16 +418,10 @@ class LedgerStore:
         """
         now = self._now(now)
         with self.db.write() as session:
-            target = resolve_charge_group_in(session, user, group)
-            states = chain_states(session, target.id, now, lock=True)
-            existing = session.scalar(
-                select(LedgerInterval.id).where(
-                    LedgerInterval.user_name == user,
-                    LedgerInterval.kind == charge.kind.value,
-                    LedgerInterval.server_name == server_name,
-                    LedgerInterval.state.in_(OPEN_STATES),
-                )
-            )
+            target = _charge_target(session, user, group)
+            states = chain_states(session, target[0], now, lock=True)
+            key = {"user": user, "kind": charge.kind.value, "server": server_name}
+            existing = session.execute(_EXISTING, key).scalar()
             if existing is not None:
                 raise LedgerConflict(
                     f"{charge.kind.value} {server_name or '(default)'!s} of {user} is already "
@@ -404,22 +430,24 @@ class LedgerStore:
             decision = decide(states, charge, now) if enforce else Decision()
             if not decision.allowed:
                 raise QuotaExceeded(decision)
-            row = LedgerInterval(
-                user_name=user,
-                group_id=target.id,
-                group_path=target.path,
-                kind=charge.kind.value,
-                resource=charge.resource,
-                server_name=server_name,
-                cpu_cores=float(charge.cpu_cores),
-                gpus=int(charge.gpus),
-                state=PENDING,
-                admitted_ts=to_ts(now),
-                note="",
-            )
-            session.add(row)
-            session.flush()
-            return Admission(row.id, target.path, decision)
+            interval_id = session.execute(
+                insert(LedgerInterval)
+                .values(
+                    user_name=user,
+                    group_id=target[0],
+                    group_path=target[1],
+                    kind=charge.kind.value,
+                    resource=charge.resource,
+                    server_name=server_name,
+                    cpu_cores=float(charge.cpu_cores),
+                    gpus=int(charge.gpus),
+                    state=PENDING,
+                    admitted_ts=to_ts(now),
+                    note="",
+                )
+                .returning(LedgerInterval.id)
+            ).scalar_one()
+            return Admission(interval_id, target[1], decision)
 
     def preview(
         self, *, user: str, charge: Charge, group: str | None = None, now: datetime | None = None
@@ -427,8 +455,8 @@ class LedgerStore:
         """The decision ``admit`` would make now, without opening anything."""
         now = self._now(now)
         with self.db.read() as session:
-            target = resolve_charge_group_in(session, user, group)
-            return decide(chain_states(session, target.id, now), charge, now)
+            target = _charge_target(session, user, group)
+            return decide(chain_states(session, target[0], now), charge, now)
 
     def status(self, group: str, now: datetime | None = None) -> list[NodeState]:
         """``group``'s chain (root first) with limits and rolled-up usage, for display."""

@@ -212,7 +212,16 @@ class LedgerInterval(Base):
     note: Mapped[str] = mapped_column(String(255), default="")
 
     __table_args__ = (
-        Index("ix_afhub_ledger_state_group", "state", "group_id"),
+        # covers the quota decision's scan of open intervals (no table lookups)
+        Index(
+            "ix_afhub_ledger_open",
+            "state",
+            "group_id",
+            "kind",
+            "cpu_cores",
+            "gpus",
+            "checkpoint_ts",
+        ),
         Index("ix_afhub_ledger_group_start", "group_id", "start_ts"),
         Index("ix_afhub_ledger_owner", "user_name", "kind", "server_name", "state"),
     )

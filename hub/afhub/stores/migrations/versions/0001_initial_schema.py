@@ -125,7 +125,11 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_afhub_ledger_owner", ["user_name", "kind", "server_name", "state"], unique=False
         )
-        batch_op.create_index("ix_afhub_ledger_state_group", ["state", "group_id"], unique=False)
+        batch_op.create_index(
+            "ix_afhub_ledger_open",
+            ["state", "group_id", "kind", "cpu_cores", "gpus", "checkpoint_ts"],
+            unique=False,
+        )
 
     op.create_table(
         "afhub_quotas",
@@ -242,7 +246,7 @@ def downgrade() -> None:
     op.drop_table("afhub_usage_hourly")
     op.drop_table("afhub_quotas")
     with op.batch_alter_table("afhub_ledger", schema=None) as batch_op:
-        batch_op.drop_index("ix_afhub_ledger_state_group")
+        batch_op.drop_index("ix_afhub_ledger_open")
         batch_op.drop_index("ix_afhub_ledger_owner")
         batch_op.drop_index("ix_afhub_ledger_group_start")
 
