@@ -1,0 +1,89 @@
+"""The facility API as a hub-managed service of a real hub: identity from real tokens.
+
+The service is registered here through the facility's YAML config (``JupyterHub.services``
+plus the role that lets users reach it), the way an operator would.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from urllib.parse import urljoin
+
+import pytest
+import requests
+
+from tests.facility import Facility, free_port
+
+pytestmark = [pytest.mark.facility, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    home = tmp_path_factory.mktemp("facility-api-hub")
+    db_url = f"sqlite:///{home / 'afhub.sqlite'}"
+    config = {
+        "JupyterHub": {
+            "services": [
+                {
+                    "name": "facility",
+                    "url": f"http://127.0.0.1:{free_port()}",
+                    "command": [sys.executable, "-m", "afhub.services.facility_api"],
+                    "environment": {"AFHUB_DB_URL": db_url},
+                    "oauth_no_confirm": True,
+                }
+            ],
+            "load_roles": [
+                {"name": "user", "scopes": ["self", "access:services!service=facility"]}
+            ],
+        }
+    }
+    fac = Facility(home, config=config)
+    fac.start()
+    yield fac
+    fac.stop()
+    fac.cleanup_orphans()
+
+
+def api(fac, token, method, path, **kwargs):
+    headers = {"Authorization": f"token {token}"} if token else {}
+    url = urljoin(fac.url, "services/facility/api/" + path)
+    for _ in range(40):  # the service starts a moment after the hub
+        try:
+            return requests.request(method, url, headers=headers, timeout=30, **kwargs)
+        except requests.ConnectionError:
+            time.sleep(0.25)
+    raise AssertionError("facility API never answered")
+
+
+def test_real_tokens_identify_callers_and_the_tree_authorizes(hub):
+    admin = hub.admin_token()
+    me = api(hub, admin, "GET", "users/me")
+    assert me.status_code == 200, me.text
+    assert me.json()["is_facility_admin"] is True  # a JupyterHub admin
+    assert api(hub, None, "GET", "groups").status_code == 401
+    forged = api(hub, "not-a-real-token", "GET", "groups")
+    assert forged.status_code == 401 and forged.json()["status"] == 401
+
+    for path in ["atlas", "atlas/higgs", "atlas/higgs/students", "cms"]:
+        assert api(hub, admin, "POST", "groups", json={"path": path}).status_code == 201
+    assert api(hub, admin, "PUT", "groups/atlas/higgs/-/quota", json={"gpu_hours": 50}).ok
+
+    password = hub.add_user("hana")
+    assert api(hub, admin, "PUT", "groups/atlas/higgs/-/members/hana", json={"role": "admin"}).ok
+    hana = hub.login("hana", password).new_token("facility api")
+    created = api(hub, hana, "POST", "groups/atlas/higgs/students/-/invitations", json={})
+    assert created.status_code == 201, created.text
+    assert api(hub, hana, "PUT", "groups/cms/-/quota", json={"gpu_hours": 1}).status_code == 403
+    assert (
+        api(hub, hana, "PATCH", "users/hana", json={"is_facility_admin": True}).status_code == 403
+    )
+
+    student_password = hub.add_user("sam")
+    sam = hub.login("sam", student_password).new_token("facility api")
+    joined = api(hub, sam, "POST", "invitations/redeem", json={"token": created.json()["token"]})
+    assert joined.status_code == 200, joined.text
+    assert api(hub, sam, "GET", "users/me").json()["groups"] == {"atlas/higgs/students": "member"}
+    assert api(hub, sam, "GET", "groups/atlas/higgs/-/usage").status_code == 403
+    again = api(hub, sam, "POST", "invitations/redeem", json={"token": created.json()["token"]})
+    assert again.status_code in (409, 410)
