@@ -25,9 +25,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "fitting"))
 
-from batched_helpers import (  # noqa: E402
+from benchmarks.report import write_section  # noqa: E402
+from tests.fitting.batched_helpers import (  # noqa: E402
     REGIONS,
     TIGHT_TOLERANCE,
     compare_minima,
@@ -36,8 +36,6 @@ from batched_helpers import (  # noqa: E402
     pyhf_hypotest,
     spread,
 )
-
-from benchmarks.report import write_section  # noqa: E402
 
 THRESHOLD = 1e-3
 _STATE: dict = {}
