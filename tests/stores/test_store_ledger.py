@@ -183,6 +183,22 @@ def test_over_budget_warn_then_stop(tree):
     assert [(s.interval_id, s.action) for s in steps] == [(interval, EnforcementAction.STOP)]
 
 
+def test_enforcement_round_warns_once_then_stops_after_grace(tree):
+    tree.quotas.set("atlas/higgs/students", {"cpu_core_hours": 4})
+    interval = run(tree, "sam", CPU, T0, None)  # 2 cores: spent after 2 hours
+    grace = timedelta(minutes=15)
+    assert tree.ledger.enforcement_round(grace, now=T0 + hours(1)) == []
+    (notice,) = tree.ledger.enforcement_round(grace, now=T0 + hours(2))
+    assert (notice.action, notice.interval.id) == (EnforcementAction.WARN, interval)
+    assert "CPU core-hours" in notice.reason and "'atlas/higgs/students'" in notice.reason
+    # warned already: nothing new until the grace period has passed, then stop
+    assert tree.ledger.enforcement_round(grace, now=T0 + hours(2.1)) == []
+    (notice,) = tree.ledger.enforcement_round(grace, now=T0 + hours(2.25))
+    assert (notice.action, notice.interval.user) == (EnforcementAction.STOP, "sam")
+    tree.ledger.close(interval, at=T0 + hours(2.25), note="stopped: budget spent")
+    assert tree.ledger.enforcement_round(grace, now=T0 + hours(3)) == []
+
+
 def _race(db_url, n, target):
     """Run ``target(stores, i)`` in ``n`` threads released at once; return results."""
     barrier = threading.Barrier(n)

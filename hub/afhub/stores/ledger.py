@@ -19,7 +19,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Float, bindparam, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -27,10 +27,12 @@ from sqlalchemy.orm import Session
 
 from afhub.quotas.decisions import (
     Decision,
+    EnforcementAction,
     NodeState,
     OverBudget,
     decide,
     exhausted_budgets,
+    plan_enforcement,
 )
 from afhub.quotas.limits import Charge, Holdings, Limits, Usage
 from afhub.quotas.periods import DEFAULT_PERIOD, parse_period
@@ -161,6 +163,15 @@ class OverBudgetInterval:
 
     def pure(self) -> OverBudget:
         return OverBudget(self.interval.id, self.warned_at, self.reason)
+
+
+@dataclass(frozen=True)
+class EnforcementNotice:
+    """Warn or stop this running charge, because of ``reason`` (a spent budget)."""
+
+    action: EnforcementAction
+    interval: IntervalInfo
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -633,6 +644,22 @@ class LedgerStore:
                         OverBudgetInterval(_interval(row), from_ts(row.warned_ts), spent[0].message)
                     )
         return result
+
+    def enforcement_round(
+        self, grace: timedelta, now: datetime | None = None
+    ) -> list[EnforcementNotice]:
+        """One pass of the running-budget enforcement: what to warn now and what to stop.
+
+        Charges over budget and not yet warned are marked warned (the grace period starts
+        and survives hub restarts); charges warned at least ``grace`` ago are to be stopped.
+        The hub sends the warnings, stops the servers (then calls :meth:`close`). Run it
+        after each :meth:`checkpoint`.
+        """
+        now = self._now(now)
+        over = {o.interval.id: o for o in self.over_budget(now)}
+        steps = plan_enforcement([o.pure() for o in over.values()], now, grace)
+        self.mark_warned([s.interval_id for s in steps if s.action == EnforcementAction.WARN], now)
+        return [EnforcementNotice(s.action, over[s.interval_id].interval, s.reason) for s in steps]
 
     def mark_warned(self, interval_ids: Iterable[int], at: datetime | None = None) -> None:
         ids = list(interval_ids)
