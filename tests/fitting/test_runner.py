@@ -18,7 +18,6 @@ from afhub.fitting.runner import (
     submit_patches,
 )
 from afhub.fitting.types import FitTask, PatchResult
-from afhub.fitting.validation import validate_payload
 
 
 def alive(pid: int) -> bool:
@@ -28,6 +27,14 @@ def alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def wait_running(futures, timeout: float = 60) -> None:
+    """Wait until every future has been handed to a (ready) worker."""
+    deadline = time.monotonic() + timeout
+    while not all(f.running() for f in futures):
+        assert time.monotonic() < deadline, "workers never became ready"
+        time.sleep(0.05)
 
 
 def spin_fit(task: FitTask, patch_index: int) -> PatchResult:
@@ -74,12 +81,13 @@ def small_task(names: list[str]) -> FitTask:
         }
         for n, y in zip(names, (1.0, 8.0, 4.0), strict=False)
     ]
-    return validate_payload({"workspace": workspace, "patches": patches})
+    return FitTask(workspace=workspace, patches=tuple(patches), workspace_sha256="0" * 64)
 
 
 @pytest.fixture(scope="module")
 def pool():
-    with KillablePool(2, preload=(__name__, "afhub.fitting.pyhf_engine")) as p:
+    # this module is light (no pyhf), so replacing a killed worker is quick
+    with KillablePool(2, preload=(__name__,)) as p:
         yield p
     # leaving the block stopped every worker
     assert not any(alive(pid) for pid in p.pids())
@@ -115,9 +123,7 @@ def test_crashing_worker_is_replaced(pool):
 def test_kill_running_and_cancel_queued(pool):
     running = [pool.submit(time.sleep, 60, wall_seconds=120) for _ in range(2)]
     queued = pool.submit(time.sleep, 60, wall_seconds=120)
-    deadline = time.monotonic() + 60
-    while not all(f.running() for f in running) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_running(running)
     assert pool.kill(queued) and queued.cancelled()
     assert all(pool.kill(f) for f in running)
     for f in running:
@@ -172,13 +178,30 @@ def test_patch_job_kill(pool):
     assert result.patch == "stuck"
 
 
-def test_run_with_limit_leaves_nothing_running():
+def test_patch_job_wait_after_cancel_of_a_queued_patch(pool):
+    blockers = [pool.submit(time.sleep, 60, wall_seconds=120) for _ in range(pool.size)]
+    wait_running(blockers)
+    (queued,) = submit_patches(pool, small_task(["fast"]), 30.0, fn=quick_fit)
+    assert queued.kill()
+
+    async def wait():
+        return await queued.wait()
+
+    result = asyncio.run(wait())
+    assert result.status == "failed" and result.diagnostics["reason"] == "cancelled"
+    assert all(pool.kill(b) for b in blockers)
+    for b in blockers:
+        with pytest.raises(TaskKilled):
+            b.result(timeout=30)
+
+
+def test_run_with_limit_leaves_nothing_running(pool):
     before = _children()
     child = run_with_limit(os.getpid, (), 30)
     assert child != os.getpid() and not alive(child)
     with pytest.raises(WallClockExceeded, match="wall-clock limit of 1 s"):
         run_with_limit(time.sleep, (60,), 1.0)
-    assert _children() - before == set()
+    assert _children() - before - set(pool.pids()) == set()
 
 
 def _children() -> set[int]:

@@ -302,6 +302,9 @@ class KillablePool:
 
     def _close_workers(self) -> None:
         with self._lock:
+            self._closing = True
+            while self._pending:
+                self._pending.popleft().future.cancel()
             for worker in self._workers:
                 if worker.job is not None:
                     worker.job.future.set_exception(TaskKilled("pool was shut down"))
@@ -377,8 +380,13 @@ class PatchJob:
 
     async def wait(self) -> PatchResult:
         """``result()`` for asyncio callers."""
-        with contextlib.suppress(Exception):
+        try:
             await asyncio.wrap_future(self.future)
+        except asyncio.CancelledError:
+            if not self.future.cancelled():
+                raise  # the awaiting task itself was cancelled
+        except Exception:  # noqa: S110 - turned into a failed PatchResult below
+            pass
         return self.result()
 
 
