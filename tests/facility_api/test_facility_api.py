@@ -250,3 +250,16 @@ def test_default_group_and_facility_admin_grant(facility):
         "is_facility_admin"
     ]
     assert facility.stores.groups.actor("hana").is_facility_admin
+
+
+def test_prometheus_metrics_for_facility_admins(facility):
+    root = facility.user("root", admin=True)
+    root("PUT", "api/groups/atlas/-/quota", json={"max_servers": 4, "gpu_hours": 10})
+    facility.stores.ledger.admit(user="tom", charge=Charge("server", 2, 1))
+    text = root("GET", "metrics").text
+    assert 'afhub_group_limit{group="atlas",limit="max_servers"} 4.0' in text
+    assert 'afhub_group_used{group="atlas",limit="max_servers"} 1.0' in text
+    assert 'afhub_group_limit_used_ratio{group="atlas",limit="max_servers"} 0.25' in text
+    assert 'afhub_ledger_open_intervals{kind="server",state="pending"} 1.0' in text
+    error_of(facility.user("tom")("GET", "metrics"), 403)
+    error_of(facility.client(None)("GET", "metrics"), 401)

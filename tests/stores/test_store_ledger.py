@@ -235,3 +235,19 @@ def test_twenty_racing_spawns_for_the_last_three_slots_start_exactly_three(tree,
     assert len(refused) == 17
     assert all("'atlas' is at its limit of 5 concurrent servers" in str(r) for r in refused)
     assert len(tree.ledger.open_intervals("server")) == 5
+
+
+def test_all_states_match_each_chain(tree):
+    tree.quotas.set("atlas", {"gpu_hours": 100, "max_servers": 10})
+    tree.quotas.set("atlas/top", {"cpu_core_hours": 50, "period": "rolling:1d"})
+    run(tree, "sam", GPU, T0, T0 + hours(2))
+    run(tree, "tom", CPU, T0, None)
+    now = T0 + hours(3)
+    tree.ledger.checkpoint(now=T0 + hours(2.5))
+    everything = {n.path: n for n in tree.ledger.all_states(now=now)}
+    for path in ["atlas/higgs/students", "atlas/top"]:
+        for node in tree.ledger.status(path, now=now):
+            assert everything[node.path] == node
+    assert everything["atlas"].usage.holdings.servers == 1
+    assert everything["atlas/top"].usage.cpu_core_hours == pytest.approx(6.0)
+    assert tree.ledger.open_counts() == {("server", "running"): 1}

@@ -397,6 +397,50 @@ def _charge_target(session: Session, user: str, group: str | None) -> tuple[int,
     return target.id, target.path
 
 
+_ALL_GROUPS = text(
+    "SELECT g.id, g.path, q.gpu_hours, q.cpu_core_hours, q.max_servers, q.max_gpus, "
+    "q.max_dask_cores, q.period "
+    "FROM afhub_groups g LEFT JOIN afhub_quotas q ON q.group_id = g.id ORDER BY g.path"
+)
+
+
+def all_group_states(session: Session, now: datetime) -> list[NodeState]:
+    """Every group with its limits and rolled-up usage (budgets in its own period), in a
+    few set-wise queries: for metrics and overviews."""
+    now_ts = to_ts(now)
+    nodes = [
+        (
+            gid,
+            path,
+            Limits(gpu_h, cpu_h, servers, gpus, dask, period or DEFAULT_PERIOD),
+        )
+        for gid, path, gpu_h, cpu_h, servers, gpus, dask, period in session.execute(_ALL_GROUPS)
+    ]
+    by_start: dict[float, list[int]] = defaultdict(list)
+    for gid, _, limits in nodes:
+        by_start[parse_period(limits.period).window(now).start.timestamp()].append(gid)
+    budget: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    holdings: dict[int, Holdings] = defaultdict(Holdings)
+    for ws, gids in by_start.items():
+        params = {"gids": gids, "ws": ws, "ws_hour_before": ws - HOUR, "now": now_ts}
+        for gid, cpu_s, gpu_s in session.execute(_BUDGETS, params):
+            budget[gid][0] += float(cpu_s or 0.0)
+            budget[gid][1] += float(gpu_s or 0.0)
+        params = {"gids": gids, "ws": ws, "now": now_ts}
+        for anc, servers, gpus, dask, cpu_s, gpu_s in session.execute(_OPEN, params):
+            holdings[anc] = Holdings(int(servers or 0), int(gpus or 0), float(dask or 0.0))
+            budget[anc][0] += max(0.0, float(cpu_s or 0.0))
+            budget[anc][1] += max(0.0, float(gpu_s or 0.0))
+    return [
+        NodeState(
+            path,
+            limits,
+            Usage(budget[gid][1] / HOUR, budget[gid][0] / HOUR, holdings[gid]),
+        )
+        for gid, path, limits in nodes
+    ]
+
+
 class LedgerStore:
     """Admission, the ledger's life cycle, checkpoints, reconciliation and reports."""
 
@@ -468,6 +512,22 @@ class LedgerStore:
         with self.db.read() as session:
             target = _charge_target(session, user, group)
             return decide(chain_states(session, target[0], now), charge, now)
+
+    def all_states(self, now: datetime | None = None) -> list[NodeState]:
+        """Every group's limits and rolled-up usage, sorted by path."""
+        now = self._now(now)
+        with self.db.read() as session:
+            return all_group_states(session, now)
+
+    def open_counts(self) -> dict[tuple[str, str], int]:
+        """Open intervals by (kind, state)."""
+        with self.db.read() as session:
+            rows = session.execute(
+                select(LedgerInterval.kind, LedgerInterval.state, func.count())
+                .where(LedgerInterval.state.in_(OPEN_STATES))
+                .group_by(LedgerInterval.kind, LedgerInterval.state)
+            )
+            return {(kind, state): int(n) for kind, state, n in rows}
 
     def status(self, group: str, now: datetime | None = None) -> list[NodeState]:
         """``group``'s chain (root first) with limits and rolled-up usage, for display."""

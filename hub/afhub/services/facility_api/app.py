@@ -26,6 +26,7 @@ from afhub.services.facility_api.invitations import (
     RedeemHandler,
 )
 from afhub.services.facility_api.members import MemberHandler, MembersHandler
+from afhub.services.facility_api.metrics import MetricsHandler
 from afhub.services.facility_api.quotas import QuotaHandler
 from afhub.services.facility_api.usage import UsageHandler
 from afhub.services.facility_api.users import MeHandler, UserHandler
@@ -68,6 +69,7 @@ def routes(prefix: str) -> list[tuple]:
         (api + r"groups/" + GROUP, GroupHandler),
         (api + r"invitations/redeem", RedeemHandler),
         (api + r"invitations/(?P<invitation_id>[0-9]{1,9})", InvitationHandler),
+        (prefix + r"metrics", MetricsHandler),
         (prefix + r"join/(?P<token>[A-Za-z0-9_-]{10,200})", JoinPageHandler),
         (prefix + r"oauth_callback", OAuthCallbackHandler),
         (prefix + r".*", NotFoundHandler),

@@ -1,0 +1,131 @@
+"""The accountant: a hub-managed service that keeps the ledger and the hub in step.
+
+Run by the hub as ``python -m afhub.services.accountant`` (no HTTP endpoint). At start it
+
+- mirrors afhub's groups into JupyterHub groups (afhub's database is the source of truth:
+  hub groups and memberships that afhub does not have are removed), and
+- reconciles the ledger with the servers the hub sees running
+  (:meth:`afhub.stores.ledger.LedgerStore.reconcile`: after a hub crash, intervals of
+  servers that died are closed at their last checkpoint, so a crash loses at most one
+  checkpoint interval of usage).
+
+Then, every ``AFHUB_CHECKPOINT_INTERVAL`` seconds, it checkpoints running intervals, warns
+servers whose group (or an ancestor) has spent a budget, stops them once
+``AFHUB_GRACE_PERIOD`` seconds have passed since the warning, and mirrors groups again.
+It exits when the hub that started it is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from datetime import UTC, datetime, timedelta
+
+from afhub.quotas.decisions import EnforcementAction, plan_enforcement
+from afhub.services.hub_client import HubAPIError, HubClient
+from afhub.stores.facade import Stores
+
+log = logging.getLogger("afhub.accountant")
+
+
+def plan_group_mirror(
+    afhub_groups: dict[str, set[str]], hub_groups: dict[str, set[str]], hub_users: set[str]
+) -> dict[str, object]:
+    """What to change in the hub so its groups equal afhub's (members the hub knows)."""
+    create = sorted(set(afhub_groups) - set(hub_groups))
+    delete = sorted(set(hub_groups) - set(afhub_groups))
+    add: dict[str, list[str]] = {}
+    remove: dict[str, list[str]] = {}
+    for name, members in afhub_groups.items():
+        wanted = members & hub_users
+        have = hub_groups.get(name, set())
+        if wanted - have:
+            add[name] = sorted(wanted - have)
+        if have - wanted:
+            remove[name] = sorted(have - wanted)
+    return {"create": create, "delete": delete, "add": add, "remove": remove}
+
+
+async def mirror_groups(stores: Stores, hub: HubClient) -> dict[str, object]:
+    afhub_groups = {
+        path: set(members)
+        for path, members in (await asyncio.to_thread(stores.groups.membership_map)).items()
+    }
+    hub_users = {u["name"] for u in await hub.users()}
+    plan = plan_group_mirror(afhub_groups, await hub.groups(), hub_users)
+    for name in plan["create"]:
+        await hub.create_group(name)
+    for name, users in plan["add"].items():
+        await hub.add_group_users(name, users)
+    for name, users in plan["remove"].items():
+        await hub.remove_group_users(name, users)
+    for name in plan["delete"]:
+        await hub.delete_group(name)
+    return plan
+
+
+async def enforce(stores: Stores, hub: HubClient, grace: timedelta) -> list[str]:
+    """Checkpoint, then warn or stop what is over budget; returns what was done."""
+    now = datetime.now(UTC)
+    await asyncio.to_thread(stores.ledger.checkpoint, now)
+    over = await asyncio.to_thread(stores.ledger.over_budget, now)
+    by_id = {item.interval.id: item.interval for item in over}
+    done: list[str] = []
+    steps = plan_enforcement([item.pure() for item in over], now, grace)
+    warn = [s.interval_id for s in steps if s.action == EnforcementAction.WARN]
+    if warn:
+        await asyncio.to_thread(stores.ledger.mark_warned, warn, now)
+    for step in steps:
+        interval = by_id[step.interval_id]
+        who = f"{interval.kind} {interval.server_name or '(default)'} of {interval.user}"
+        if step.action == EnforcementAction.WARN:
+            log.warning("Over budget, stopping in %s: %s (%s)", grace, who, step.reason)
+            done.append(f"warned {who}")
+        elif interval.kind == "server":
+            log.warning("Stopping %s: %s", who, step.reason)
+            try:
+                await hub.stop_server(interval.user, interval.server_name)
+            except HubAPIError as exc:
+                log.error("Could not stop %s: %s", who, exc)
+                continue
+            done.append(f"stopped {who}")
+    return done
+
+
+async def wait_for_hub(hub: HubClient, timeout: float = 60) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            await hub.users()
+            return
+        except (HubAPIError, OSError):
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def run(stores: Stores, hub: HubClient, interval: float, grace: timedelta) -> None:
+    parent = os.getppid()
+    await wait_for_hub(hub)
+    report = await asyncio.to_thread(stores.ledger.reconcile, await hub.running_servers())
+    log.info("Reconciled the ledger with the hub: %s", report)
+    while os.getppid() == parent:
+        for step in (lambda: mirror_groups(stores, hub), lambda: enforce(stores, hub, grace)):
+            try:
+                await step()
+            except Exception:  # keep accounting whatever one round met
+                log.exception("accountant round failed")
+        await asyncio.sleep(interval)
+    log.info("The hub is gone; the accountant stops")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)s %(name)s] %(message)s")
+    interval = float(os.environ.get("AFHUB_CHECKPOINT_INTERVAL", "60"))
+    grace = timedelta(seconds=float(os.environ.get("AFHUB_GRACE_PERIOD", "600")))
+    asyncio.run(run(Stores.open(), HubClient(), interval, grace))
+
+
+if __name__ == "__main__":
+    main()
