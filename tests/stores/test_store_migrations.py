@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
@@ -44,3 +47,17 @@ def test_default_url(monkeypatch, tmp_path):
     assert default_url() == f"sqlite:///{tmp_path}/afhub.sqlite"
     monkeypatch.setenv("AFHUB_DB_URL", "postgresql+psycopg2://u@h/db")
     assert default_url() == "postgresql+psycopg2://u@h/db"
+
+
+def test_processes_starting_together_migrate_one_after_the_other(tmp_path):
+    url = f"sqlite:///{tmp_path / 'together.sqlite'}"
+    code = "import sys; from afhub.stores.migrate import upgrade; upgrade(sys.argv[1])"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errors
+    db = Database(url)
+    assert "afhub_ledger" in inspect(db.engine).get_table_names()
+    db.dispose()

@@ -20,7 +20,9 @@ from sqlalchemy.orm import Session
 
 #: seconds a SQLite writer waits for the lock before giving up
 SQLITE_BUSY_TIMEOUT_S = 30.0
-_IMMEDIATE = "afhub_begin_immediate"
+#: execution option that makes SQLite transactions on a connection begin IMMEDIATE
+BEGIN_IMMEDIATE = "afhub_begin_immediate"
+_IMMEDIATE = BEGIN_IMMEDIATE
 
 
 def default_url() -> str:

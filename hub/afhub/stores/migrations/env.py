@@ -3,14 +3,22 @@ an engine built from the URL in the config (``sqlalchemy.url``)."""
 
 from alembic import context
 
-from afhub.stores.database import make_engine
+from afhub.stores.database import BEGIN_IMMEDIATE, make_engine
 from afhub.stores.models import Base
 
 config = context.config
 target_metadata = Base.metadata
 
 
+#: PostgreSQL advisory lock held while migrating, so that processes starting together
+#: (the hub and its services) migrate one after the other
+MIGRATION_LOCK = 7_263_548_001
+
+
 def run_on(connection) -> None:
+    if connection.dialect.name == "sqlite":
+        # take the write lock up front: a second migrator waits instead of failing
+        connection.execution_options(**{BEGIN_IMMEDIATE: True})
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
@@ -18,6 +26,8 @@ def run_on(connection) -> None:
         compare_type=True,
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
         context.run_migrations()
 
 
