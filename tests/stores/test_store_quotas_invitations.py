@@ -100,6 +100,19 @@ def test_invitation_refusals(tree):
     assert inv.get(multi.info.id).uses_left == 3
 
 
+def test_invitation_list_covers_the_subtree_only(tree):
+    for path in ["a_b", "axb", "axb/c"]:
+        tree.groups.create(path)
+    tree.invitations.create("axb/c")  # 'a_b/%' as a LIKE pattern would match 'axb/c'
+
+    tree.invitations.create("atlas/higgs/students")
+    assert tree.invitations.list("a_b", include_subgroups=True) == []
+    assert [i.group for i in tree.invitations.list("atlas", include_subgroups=True)] == [
+        "atlas/higgs/students"
+    ]
+    assert tree.invitations.list("atlas") == []
+
+
 def test_invitation_creation_rules(tree):
     hana = tree.groups.actor("hana")
     with pytest.raises(PermissionDenied):

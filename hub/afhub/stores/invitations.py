@@ -31,7 +31,7 @@ from afhub.stores.errors import (
     StoreError,
 )
 from afhub.stores.groups import MemberInfo, add_member_in, group_row, roles_of, user_row
-from afhub.stores.models import Group, Invitation, InvitationRedemption, User
+from afhub.stores.models import Group, GroupClosure, Invitation, InvitationRedemption, User
 
 MAX_USES = 10_000
 MIN_EXPIRY = timedelta(minutes=1)
@@ -170,7 +170,11 @@ class InvitationStore:
             query = select(Invitation, Group.path).join(Group, Group.id == Invitation.group_id)
             if include_subgroups:
                 query = query.where(
-                    or_(Group.path == group.path, Group.path.startswith(group.path + "/"))
+                    Group.id.in_(
+                        select(GroupClosure.descendant_id).where(
+                            GroupClosure.ancestor_id == group.id
+                        )
+                    )
                 )
             else:
                 query = query.where(Group.id == group.id)
