@@ -29,7 +29,7 @@ def _measurement(poi: str = "mu") -> list[dict[str, Any]]:
 
 
 def simple_workspace() -> dict[str, Any]:
-    """Two channels, every supported modifier type (shapefactor in a control region)."""
+    """Three channels, every supported modifier type (a shapefactor in its own region)."""
     return {
         "channels": [
             {
@@ -60,7 +60,7 @@ def simple_workspace() -> dict[str, Any]:
                             },
                             {"name": "jes", "type": "normsys", "data": {"hi": 1.05, "lo": 0.97}},
                             {"name": "stat_SR", "type": "staterror", "data": [2.0, 1.5]},
-                            {"name": "bkg_norm", "type": "shapefactor", "data": None},
+                            {"name": "bkg_norm", "type": "normfactor", "data": None},
                         ],
                     },
                     {
@@ -81,7 +81,7 @@ def simple_workspace() -> dict[str, Any]:
                         "data": [200.0, 150.0],
                         "modifiers": [
                             {"name": "lumi", "type": "lumi", "data": None},
-                            {"name": "bkg_norm_cr", "type": "normfactor", "data": None},
+                            {"name": "bkg_norm", "type": "normfactor", "data": None},
                             {
                                 "name": "jes",
                                 "type": "histosys",
@@ -91,10 +91,24 @@ def simple_workspace() -> dict[str, Any]:
                     }
                 ],
             },
+            {
+                "name": "QCD",
+                "samples": [
+                    {
+                        "name": "qcd",
+                        "data": [40.0, 25.0],
+                        "modifiers": [
+                            {"name": "qcd_shape", "type": "shapefactor", "data": None},
+                            {"name": "lumi", "type": "lumi", "data": None},
+                        ],
+                    }
+                ],
+            },
         ],
         "observations": [
             {"name": "SR", "data": [62.0, 41.0]},
             {"name": "CR", "data": [205.0, 148.0]},
+            {"name": "QCD", "data": [44.0, 21.0]},
         ],
         "measurements": _measurement(),
         "version": "1.0.0",
