@@ -43,6 +43,7 @@ class Facility:
         self.port = free_port()
         self.hub_port = free_port()
         self.proxy_api_port = free_port()
+        self.api_port = free_port()
         self.extra_env = dict(env or {})
         self.config = config
         self.process: subprocess.Popen | None = None
@@ -71,6 +72,7 @@ class Facility:
             AFHUB_PORT=str(self.port),
             AFHUB_HUB_PORT=str(self.hub_port),
             AFHUB_PROXY_API_PORT=str(self.proxy_api_port),
+            AFHUB_API_PORT=str(self.api_port),
             AFHUB_PROXY_COMMAND=str(
                 PROJECT_ROOT / "node_modules" / ".bin" / "configurable-http-proxy"
             ),

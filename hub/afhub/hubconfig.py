@@ -65,6 +65,62 @@ def configure_spawner(c: Config, settings: FacilitySettings) -> None:
     c.Spawner.http_timeout = 60
 
 
+#: name of the facility API service (served at ``/services/facility/``)
+FACILITY_SERVICE = "facility"
+#: name of the accountant service (checkpoints, enforcement, group mirror)
+ACCOUNTANT_SERVICE = "accountant"
+
+
+def configure_groups_and_quotas(c: Config, settings: FacilitySettings) -> None:
+    """The facility API and the accountant as hub-managed services; charging at spawn;
+    every login recorded in the facility database."""
+    from afhub.auth.membership import make_login_hook
+    from afhub.spawners.charging import stores_for
+
+    env = {
+        "AFHUB_HOME": settings.home,
+        "AFHUB_DB_URL": settings.db_url,
+        "AFHUB_CHECKPOINT_INTERVAL": str(settings.checkpoint_interval),
+        "AFHUB_GRACE_PERIOD": str(settings.grace_period),
+    }
+    c.JupyterHub.services = [
+        {
+            "name": FACILITY_SERVICE,
+            "url": f"http://127.0.0.1:{settings.api_port}",
+            "command": [sys.executable, "-m", "afhub.services.facility_api"],
+            "environment": env,
+            "oauth_no_confirm": True,
+        },
+        {
+            "name": ACCOUNTANT_SERVICE,
+            "command": [sys.executable, "-m", "afhub.services.accountant"],
+            "environment": env,
+        },
+    ]
+    c.JupyterHub.load_roles = [
+        # users may log in to afhub's services (the facility API, later fitting, Dask)
+        {"name": "user", "scopes": ["self", "access:services"]},
+        {
+            "name": "afhub-accountant",
+            "services": [ACCOUNTANT_SERVICE],
+            "scopes": [
+                "list:users",
+                "read:users",
+                "read:servers",
+                "servers",
+                "list:groups",
+                "read:groups",
+                "admin:groups",
+                "groups",
+            ],
+        },
+    ]
+    c.AfhubLocalSpawner.facility_db_url = settings.db_url
+    c.Authenticator.post_auth_hook = make_login_hook(
+        lambda: stores_for(settings.db_url), settings.default_group
+    )
+
+
 def build_config(settings: FacilitySettings, overrides: Config | None = None) -> Config:
     """The complete JupyterHub configuration for these settings.
 
@@ -76,6 +132,7 @@ def build_config(settings: FacilitySettings, overrides: Config | None = None) ->
     configure_logging(c, settings)
     configure_login(c, settings)
     configure_spawner(c, settings)
+    configure_groups_and_quotas(c, settings)
     if overrides is not None:
         c.merge(overrides)
     return c
@@ -92,4 +149,7 @@ def configure(c: Config) -> None:
     overrides = load_config_file()
     settings = FacilitySettings(config=overrides)
     prepare_home(settings)
+    from afhub.stores.migrate import upgrade
+
+    upgrade(settings.db_url)  # the facility database's schema, before anything uses it
     c.merge(build_config(settings, overrides))

@@ -136,6 +136,54 @@ class FacilitySettings(Configurable):
     def _default_hub_db_url(self) -> str:
         return _env("AFHUB_HUB_DB_URL", f"sqlite:///{Path(self.home) / 'jupyterhub.sqlite'}")
 
+    db_url = Unicode(
+        help="""SQLAlchemy URL of afhub's facility database (groups, quotas, invitations,
+        the usage ledger). Default: SQLite in ``home``; PostgreSQL in production
+        (``postgresql+psycopg2://...``). Env: ``AFHUB_DB_URL``.""",
+    ).tag(config=True)
+
+    @default("db_url")
+    def _default_db_url(self) -> str:
+        return _env("AFHUB_DB_URL", f"sqlite:///{Path(self.home) / 'afhub.sqlite'}")
+
+    api_port = Integer(
+        help="Port of the facility API service (``/services/facility/``). Env: ``AFHUB_API_PORT``.",
+    ).tag(config=True)
+
+    @default("api_port")
+    def _default_api_port(self) -> int:
+        return int(_env("AFHUB_API_PORT", 8082))
+
+    default_group = Unicode(
+        help="""Group every user who belongs to no group joins at login (created if
+        missing), so that their servers have a group to be charged to. Empty: such users
+        must be invited into a group before they can start anything. Env:
+        ``AFHUB_DEFAULT_GROUP``.""",
+    ).tag(config=True)
+
+    @default("default_group")
+    def _default_default_group(self) -> str:
+        return _env("AFHUB_DEFAULT_GROUP", "users")
+
+    checkpoint_interval = Integer(
+        help="""Seconds between checkpoints of running ledger intervals (a hub crash loses
+        at most this much usage) and between budget checks. Env:
+        ``AFHUB_CHECKPOINT_INTERVAL``.""",
+    ).tag(config=True)
+
+    @default("checkpoint_interval")
+    def _default_checkpoint_interval(self) -> int:
+        return int(_env("AFHUB_CHECKPOINT_INTERVAL", 60))
+
+    grace_period = Integer(
+        help="""Seconds between the warning that a group's budget is spent and stopping
+        its servers. Env: ``AFHUB_GRACE_PERIOD``.""",
+    ).tag(config=True)
+
+    @default("grace_period")
+    def _default_grace_period(self) -> int:
+        return int(_env("AFHUB_GRACE_PERIOD", 600))
+
     proxy_command = Unicode(
         help="""Path of the configurable-http-proxy executable. Default: the one
         ``make install`` puts in the project's ``node_modules``, else the one on ``PATH``.

@@ -16,6 +16,8 @@ import escapism
 from jupyterhub.spawner import SimpleLocalProcessSpawner
 from traitlets import Unicode, default
 
+from afhub.spawners.charging import ChargingMixin
+
 #: characters kept as they are in the folder name of a user's home; others are escaped
 SAFE_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789")
 ESCAPE_CHAR = "-"
@@ -30,8 +32,8 @@ def safe_name(name: str) -> str:
     return escapism.escape(name, safe=SAFE_NAME_CHARS, escape_char=ESCAPE_CHAR).lower()
 
 
-class AfhubLocalSpawner(SimpleLocalProcessSpawner):
-    """Runs each user's server as a local process, as the hub's user."""
+class AfhubLocalSpawner(ChargingMixin, SimpleLocalProcessSpawner):
+    """Runs each user's server as a local process, as the hub's user, charged to a group."""
 
     homes_root = Unicode(
         help="""Folder under which each user gets a home folder (named by

@@ -1,0 +1,196 @@
+"""Charging servers to a group: admission at spawn, the ledger interval's life cycle.
+
+:class:`ChargingMixin` sits in front of a spawner class. At ``start`` it asks the ledger
+to admit the server (quota decision and a ``pending`` ledger interval, atomically, see
+:meth:`afhub.stores.ledger.LedgerStore.admit`); a refusal becomes an HTTP 403 whose
+message names the group, the limit, used/limit and when it resets, before any process
+starts. The interval turns ``running`` when the server is ready, is ``failed`` (charged
+nothing) when the spawn fails, and is closed when the server stops. The interval's id is
+part of the spawner's state, so a hub restart keeps charging the same interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from datetime import UTC, datetime
+
+from jupyterhub.utils import maybe_future
+from tornado import web
+from traitlets import Bool, Float, HasTraits, Unicode, default
+
+from afhub.quotas.limits import Charge, ChargeKind
+from afhub.stores.database import default_url
+from afhub.stores.errors import StoreError
+from afhub.stores.facade import Stores
+from afhub.stores.ledger import QuotaExceeded
+
+#: the user option (spawn form field and REST ``user_options`` key) naming the group
+CHARGE_OPTION = "charge_to"
+_GROUP_PATH = re.compile(r"^[a-z0-9][a-z0-9._/-]{0,254}$")
+
+_stores_lock = threading.Lock()
+_stores: dict[str, Stores] = {}
+
+
+def stores_for(url: str) -> Stores:
+    """One :class:`Stores` per database URL and process (the hub's connection pool)."""
+    with _stores_lock:
+        if url not in _stores:
+            _stores[url] = Stores.open(url, migrate=False)
+        return _stores[url]
+
+
+def parse_charge_option(value: object) -> str | None:
+    """The ``charge_to`` user option: a group path, or None for the default group."""
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or not _GROUP_PATH.match(value):
+        raise web.HTTPError(400, f"{CHARGE_OPTION} must be a group path such as atlas/higgs")
+    return value
+
+
+class ChargingMixin(HasTraits):
+    """Admission and ledger charging for a spawner (put it first in the bases)."""
+
+    charging = Bool(
+        True,
+        help="Check group quotas at spawn and charge servers to a group in the ledger.",
+    ).tag(config=True)
+
+    facility_db_url = Unicode(
+        help="SQLAlchemy URL of afhub's facility database (groups, quotas, ledger). "
+        "Default: ``$AFHUB_DB_URL`` or SQLite in ``$AFHUB_HOME``.",
+    ).tag(config=True)
+
+    @default("facility_db_url")
+    def _default_facility_db_url(self) -> str:
+        return default_url()
+
+    charged_cpu_cores = Float(
+        1.0,
+        help="CPU cores a server is charged for when neither a profile nor ``cpu_limit`` "
+        "says (core-hours accrue at this rate while it runs).",
+    ).tag(config=True)
+
+    interval_id: int | None = None
+
+    # -- what is charged --
+
+    @property
+    def stores(self) -> Stores:
+        return stores_for(self.facility_db_url)
+
+    def server_charge(self) -> Charge:
+        """What this server holds while it runs (later issues: from its profile)."""
+        cores = self.cpu_limit or self.cpu_guarantee or self.charged_cpu_cores
+        return Charge(kind=ChargeKind.SERVER, cpu_cores=float(cores), gpus=0, resource="local")
+
+    def charge_group_option(self) -> str | None:
+        return parse_charge_option((self.user_options or {}).get(CHARGE_OPTION))
+
+    # -- spawn form: the "charge to" choice --
+
+    def charge_form_html(self) -> str:
+        """A select of the groups the user may charge, default group first."""
+        from html import escape
+
+        roles = self.stores.groups.roles_of(self.user.name)
+        if not roles:
+            return ""
+        try:
+            default_group = self.stores.groups.resolve_charge_group(self.user.name)
+        except StoreError:
+            default_group = None
+        paths = sorted(roles, key=lambda p: (p != default_group, p))
+        options = "".join(f'<option value="{escape(p)}">{escape(p)}</option>' for p in paths)
+        return (
+            '<label for="afhub-charge-to">Charge to group</label>'
+            f'<select class="form-control" id="afhub-charge-to" name="{CHARGE_OPTION}">'
+            f"{options}</select>"
+        )
+
+    @default("options_form")
+    def _default_options_form(self):
+        def form(spawner) -> str:
+            return spawner.charge_form_html() if spawner.charging else ""
+
+        return form
+
+    def options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, object]:
+        options: dict[str, object] = {}
+        value = formdata.get(CHARGE_OPTION, [""])[0]
+        if value:
+            options[CHARGE_OPTION] = value
+        return options
+
+    # -- life cycle --
+
+    def _admit(self) -> int:
+        try:
+            admission = self.stores.ledger.admit(
+                user=self.user.name,
+                charge=self.server_charge(),
+                group=self.charge_group_option(),
+                server_name=self.name,
+            )
+        except QuotaExceeded as exc:
+            raise web.HTTPError(403, str(exc)) from None
+        except StoreError as exc:
+            raise web.HTTPError(exc.status, str(exc)) from None
+        self.log.info(
+            "Admitted %s's server %r charged to %s (ledger interval %s)",
+            self.user.name,
+            self.name,
+            admission.group,
+            admission.interval_id,
+        )
+        return admission.interval_id
+
+    async def start(self):
+        if not self.charging:
+            return await super().start()
+        self.interval_id = await asyncio.to_thread(self._admit)
+        try:
+            result = await super().start()
+        except BaseException:
+            await asyncio.to_thread(self.stores.ledger.fail, self.interval_id, "spawn failed")
+            self.interval_id = None
+            raise
+        asyncio.ensure_future(self._mark_running_when_ready(self.interval_id))
+        return result
+
+    async def _mark_running_when_ready(self, interval_id: int) -> None:
+        """Usage accrues from the moment the hub sees the server ready."""
+        while self.pending == "spawn":
+            await asyncio.sleep(0.2)
+        if self.ready and self.interval_id == interval_id:
+            await asyncio.to_thread(self.stores.ledger.mark_running, interval_id, datetime.now(UTC))
+
+    async def run_post_stop_hook(self):
+        """Close the ledger interval whenever the hub finishes stopping the server.
+
+        The hub runs this on every stop, also when the server died by itself (then it does
+        not call :meth:`stop`); a running interval is charged up to now, a pending one
+        (a spawn that never became ready) is marked failed and charged nothing.
+        """
+        if self.interval_id is not None:
+            interval_id, self.interval_id = self.interval_id, None
+            await asyncio.to_thread(self.stores.ledger.close, interval_id, None, "stopped")
+        return await maybe_future(super().run_post_stop_hook())
+
+    # -- state kept across hub restarts --
+
+    def get_state(self) -> dict:
+        state = super().get_state()
+        if self.interval_id is not None:
+            state["afhub_interval_id"] = self.interval_id
+        return state
+
+    def load_state(self, state: dict) -> None:
+        super().load_state(state)
+        self.interval_id = state.get("afhub_interval_id")
+
+    # clear_state is left alone: LocalProcessSpawner.poll clears state when the process
+    # is gone, before the hub runs the post-stop hook that closes the interval.
