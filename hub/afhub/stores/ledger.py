@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Float, bindparam, func, insert, select, text, update
+from sqlalchemy import BigInteger, Float, bindparam, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -278,14 +278,27 @@ _BUDGETS = text(
     "SUM(CASE WHEN hour_ts < :ws THEN gpu_seconds * ((hour_ts + 3600 - :ws) / 3600.0) "
     "ELSE gpu_seconds END) "
     "FROM afhub_usage_hourly "
-    "WHERE group_id IN :gids AND hour_ts > :ws_hour_before AND hour_ts <= :now "
+    "WHERE group_id IN :gids AND hour_ts > :first_hour_after AND hour_ts <= :last_hour "
     "GROUP BY group_id"
 ).bindparams(
     bindparam("gids", expanding=True),
     bindparam("ws", type_=Float),
-    bindparam("ws_hour_before", type_=Float),
-    bindparam("now", type_=Float),
+    # integers, so that PostgreSQL compares bigint to bigint and uses the primary key
+    bindparam("first_hour_after", type_=BigInteger),
+    bindparam("last_hour", type_=BigInteger),
 )
+
+
+def _budget_params(gids: list[int], ws: float, now_ts: float) -> dict[str, object]:
+    """Buckets overlapping ``[ws, now]``: hour_ts > ws - 1 h and hour_ts <= now."""
+    return {
+        "gids": gids,
+        "ws": ws,
+        "first_hour_after": math.floor(ws - HOUR),
+        "last_hour": math.floor(now_ts),
+    }
+
+
 # holdings of open intervals, and what running ones accrued since their last checkpoint
 # (inside the window)
 _OPEN = text(
@@ -352,7 +365,7 @@ def chain_states(
     for ws, gids in by_start.items():
         budget_gids = [g for g in gids if g in need_budget]
         if budget_gids:
-            params = {"gids": budget_gids, "ws": ws, "ws_hour_before": ws - HOUR, "now": now_ts}
+            params = _budget_params(budget_gids, ws, now_ts)
             for gid, cpu_s, gpu_s in session.execute(_BUDGETS, params):
                 budget[gid][0] += float(cpu_s or 0.0)
                 budget[gid][1] += float(gpu_s or 0.0)
@@ -422,7 +435,7 @@ def all_group_states(session: Session, now: datetime) -> list[NodeState]:
     budget: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0])
     holdings: dict[int, Holdings] = defaultdict(Holdings)
     for ws, gids in by_start.items():
-        params = {"gids": gids, "ws": ws, "ws_hour_before": ws - HOUR, "now": now_ts}
+        params = _budget_params(gids, ws, now_ts)
         for gid, cpu_s, gpu_s in session.execute(_BUDGETS, params):
             budget[gid][0] += float(cpu_s or 0.0)
             budget[gid][1] += float(gpu_s or 0.0)
