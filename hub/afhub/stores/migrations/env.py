@@ -4,9 +4,11 @@ an engine built from the URL in the config (``sqlalchemy.url``)."""
 from alembic import context
 
 from afhub.stores.database import BEGIN_IMMEDIATE, make_engine
+from afhub.stores.migrate import import_all_models
 from afhub.stores.models import Base
 
 config = context.config
+import_all_models()
 target_metadata = Base.metadata
 
 
