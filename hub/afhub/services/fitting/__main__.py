@@ -1,0 +1,3 @@
+from afhub.services.fitting.app import main
+
+main()

@@ -1,0 +1,120 @@
+"""Build and run the fitting service (a hub-managed JupyterHub service).
+
+Run by the hub as ``python -m afhub.services.fitting``; it reads the environment a
+hub-managed service gets (``JUPYTERHUB_API_TOKEN``, ``JUPYTERHUB_SERVICE_PREFIX``,
+``JUPYTERHUB_SERVICE_URL``, ...), ``AFHUB_DB_URL`` and its settings
+(:class:`~afhub.services.fitting.config.FittingService`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import urlparse
+
+from jupyterhub.services.auth import HubOAuth
+from tornado import web
+from tornado.httpserver import HTTPServer
+
+from afhub.services.facility_api.base import FacilityHandler, NotFoundHandler
+from afhub.services.fitting.config import FittingService, load_fitting_settings
+from afhub.services.fitting.jobs import JOB_ID, JobHandler, JobsHandler, ResultsHandler, Submissions
+from afhub.services.fitting.scheduler import Scheduler
+from afhub.stores.facade import Stores
+from afhub.stores.fitting import FitStore
+
+log = logging.getLogger("afhub.fitting")
+OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
+
+
+class OpenAPIHandler(FacilityHandler):
+    anonymous = True
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "application/yaml; charset=utf-8")
+        self.finish(OPENAPI_PATH.read_text())
+
+
+def routes(prefix: str) -> list[tuple]:
+    api = prefix + "api/"
+    return [
+        (api + r"openapi\.yaml", OpenAPIHandler),
+        (api + r"jobs/?", JobsHandler),
+        (api + r"jobs/" + JOB_ID + r"/results", ResultsHandler),
+        (api + r"jobs/" + JOB_ID, JobHandler),
+        (prefix + r".*", NotFoundHandler),
+    ]
+
+
+def make_app(
+    stores: Stores,
+    scheduler: Scheduler,
+    config: FittingService,
+    *,
+    prefix: str | None = None,
+    hub_auth: HubOAuth | None = None,
+) -> web.Application:
+    """The tornado application. ``prefix`` defaults to ``$JUPYTERHUB_SERVICE_PREFIX``."""
+    prefix = prefix or os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/fitting/")
+    if not prefix.endswith("/"):
+        prefix += "/"
+    return web.Application(
+        routes(prefix),
+        afhub_stores=stores,
+        afhub_fits=scheduler.fits,
+        afhub_scheduler=scheduler,
+        afhub_fitting=config,
+        afhub_prefix=prefix,
+        afhub_submissions=Submissions(),
+        afhub_validators=ThreadPoolExecutor(config.max_validations, "fit-validate"),
+        hub_auth=hub_auth or HubOAuth(cache_max_age=60),
+        cookie_secret=os.urandom(32),
+        xsrf_cookies=False,
+        default_handler_class=NotFoundHandler,
+    )
+
+
+async def serve(config: FittingService) -> None:
+    stores = Stores.open()
+    scheduler = Scheduler(FitStore(stores.db), stores.ledger, config)
+    await scheduler.start()
+    url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:8083"))
+    server = HTTPServer(
+        make_app(stores, scheduler, config),
+        # above the service's own limit, so that oversized bodies get a 413 with a message
+        max_body_size=2 * config.max_body_bytes + 1024 * 1024,
+    )
+    server.listen(url.port or 80, url.hostname or "127.0.0.1")
+    log.info("fitting service on %s with %d workers", url.geturl(), config.workers)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    parent = os.getppid()
+    while not stop.is_set() and os.getppid() == parent:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 2)
+    log.info("fitting service stopping")
+    server.stop()
+    await scheduler.stop()
+    stores.close()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)s %(name)s] %(message)s")
+    # one thread per worker process: the pool is the parallelism (the batched engine sets
+    # its own torch threads)
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
+    try:
+        config = load_fitting_settings()
+    except ValueError as exc:
+        print(f"afhub fitting service: {exc}", file=sys.stderr)
+        sys.exit(2)
+    asyncio.run(serve(config))

@@ -1,0 +1,362 @@
+"""The scheduler: runs queued fit jobs on a pool of killable local worker processes.
+
+* Jobs run oldest first, at most ``max_running_jobs`` at a time; their patches share one
+  :class:`~afhub.fitting.runner.KillablePool` (one task per patch, each under the wall-clock
+  limit; a fit past it is killed and reported ``failed``).
+* ``engine``: ``pyhf`` fits each patch with pyhf; ``batched`` runs the patches the batched
+  torch engine supports as one computation in one worker and the rest with pyhf; ``auto``
+  (the default) does the same for two or more patches with the default optimizer, and uses
+  pyhf otherwise. Every result says which engine produced it.
+* Results are stored as they arrive. A patch whose identical request (same workspace hash,
+  patch, operation, measurement, settings) already has a stored converged or not-converged
+  result is served from it, without computing.
+* Charging: when a job starts, a ``fit`` charge of the cores it can use is admitted on the
+  owner's group in the usage ledger (refused: the job fails with the quota's message); it
+  is closed when the job ends.
+* A restart loses nothing: at start, fit charges left open are closed at their last
+  checkpoint, running jobs go back to the queue, and only their missing patches run again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+
+from afhub.fitting.pyhf_engine import run_patch, safe_message
+from afhub.fitting.runner import (
+    KillablePool,
+    PatchJob,
+    RemoteError,
+    TaskKilled,
+    WallClockExceeded,
+    WorkerDied,
+    failed_result,
+    single_patch_task,
+)
+from afhub.fitting.types import FitTask, PatchResult
+from afhub.fitting.validation import canonical_sha256, parse_settings
+from afhub.quotas.limits import Charge, ChargeKind
+from afhub.services.fitting.config import FittingService
+from afhub.services.fitting.work import batched_available, run_batched
+from afhub.stores.errors import StoreError
+from afhub.stores.fitting import CANCELLED, DONE, FAILED, FitStore, JobInfo
+from afhub.stores.ledger import LedgerStore
+
+log = logging.getLogger("afhub.fitting")
+T = TypeVar("T")
+
+PRELOAD = ("pyhf", "afhub.fitting.pyhf_engine", "afhub.services.fitting.work")
+
+
+def cache_key(task: FitTask, index: int) -> str:
+    """sha256 of what determines a patch's result: workspace hash, patch content,
+    operation, measurement and settings."""
+    patch = task.patches[index]["patch"] if task.patches else None
+    return canonical_sha256(
+        {
+            "workspace_sha256": task.workspace_sha256,
+            "patch": patch,
+            "operation": task.operation,
+            "measurement": task.measurement,
+            "settings": task.settings.to_dict(),
+        }
+    )
+
+
+def task_from_request(job: JobInfo, request: dict[str, Any]) -> FitTask:
+    """The FitTask of a stored (already validated) job."""
+    return FitTask(
+        workspace=request["workspace"],
+        patches=tuple(request.get("patches") or ()),
+        operation=job.operation,
+        settings=parse_settings(job.settings),
+        workspace_sha256=job.workspace_sha256,
+        measurement=job.measurement,
+    )
+
+
+def request_of_task(task: FitTask) -> dict[str, Any]:
+    """What the store keeps of a validated task to run it again."""
+    return {"workspace": task.workspace, "patches": list(task.patches)}
+
+
+@dataclass
+class JobRun:
+    """A job being run: what can be killed when it is cancelled."""
+
+    job_id: str
+    futures: list[Future] = field(default_factory=list)
+    cancelled: bool = False
+
+
+class Scheduler:
+    """Queue → workers → stored results; see the module docstring."""
+
+    def __init__(
+        self,
+        fits: FitStore,
+        ledger: LedgerStore,
+        config: FittingService,
+        *,
+        pool: KillablePool | None = None,
+    ) -> None:
+        self.fits = fits
+        self.ledger = ledger
+        self.config = config
+        self.pool = pool or KillablePool(config.workers, preload=PRELOAD)
+        self.runs: dict[str, JobRun] = {}
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task | None = None
+        self._batched = batched_available()
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(fn, *args, **kwargs)
+        )
+
+    # --- life cycle -------------------------------------------------------------------------
+
+    def recover(self) -> list[str]:
+        """At start: close fit charges left open by a previous run and re-queue its jobs."""
+        report = self.ledger.reconcile([], kind=ChargeKind.FIT.value)
+        requeued = self.fits.requeue_interrupted()
+        if requeued or report.closed or report.failed:
+            log.info(
+                "Recovered after a restart: re-queued jobs %s; closed charges %s, failed %s",
+                requeued,
+                report.closed,
+                report.failed,
+            )
+        return requeued
+
+    async def start(self) -> None:
+        await self.call(self.recover)
+        self._loop_task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+        for task in list(self._tasks.values()):
+            task.cancel()
+        await asyncio.get_running_loop().run_in_executor(None, self.pool.shutdown)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 5)
+            self._wake.clear()
+            try:
+                await self._start_queued()
+            except Exception:
+                log.exception("scheduler round failed")
+
+    async def _start_queued(self) -> None:
+        free = self.config.max_running_jobs - len(self._tasks)
+        if free <= 0:
+            return
+        for job in await self.call(self.fits.queued):
+            if free <= 0:
+                break
+            if job.id in self._tasks:
+                continue
+            free -= 1
+            self._tasks[job.id] = asyncio.create_task(self._run(job))
+
+    def cancel(self, job_id: str) -> bool:
+        """Kill the tasks of a running job (its state is already ``cancelled`` in the
+        store); False if it is not running here."""
+        run = self.runs.get(job_id)
+        if run is None:
+            return False
+        run.cancelled = True
+        for future in run.futures:
+            self.pool.kill(future)
+        return True
+
+    # --- one job ----------------------------------------------------------------------------
+
+    async def _run(self, job: JobInfo) -> None:
+        run = self.runs[job.id] = JobRun(job.id)
+        interval: int | None = None
+        try:
+            interval = await self._execute(job, run)
+        except Exception as exc:
+            log.exception("fit job %s failed", job.id)
+            await self.call(
+                self.fits.finish, job.id, FAILED, f"internal error: {safe_message(exc)}"
+            )
+        finally:
+            if interval is not None:
+                try:
+                    await self.call(self.ledger.close, interval, note=f"fit job {job.id}")
+                except Exception:
+                    log.exception("could not close the ledger interval of job %s", job.id)
+            self.runs.pop(job.id, None)
+            self._tasks.pop(job.id, None)
+            self.wake()
+
+    async def _execute(self, job: JobInfo, run: JobRun) -> int | None:
+        """Run the job; returns the ledger interval to close (or None)."""
+        task = task_from_request(job, await self.call(self.fits.request_of, job.id))
+        n = max(1, len(task.patches))
+        keys = [cache_key(task, i) for i in range(n)]
+        have = await self.call(self.fits.done_indices, job.id)
+        todo = [i for i in range(n) if i not in have]
+        hits = await self.call(self.fits.cached_results, [keys[i] for i in todo]) if todo else {}
+        for i in list(todo):
+            hit = hits.get(keys[i])
+            if hit is None:
+                continue
+            result = dict(hit.result)
+            result["patch"] = task.patches[i]["name"] if task.patches else None
+            await self.call(
+                self.fits.add_result,
+                job.id,
+                i,
+                patch=result["patch"],
+                cache_key=keys[i],
+                status=hit.status,
+                engine=hit.engine,
+                result=result,
+                cached=True,
+            )
+            todo.remove(i)
+
+        interval = None
+        if todo:
+            try:
+                admission = await self.call(
+                    self.ledger.admit,
+                    user=job.owner,
+                    group=job.group,
+                    charge=Charge(
+                        kind=ChargeKind.FIT,
+                        cpu_cores=float(min(self.config.workers, len(todo))),
+                        resource="local-pool",
+                    ),
+                    server_name=job.id,
+                )
+            except StoreError as exc:
+                await self.call(self.fits.finish, job.id, FAILED, f"not admitted: {exc}")
+                return None
+            interval = admission.interval_id
+        if not await self.call(self.fits.start, job.id, interval):
+            if interval is not None:
+                await self.call(self.ledger.fail, interval, note="cancelled before start")
+            return None
+        if interval is not None:
+            await self.call(self.ledger.mark_running, interval)
+
+        pyhf_todo, fallback = list(todo), {}
+        if todo and self._use_batched(task, len(todo)):
+            pyhf_todo, fallback = await self._run_batched(job, task, todo, keys, run)
+        if pyhf_todo and not run.cancelled:
+            await self._run_pyhf(job, task, pyhf_todo, keys, run, fallback)
+
+        if run.cancelled:
+            return interval
+        results = await self.call(self.fits.results, job.id)
+        failed = [r for r in results if r.status == "failed"]
+        if results and len(failed) == len(results):
+            reason = failed[0].result.get("diagnostics", {}).get("reason", "unknown")
+            await self.call(
+                self.fits.finish, job.id, FAILED, f"every patch failed; the first: {reason}"
+            )
+        else:
+            await self.call(self.fits.finish, job.id, DONE)
+        return interval
+
+    def _use_batched(self, task: FitTask, count: int) -> bool:
+        engine = task.settings.engine
+        if engine == "pyhf" or not self._batched:
+            return False
+        if engine == "batched":
+            return True
+        s = task.settings
+        return count >= 2 and s.optimizer == "scipy" and s.tolerance is None
+
+    async def _store(
+        self, job: JobInfo, index: int, key: str, result: PatchResult, run: JobRun
+    ) -> None:
+        if run.cancelled:
+            return
+        await self.call(
+            self.fits.add_result,
+            job.id,
+            index,
+            patch=result.patch,
+            cache_key=key,
+            status=result.status,
+            engine=result.engine,
+            result=result.to_dict(),
+        )
+
+    async def _run_batched(
+        self, job: JobInfo, task: FitTask, todo: list[int], keys: list[str], run: JobRun
+    ) -> tuple[list[int], dict[int, str]]:
+        """Run the supported patches batched; returns the indices left for pyhf and why."""
+        sub = replace(task, patches=tuple(task.patches[i] for i in todo)) if task.patches else task
+        wall = job.wall_seconds * max(1, len(todo))
+        future = self.pool.submit(run_batched, sub, self.config.workers, wall_seconds=wall)
+        run.futures.append(future)
+        try:
+            outcome = await asyncio.wrap_future(future)
+        except (WallClockExceeded, TaskKilled, WorkerDied) as exc:
+            if run.cancelled:
+                return [], {}
+            for i in todo:
+                await self._store(job, i, keys[i], failed_result(task, i, "batched", str(exc)), run)
+            return [], {}
+        except (RemoteError, Exception) as exc:
+            if run.cancelled:
+                return [], {}
+            reason = f"the batched engine failed ({safe_message(exc)}); fitted with pyhf"
+            log.warning("job %s: %s", job.id, reason)
+            return list(todo), dict.fromkeys(todo, reason)
+        left, why = [], {}
+        for i, (result, reason) in zip(todo, outcome, strict=True):
+            if result is None:
+                left.append(i)
+                why[i] = reason or "not supported by the batched engine"
+                continue
+            await self._store(job, i, keys[i], PatchResult(**result), run)
+        return left, why
+
+    async def _run_pyhf(
+        self,
+        job: JobInfo,
+        task: FitTask,
+        todo: list[int],
+        keys: list[str],
+        run: JobRun,
+        fallback: dict[int, str],
+    ) -> None:
+        jobs = []
+        for i in todo:
+            future = self.pool.submit(
+                run_patch, single_patch_task(task, i), 0, wall_seconds=job.wall_seconds
+            )
+            run.futures.append(future)
+            jobs.append((i, PatchJob(self.pool, task, i, "pyhf", future)))
+
+        async def one(i: int, patch_job: PatchJob) -> None:
+            result = await patch_job.wait()
+            if i in fallback:
+                result.diagnostics["batched_fallback_reason"] = fallback[i]
+            await self._store(job, i, keys[i], result, run)
+
+        await asyncio.gather(*(one(i, pj) for i, pj in jobs))
+
+
+def job_state_is_final(state: str) -> bool:
+    return state in (DONE, FAILED, CANCELLED)

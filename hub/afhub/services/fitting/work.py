@@ -1,0 +1,34 @@
+"""What the fitting service's worker processes run (module-level, picklable functions).
+
+Imports only the fitting core; the per-patch pyhf entry point is
+:func:`afhub.fitting.pyhf_engine.run_patch`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+from afhub.fitting.types import FitTask
+
+
+def batched_available() -> bool:
+    """Whether the batched torch engine can run here (torch installed)."""
+    return importlib.util.find_spec("torch") is not None
+
+
+def run_batched(task: FitTask, threads: int | None = None) -> list[tuple[dict | None, str | None]]:
+    """Run every patch of ``task`` the batched engine supports, in one computation.
+
+    Returns, per patch in order, ``(result dict, None)`` for a patch it ran and
+    ``(None, reason)`` for one it does not support (the service runs those with pyhf).
+    """
+    from afhub.fitting.batched import BatchedEngine
+
+    engine = BatchedEngine(num_threads=threads)
+    reasons = engine.unsupported_reason(task)
+    results = iter(engine.run(task))
+    out: list[tuple[dict[str, Any] | None, str | None]] = []
+    for reason in reasons:
+        out.append((next(results).to_dict(), None) if reason is None else (None, reason))
+    return out
