@@ -1,44 +1,22 @@
-"""The facility API as a hub-managed service of a real hub: identity from real tokens.
-
-The service is registered here through the facility's YAML config (``JupyterHub.services``
-plus the role that lets users reach it), the way an operator would.
-"""
+"""The facility API as a hub-managed service of a real hub: identity from real tokens."""
 
 from __future__ import annotations
 
-import sys
 import time
 from urllib.parse import urljoin
 
 import pytest
 import requests
 
-from tests.facility import Facility, free_port
+from tests.facility import Facility
 
 pytestmark = [pytest.mark.facility, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
-    home = tmp_path_factory.mktemp("facility-api-hub")
-    db_url = f"sqlite:///{home / 'afhub.sqlite'}"
-    config = {
-        "JupyterHub": {
-            "services": [
-                {
-                    "name": "facility",
-                    "url": f"http://127.0.0.1:{free_port()}",
-                    "command": [sys.executable, "-m", "afhub.services.facility_api"],
-                    "environment": {"AFHUB_DB_URL": db_url},
-                    "oauth_no_confirm": True,
-                }
-            ],
-            "load_roles": [
-                {"name": "user", "scopes": ["self", "access:services!service=facility"]}
-            ],
-        }
-    }
-    fac = Facility(home, config=config)
+    """A facility as ``afhub up`` runs it: the hub registers the facility API."""
+    fac = Facility(tmp_path_factory.mktemp("facility-api-hub"))
     fac.start()
     yield fac
     fac.stop()
@@ -83,7 +61,7 @@ def test_real_tokens_identify_callers_and_the_tree_authorizes(hub):
     sam = hub.login("sam", student_password).new_token("facility api")
     joined = api(hub, sam, "POST", "invitations/redeem", json={"token": created.json()["token"]})
     assert joined.status_code == 200, joined.text
-    assert api(hub, sam, "GET", "users/me").json()["groups"] == {"atlas/higgs/students": "member"}
+    assert api(hub, sam, "GET", "users/me").json()["groups"]["atlas/higgs/students"] == "member"
     assert api(hub, sam, "GET", "groups/atlas/higgs/-/usage").status_code == 403
     again = api(hub, sam, "POST", "invitations/redeem", json={"token": created.json()["token"]})
     assert again.status_code in (409, 410)
