@@ -65,3 +65,24 @@ def test_real_tokens_identify_callers_and_the_tree_authorizes(hub):
     assert api(hub, sam, "GET", "groups/atlas/higgs/-/usage").status_code == 403
     again = api(hub, sam, "POST", "invitations/redeem", json={"token": created.json()["token"]})
     assert again.status_code in (409, 410)
+
+
+def test_invitation_link_in_a_browser_session(hub):
+    """The student logs in to the hub and opens the link: OAuth with the service, then joined."""
+    admin = hub.admin_token()
+    assert api(hub, admin, "POST", "groups", json={"path": "lhcb"}).status_code == 201
+    created = api(hub, admin, "POST", "groups/lhcb/-/invitations", json={"uses": 1}).json()
+    password = hub.add_user("lena")
+    browser = hub.login("lena", password)
+    page = browser.get(urljoin(hub.url, created["join_url"].lstrip("/")), timeout=30)
+    assert page.status_code == 200, page.text[:500]
+    assert "lena joined lhcb as member" in page.text
+    again = browser.get(urljoin(hub.url, created["join_url"].lstrip("/")), timeout=30)
+    assert again.status_code in (409, 410) and "<script" not in again.text
+    anonymous = requests.get(
+        urljoin(hub.url, created["join_url"].lstrip("/")), allow_redirects=False, timeout=30
+    )
+    assert (
+        anonymous.status_code == 302
+        and "/hub/api/oauth2/authorize" in anonymous.headers["Location"]
+    )
