@@ -25,6 +25,7 @@ from sqlalchemy import BigInteger, Float, bindparam, func, insert, select, text,
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from afhub.groups import tree
 from afhub.quotas.decisions import (
     Decision,
     EnforcementAction,
@@ -703,15 +704,15 @@ class LedgerStore:
             rows = list(
                 session.scalars(select(LedgerInterval).where(LedgerInterval.state == RUNNING))
             )
-            states: dict[int, list[NodeState]] = {}
+            if not rows:
+                return result
+            # every group's state in a few set-wise queries, then each interval's chain
+            by_path = {node.path: node for node in all_group_states(session, now)}
             for row in rows:
-                if row.group_id is None:
+                if row.group_id is None or row.group_path not in by_path:
                     continue
-                if row.group_id not in states:
-                    states[row.group_id] = chain_states(session, row.group_id, now)
-                spent = exhausted_budgets(
-                    states[row.group_id], Charge(row.kind, row.cpu_cores, row.gpus), now
-                )
+                chain = [by_path[p] for p in tree.chain(row.group_path) if p in by_path]
+                spent = exhausted_budgets(chain, Charge(row.kind, row.cpu_cores, row.gpus), now)
                 if spent:
                     result.append(
                         OverBudgetInterval(_interval(row), from_ts(row.warned_ts), spent[0].message)
