@@ -174,3 +174,9 @@ def test_rollup_never_lets_an_ancestor_exceed_its_limit(scenario):
             for name in (LimitName.MAX_SERVERS, LimitName.MAX_GPUS):
                 limit = limits[p].get(name)
                 assert limit is None or held.get(name) <= limit
+
+
+def test_small_budgets_are_readable_in_messages():
+    chain = [node("atlas/higgs", Limits(cpu_core_hours=0.002), cpu_core_hours=0.0021)]
+    message = decide(chain, CPU_SERVER, NOW).message
+    assert "0.0021/0.002 CPU core-hours used" in message

@@ -74,9 +74,12 @@ class Decision:
 
 
 def _fmt(value: float) -> str:
+    """Integers as they are; fractions with 3 significant digits (0.002, 12.5, 0.0417)."""
     if float(value).is_integer():
         return str(int(value))
-    return f"{value:.2f}"
+    if abs(value) >= 100:
+        return f"{value:.1f}"
+    return f"{value:.3g}"
 
 
 def _fmt_time(at: datetime) -> str:
