@@ -75,6 +75,7 @@ class ChargingMixin(HasTraits):
     ).tag(config=True)
 
     interval_id: int | None = None
+    _stopping_live_server = False
 
     # -- what is charged --
 
@@ -168,17 +169,32 @@ class ChargingMixin(HasTraits):
         if self.ready and self.interval_id == interval_id:
             await asyncio.to_thread(self.stores.ledger.mark_running, interval_id, datetime.now(UTC))
 
+    async def stop(self, now: bool = False):
+        self._stopping_live_server = True
+        return await super().stop(now=now)
+
     async def run_post_stop_hook(self):
         """Close the ledger interval whenever the hub finishes stopping the server.
 
         The hub runs this on every stop, also when the server died by itself (then it does
-        not call :meth:`stop`); a running interval is charged up to now, a pending one
-        (a spawn that never became ready) is marked failed and charged nothing.
+        not call :meth:`stop`). A server the hub stopped is charged up to now; one that
+        died by itself (found dead by a poll, or at hub start after a crash) is charged up
+        to its last checkpoint, so a crash never charges the time nothing ran. A pending
+        interval (a spawn that never became ready) is marked failed and charged nothing.
         """
+        stopped_by_hub, self._stopping_live_server = self._stopping_live_server, False
         if self.interval_id is not None:
             interval_id, self.interval_id = self.interval_id, None
-            await asyncio.to_thread(self.stores.ledger.close, interval_id, None, "stopped")
+            await asyncio.to_thread(self._close, interval_id, stopped_by_hub)
         return await maybe_future(super().run_post_stop_hook())
+
+    def _close(self, interval_id: int, stopped_by_hub: bool) -> None:
+        ledger = self.stores.ledger
+        if stopped_by_hub:
+            ledger.close(interval_id, None, "stopped")
+        else:
+            last = ledger.get(interval_id).checkpoint
+            ledger.close(interval_id, last, "died; charged up to its last checkpoint")
 
     # -- state kept across hub restarts --
 

@@ -1,0 +1,241 @@
+"""Issue 3 end to end through the real facility: groups, invitations, quotas enforced by
+the hub at spawn and while servers run, the ledger, and a hub crash."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import threading
+import time
+from datetime import UTC, datetime
+from urllib.parse import urljoin
+
+import psutil
+import pytest
+import requests
+
+from afhub.stores.facade import Stores
+from tests.facility import Facility
+
+pytestmark = [pytest.mark.facility, pytest.mark.slow]
+
+CHECKPOINT_S = 1
+GRACE_S = 3
+
+
+class FacilityAPI:
+    """The facility API (``/services/facility/api/``) with one user's token."""
+
+    def __init__(self, facility: Facility, token: str):
+        self.base = urljoin(facility.url, "services/facility/api/")
+        self.headers = {"Authorization": f"token {token}"}
+
+    def __call__(self, method: str, path: str, **kwargs) -> requests.Response:
+        return requests.request(
+            method, self.base + path, headers=self.headers, timeout=30, **kwargs
+        )
+
+
+@pytest.fixture(scope="module")
+def fac(tmp_path_factory):
+    facility = Facility(
+        tmp_path_factory.mktemp("quota-facility"),
+        env={
+            "AFHUB_CHECKPOINT_INTERVAL": str(CHECKPOINT_S),
+            "AFHUB_GRACE_PERIOD": str(GRACE_S),
+        },
+    )
+    facility.start()
+    yield facility
+    facility.stop()
+    facility.cleanup_orphans()
+
+
+@pytest.fixture(scope="module")
+def admin(fac):
+    session = fac.login("admin", fac.admin_password)
+    return FacilityAPI(fac, session.new_token("quota tests"))
+
+
+def spawn(session, group: str | None = None, name: str = "") -> requests.Response:
+    options = {"charge_to": group} if group else {}
+    return session.api("POST", f"users/{session.username}/servers/{name}", json=options)
+
+
+def intervals(fac: Facility, group: str) -> list:
+    """Every ledger interval charged to ``group``'s subtree, read from the database."""
+    stores = Stores.open(f"sqlite:///{fac.home / 'afhub.sqlite'}", migrate=False)
+    try:
+        return stores.ledger.usage(group, datetime(2000, 1, 1, tzinfo=UTC)).intervals
+    finally:
+        stores.close()
+
+
+def test_student_invited_spawns_until_budget_spent_then_refused(fac, admin):
+    for path in ("atlas", "atlas/higgs", "atlas/higgs/students"):
+        assert admin("POST", "groups", json={"path": path}).status_code == 201
+    # parent limit smaller than the child's: the parent's limit always holds
+    r = admin("PUT", "groups/atlas/higgs/-/quota", json={"cpu_core_hours": 0.002})
+    assert r.status_code == 200, r.text
+    r = admin(
+        "PUT", "groups/atlas/higgs/students/-/quota", json={"cpu_core_hours": 1.0, "max_servers": 1}
+    )
+    assert r.status_code == 200, r.text
+    invitation = admin("POST", "groups/atlas/higgs/students/-/invitations", json={"uses": 1})
+    assert invitation.status_code == 201, invitation.text
+    token = invitation.json()["token"]
+
+    password = fac.add_user("student")
+    student = fac.login("student", password)
+    student_api = FacilityAPI(fac, student.new_token("student"))
+    joined = student_api("POST", "invitations/redeem", json={"token": token})
+    assert joined.status_code == 200, joined.text
+    # single-use means single-use
+    other = fac.login(fac_user := "latecomer", fac.add_user(fac_user))
+    again = FacilityAPI(fac, other.new_token("x"))(
+        "POST", "invitations/redeem", json={"token": token}
+    )
+    assert again.status_code in (400, 409, 410) and "error" in again.json()
+
+    # the hub mirrors afhub's groups (the accountant runs every second)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        groups = student.api("GET", "user").json()["groups"]
+        if "atlas/higgs/students" in groups:
+            break
+        time.sleep(0.5)
+    assert "atlas/higgs/students" in groups
+
+    assert spawn(student, "atlas/higgs/students").status_code in (201, 202)
+    student.wait_for_server()
+    # 1 core for > 7.2 s spends the parent's 0.002 core-hours: warned, then stopped
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if student.api("GET", "users/student").json()["servers"] == {}:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("the server over budget was not stopped")
+    closed = intervals(fac, "atlas/higgs/students")
+    assert closed and closed[-1].state == "closed"
+
+    refused = spawn(student, "atlas/higgs/students")
+    assert refused.status_code == 403
+    message = refused.json()["message"]
+    assert "atlas/higgs" in message and "CPU core-hours" in message
+    assert "0.002" in message and "reset" in message.lower()
+    assert student.api("GET", "users/student").json()["servers"] == {}
+
+
+def test_charge_to_a_group_one_is_not_in_is_refused(fac, admin):
+    admin("POST", "groups", json={"path": "cms"})
+    session = fac.login("outsider", fac.add_user("outsider"))
+    refused = spawn(session, "cms")
+    assert refused.status_code == 403 and "cms" in refused.json()["message"]
+    bad = spawn(session, "../../etc")
+    assert bad.status_code == 400 and "charge_to" in bad.json()["message"]
+    assert session.api("GET", "users/outsider").json()["servers"] == {}
+
+
+def test_twenty_racing_spawns_for_three_slots_start_exactly_three(fac, admin):
+    assert admin("POST", "groups", json={"path": "race"}).status_code == 201
+    assert admin("PUT", "groups/race/-/quota", json={"max_servers": 3}).status_code == 200
+    sessions = []
+    for i in range(20):
+        name = f"racer{i:02d}"
+        session = fac.login(name, fac.add_user(name))
+        assert admin("PUT", f"groups/race/-/members/{name}", json={"role": "member"}).ok
+        sessions.append(session)
+    results: dict[str, int] = {}
+    barrier = threading.Barrier(len(sessions))
+
+    def go(session):
+        barrier.wait()
+        results[session.username] = spawn(session, "race").status_code
+
+    threads = [threading.Thread(target=go, args=(s,)) for s in sessions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    started = sorted(u for u, code in results.items() if code in (201, 202))
+    refused = [u for u, code in results.items() if code == 403]
+    assert len(started) == 3, results
+    assert len(refused) == 17, results
+    for session in sessions:
+        if session.username in started:
+            session.wait_for_server()
+            session.stop_server()
+
+
+def test_failed_spawn_is_never_charged(fac, admin):
+    session = fac.login("unlucky", fac.add_user("unlucky"))
+    # a file where the home folder must be: the server cannot start
+    (fac.home / "homes").mkdir(exist_ok=True)
+    (fac.home / "homes" / "unlucky").write_text("not a folder")
+    response = spawn(session)
+    if response.status_code in (201, 202):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            model = session.api("GET", "users/unlucky").json()
+            if not model["servers"] and model["pending"] is None:
+                break
+            time.sleep(0.5)
+    with sqlite3.connect(fac.home / "afhub.sqlite") as db:
+        rows = db.execute("SELECT state FROM afhub_ledger WHERE user_name = 'unlucky'").fetchall()
+    assert rows and all(state == "failed" for (state,) in rows), rows
+    report = [i for i in intervals(fac, "users") if i.user == "unlucky"]
+    assert sum(i.hours() for i in report) == 0
+    (fac.home / "homes" / "unlucky").unlink()
+
+
+def test_hub_crash_ledger_matches_true_lifetime_within_a_checkpoint(tmp_path):
+    fac = Facility(tmp_path / "crash", env={"AFHUB_CHECKPOINT_INTERVAL": str(CHECKPOINT_S)})
+    try:
+        fac.start()
+        session = fac.login("crashy", fac.add_user("crashy"))
+        assert spawn(session).status_code in (201, 202)
+        session.wait_for_server()
+        ready_seen = time.time()
+        server_pid = next(
+            p.pid
+            for p in psutil.process_iter(["cmdline", "environ"])
+            if "jupyterhub.singleuser" in " ".join(p.info["cmdline"] or [])
+            and (p.info["environ"] or {}).get("JUPYTERHUB_USER") == "crashy"
+        )
+        started = psutil.Process(server_pid).create_time()
+        time.sleep(4 * CHECKPOINT_S)
+        # the machine "crashes": hub and server die at once
+        fac.kill()
+        os.kill(server_pid, signal.SIGKILL)
+        died = time.time()
+        fac.cleanup_orphans()
+        fac.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            found = intervals(fac, "users")
+            if found and found[0].state == "closed":
+                break
+            time.sleep(0.5)
+        interval = found[0]
+        assert interval.state == "closed"
+        charged = interval.hours() * 3600
+        # charging starts when the hub sees the server ready
+        charge_start = interval.start.timestamp()
+        assert started <= charge_start <= ready_seen + 0.5
+        true_lifetime = died - charge_start
+        assert true_lifetime - charged <= CHECKPOINT_S + 1.0, (charged, true_lifetime)
+        assert charged <= true_lifetime + 0.5
+        # groups and the server's user survive the crash
+        assert (
+            "users"
+            in fac.login(
+                "crashy", fac.afhub("users", "reset-password", "crashy").stdout.split()[-1]
+            )
+            .api("GET", "user")
+            .json()["groups"]
+        )
+    finally:
+        fac.stop()
+        fac.cleanup_orphans()
