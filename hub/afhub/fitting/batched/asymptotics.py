@@ -6,7 +6,9 @@ patch and every POI value done together:
 1. per patch: the free fit to the observed data, and the fit with the POI fixed at 0 whose
    expected data (main and auxiliary) are the Asimov data;
 2. per patch: the free fit to the Asimov data (started at the point that generated them);
-3. per (patch, POI value): the fixed-POI fits to the observed and to the Asimov data.
+   per (patch, POI value): the fixed-POI fits to the observed and to the Asimov data, each
+   from two starting points, keeping the lower minimum;
+3. free fits that a fixed-POI fit undercuts (a local minimum) start again from there.
 
 Then ``t = clip(2 nll(fixed) - 2 nll(free), 0)``, ``q = 0 if mu_hat > mu else t`` (with the
 POI's lower bound at 0 this is ``qtilde``), and CLs from the normal distributions of
@@ -89,19 +91,82 @@ def _poi_fixed(free: torch.Tensor, poi_index: torch.Tensor) -> torch.Tensor:
     return free
 
 
+def select_lower(a: FitResult, b: FitResult) -> FitResult:
+    """Per item, the converged result with the lower NLL (``a`` where neither converged)."""
+    use_b = b.converged & (~a.converged | (b.twice_nll < a.twice_nll))
+
+    def pick(x, y):
+        mask = use_b.view(-1, *([1] * (x.dim() - 1)))
+        return torch.where(mask, y, x)
+
+    return FitResult(
+        x=pick(a.x, b.x),
+        twice_nll=pick(a.twice_nll, b.twice_nll),
+        converged=pick(a.converged, b.converged),
+        nit=pick(a.nit, b.nit),
+        grad_norm=pick(a.grad_norm, b.grad_norm),
+        newton_decrement=pick(a.newton_decrement, b.newton_decrement),
+    )
+
+
+def _refit_from_better_points(
+    model: BatchedModel,
+    data: Data,
+    free_fit: FitResult,
+    candidates: list[tuple[FitResult, torch.Tensor]],
+    chunk_size: int,
+    **fit_kwargs,
+) -> FitResult:
+    """Restart free fits that a feasible point of another fit undercuts.
+
+    Every fixed-POI fit is a feasible point of the free fit; if one has a lower NLL than the
+    free fit, the free fit stopped in a local minimum and is restarted from the best such
+    point. ``candidates`` pairs fit results with the item (patch) index of each of their rows.
+    """
+    best = free_fit.twice_nll.clone()
+    start = free_fit.x.clone()
+    for fits, owner in candidates:
+        ok = fits.converged & (fits.twice_nll < best.index_select(0, owner) - 1e-9)
+        if bool(ok.any()):
+            rows = ok.nonzero()[:, 0]
+            for r in rows.tolist():
+                b = int(owner[r])
+                if fits.twice_nll[r] < best[b] - 1e-9:
+                    best[b] = fits.twice_nll[r]
+                    start[b] = fits.x[r]
+    redo = (best < free_fit.twice_nll - 1e-9).nonzero()[:, 0]
+    if redo.numel() == 0:
+        return free_fit
+    again = minimize_chunked(
+        model.take(redo), data.take(redo), start[redo], model.free[redo], chunk_size, **fit_kwargs
+    )
+    merged = FitResult(
+        x=free_fit.x.clone(),
+        twice_nll=free_fit.twice_nll.clone(),
+        converged=free_fit.converged.clone(),
+        nit=free_fit.nit.clone(),
+        grad_norm=free_fit.grad_norm.clone(),
+        newton_decrement=free_fit.newton_decrement.clone(),
+    )
+    for field in ("x", "twice_nll", "converged", "nit", "grad_norm", "newton_decrement"):
+        getattr(merged, field)[redo] = getattr(again, field)
+    return merged
+
+
 def run_fits(
     model: BatchedModel,
     data: Data,
     poi_values: torch.Tensor,
     chunk_size: int = 2048,
-    warm_start: bool = True,
     **fit_kwargs,
 ) -> HypotestFits:
     """All fits needed for the asymptotic CLs of every patch at every POI value.
 
-    With ``warm_start`` the fixed-POI fits start from the free fit (observed data) and from
-    the Asimov-generating fit (Asimov data) with the POI set to its test value, instead of
-    from the model's initial values; the minimum is the same, it is reached in fewer steps.
+    Likelihoods with one-sided or strongly asymmetric systematics can have several minima.
+    So that the result does not depend on where a fit starts, every fixed-POI fit runs from
+    two starting points (the model's initial values, as pyhf does, and the corresponding free
+    fit with the POI set to its test value) and keeps the lower minimum; a free fit that a
+    fixed-POI fit undercuts is restarted from that point.
     """
     B = model.batch_size
     M = poi_values.shape[0]
@@ -122,30 +187,43 @@ def run_fits(
     )
     free_data, asimov_gen = stage1.take(ar), stage1.take(ar + B)
     asimov = model.expected_data(asimov_gen.x)
-    # stage 2: free fit to Asimov data, fixed-POI fits to data and Asimov data
+    # stage 2: free fit to Asimov data, fixed-POI fits to data and Asimov data (two starts)
     rep = ar.repeat_interleave(M)
     mu = poi_values.repeat(B)
-    if warm_start:
-        x_data = _with_poi(free_data.x[rep], poi[rep], mu)
-        x_asimov = _with_poi(asimov_gen.x[rep], poi[rep], mu)
-    else:
-        x_data = x_asimov = _with_poi(model.init[rep], poi[rep], mu)
-    idx3 = torch.cat([ar, rep, rep])
+    x_init = _with_poi(model.init[rep], poi[rep], mu)
+    x_data = _with_poi(free_data.x[rep], poi[rep], mu)
+    x_asimov = _with_poi(asimov_gen.x[rep], poi[rep], mu)
+    idx3 = torch.cat([ar, rep, rep, rep, rep])
+    data_rep, asimov_rep = data.take(rep), asimov.take(rep)
     stage2 = minimize_chunked(
         model.take(idx3),
-        Data.cat([asimov, data.take(rep), asimov.take(rep)]),
-        torch.cat([asimov_gen.x, x_data, x_asimov]),
-        torch.cat([model.free, fixed_free[rep], fixed_free[rep]]),
+        Data.cat([asimov, data_rep, asimov_rep, data_rep, asimov_rep]),
+        torch.cat([asimov_gen.x, x_data, x_asimov, x_init, x_init]),
+        torch.cat([model.free, *[fixed_free[rep]] * 4]),
         chunk_size,
         **fit_kwargs,
     )
     n = B * M
+
+    def part(k):
+        return stage2.take(torch.arange(B + k * n, B + (k + 1) * n, device=dev))
+
+    fixed_data = select_lower(part(0), part(2))
+    fixed_asimov = select_lower(part(1), part(3))
+    free_asimov = stage2.take(ar)
+    # stage 3: free fits undercut by a feasible point of another fit start again there
+    free_data = _refit_from_better_points(
+        model, data, free_data, [(asimov_gen, ar), (fixed_data, rep)], chunk_size, **fit_kwargs
+    )
+    free_asimov = _refit_from_better_points(
+        model, asimov, free_asimov, [(fixed_asimov, rep)], chunk_size, **fit_kwargs
+    )
     return HypotestFits(
         free_data=free_data,
         asimov_gen=asimov_gen,
-        free_asimov=stage2.take(ar),
-        fixed_data=stage2.take(torch.arange(B, B + n, device=dev)),
-        fixed_asimov=stage2.take(torch.arange(B + n, B + 2 * n, device=dev)),
+        free_asimov=free_asimov,
+        fixed_data=fixed_data,
+        fixed_asimov=fixed_asimov,
     )
 
 
