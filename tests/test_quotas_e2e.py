@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from afhub.stores.facade import Stores
+from afhub.stores.testing import POSTGRES_SKIP_REASON, postgres_database, postgres_server_url
 from tests.facility import Facility
 
 pytestmark = [pytest.mark.facility, pytest.mark.slow]
@@ -65,7 +66,8 @@ def spawn(session, group: str | None = None, name: str = "") -> requests.Respons
 
 def intervals(fac: Facility, group: str) -> list:
     """Every ledger interval charged to ``group``'s subtree, read from the database."""
-    stores = Stores.open(f"sqlite:///{fac.home / 'afhub.sqlite'}", migrate=False)
+    url = fac.extra_env.get("AFHUB_DB_URL", f"sqlite:///{fac.home / 'afhub.sqlite'}")
+    stores = Stores.open(url, migrate=False)
     try:
         return stores.ledger.usage(group, datetime(2000, 1, 1, tzinfo=UTC)).intervals
     finally:
@@ -190,8 +192,24 @@ def test_failed_spawn_is_never_charged(fac, admin):
     (fac.home / "homes" / "unlucky").unlink()
 
 
-def test_hub_crash_ledger_matches_true_lifetime_within_a_checkpoint(tmp_path):
-    fac = Facility(tmp_path / "crash", env={"AFHUB_CHECKPOINT_INTERVAL": str(CHECKPOINT_S)})
+@pytest.fixture(params=["sqlite", "postgresql"])
+def facility_db(request):
+    """The facility database for the crash test: SQLite, and PostgreSQL when available."""
+    if request.param == "sqlite":
+        yield {}
+        return
+    server = postgres_server_url()
+    if server is None:
+        pytest.skip(POSTGRES_SKIP_REASON)
+    with postgres_database(server) as url:
+        yield {"AFHUB_DB_URL": url}
+
+
+def test_hub_crash_ledger_matches_true_lifetime_within_a_checkpoint(tmp_path, facility_db):
+    fac = Facility(
+        tmp_path / "crash",
+        env={"AFHUB_CHECKPOINT_INTERVAL": str(CHECKPOINT_S), **facility_db},
+    )
     try:
         fac.start()
         session = fac.login("crashy", fac.add_user("crashy"))
