@@ -94,11 +94,12 @@ class ChargingMixin(HasTraits):
     # -- spawn form: the "charge to" choice --
 
     def charge_form_html(self) -> str:
-        """A select of the groups the user may charge, default group first."""
+        """A select of the groups the user may charge, default group first; nothing when
+        there is no choice to make (then the server starts at once, without a form)."""
         from html import escape
 
         roles = self.stores.groups.roles_of(self.user.name)
-        if not roles:
+        if len(roles) < 2:
             return ""
         try:
             default_group = self.stores.groups.resolve_charge_group(self.user.name)
