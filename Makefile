@@ -40,5 +40,8 @@ bench: bench-spawn
 bench-spawn: install
 	$(BIN)/python benchmarks/spawn.py
 
+bench-batched: install
+	$(BIN)/python benchmarks/batched.py
+
 clean:
 	rm -rf $(VENV) node_modules
