@@ -56,3 +56,41 @@ def test_browser_wrong_password_shows_error(facility, new_user, browser):
         assert "/hub/login" in page.url
     finally:
         page.close()
+
+
+def test_spawn_form_offers_charge_to_and_charges_the_chosen_group(facility, new_user, browser):
+    import requests
+
+    name, password = new_user("chooser")
+    admin_token = facility.admin_token()
+    api = facility.url + "services/facility/api/"
+    headers = {"Authorization": f"token {admin_token}"}
+    requests.post(api + "groups", json={"path": "lhcb"}, headers=headers, timeout=30)
+    facility.login(name, password)  # first login: joins the default group
+    added = requests.put(
+        api + f"groups/lhcb/-/members/{name}",
+        json={"role": "member"},
+        headers=headers,
+        timeout=30,
+    )
+    assert added.status_code == 200, added.text
+    page = browser.new_page()
+    try:
+        page.goto(facility.hub_url + "login", timeout=30_000)
+        page.fill("input#username_input", name)
+        page.fill("input#password_input", password)
+        page.click("#login_submit")
+        select = page.locator("select#afhub-charge-to")
+        select.wait_for(timeout=60_000)
+        assert sorted(select.locator("option").all_inner_texts()) == ["lhcb", "users"]
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "spawn-form-charge-to.png"))
+        select.select_option("lhcb")
+        page.click("input[type=submit], button[type=submit]")
+        page.wait_for_url(f"**/user/{name}/lab**", timeout=90_000)
+    finally:
+        page.close()
+    usage = requests.get(api + "groups/lhcb/-/usage", headers=headers, timeout=30)
+    assert usage.status_code == 200, usage.text
+    assert name in usage.text
+    facility.login(name, password).stop_server()
