@@ -44,6 +44,7 @@ class Facility:
         self.hub_port = free_port()
         self.proxy_api_port = free_port()
         self.api_port = free_port()
+        self.fitting_port = free_port()
         self.extra_env = dict(env or {})
         self.config = config
         self.process: subprocess.Popen | None = None
@@ -73,6 +74,7 @@ class Facility:
             AFHUB_HUB_PORT=str(self.hub_port),
             AFHUB_PROXY_API_PORT=str(self.proxy_api_port),
             AFHUB_API_PORT=str(self.api_port),
+            AFHUB_FITTING_PORT=str(self.fitting_port),
             AFHUB_PROXY_COMMAND=str(
                 PROJECT_ROOT / "node_modules" / ".bin" / "configurable-http-proxy"
             ),

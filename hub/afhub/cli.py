@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     reset.add_argument("name")
     users_sub.add_parser("list", help="list local accounts")
     users.set_defaults(handler=cmd_users)
+    from afhub.cli_fit import register as register_fit
+
+    register_fit(sub)
     return parser
 
 

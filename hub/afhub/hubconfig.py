@@ -121,6 +121,43 @@ def configure_groups_and_quotas(c: Config, settings: FacilitySettings) -> None:
     )
 
 
+#: name of the fitting service (served at ``/services/fitting/``)
+FITTING_SERVICE = "fitting"
+
+
+def configure_fitting(c: Config, settings: FacilitySettings) -> None:
+    """The fitting service as a hub-managed service; user servers' tokens may call it and
+    know its URL (``AFHUB_FITTING_URL``), so ``FitClient`` needs no configuration."""
+    import os
+
+    from afhub.settings import config_file_path
+
+    env = {
+        "AFHUB_HOME": settings.home,
+        "AFHUB_DB_URL": settings.db_url,
+        "AFHUB_CONFIG": str(config_file_path()),
+        # the service's own settings (AFHUB_FIT_WORKERS, ...) pass through
+        **{k: v for k, v in os.environ.items() if k.startswith("AFHUB_FIT_")},
+    }
+    c.JupyterHub.services = [
+        *c.JupyterHub.get("services", []),
+        {
+            "name": FITTING_SERVICE,
+            "url": f"http://127.0.0.1:{settings.fitting_port}",
+            "command": [sys.executable, "-m", "afhub.services.fitting"],
+            "environment": env,
+            "oauth_no_confirm": True,
+        },
+    ]
+    scopes = list(
+        c.Spawner.get("server_token_scopes", ["users:activity!user", "access:servers!server"])
+    )
+    c.Spawner.server_token_scopes = [*scopes, f"access:services!service={FITTING_SERVICE}"]
+    environment = dict(c.Spawner.get("environment", {}))
+    environment["AFHUB_FITTING_URL"] = f"{settings.public_url}services/{FITTING_SERVICE}/"
+    c.Spawner.environment = environment
+
+
 def build_config(settings: FacilitySettings, overrides: Config | None = None) -> Config:
     """The complete JupyterHub configuration for these settings.
 
@@ -133,6 +170,7 @@ def build_config(settings: FacilitySettings, overrides: Config | None = None) ->
     configure_login(c, settings)
     configure_spawner(c, settings)
     configure_groups_and_quotas(c, settings)
+    configure_fitting(c, settings)
     if overrides is not None:
         c.merge(overrides)
     return c

@@ -154,6 +154,14 @@ class FacilitySettings(Configurable):
     def _default_api_port(self) -> int:
         return int(_env("AFHUB_API_PORT", 8082))
 
+    fitting_port = Integer(
+        help="Port of the fitting service (``/services/fitting/``). Env: ``AFHUB_FITTING_PORT``.",
+    ).tag(config=True)
+
+    @default("fitting_port")
+    def _default_fitting_port(self) -> int:
+        return int(_env("AFHUB_FITTING_PORT", 8083))
+
     default_group = Unicode(
         help="""Group every user who belongs to no group joins at login (created if
         missing), so that their servers have a group to be charged to. Empty: such users
