@@ -77,6 +77,13 @@ def test_invitation_link_in_a_browser_session(hub):
     page = browser.get(urljoin(hub.url, created["join_url"].lstrip("/")), timeout=30)
     assert page.status_code == 200, page.text[:500]
     assert "lena joined lhcb as member" in page.text
+    # the browser now holds the service's OAuth cookie: changes need the XSRF token too
+    # (HubOAuth ignores the cookie without it)
+    forged = browser.post(
+        urljoin(hub.url, "services/facility/api/groups"), json={"path": "lhcb/x"}, timeout=30
+    )
+    assert forged.status_code == 401 and "XSRF" in forged.json()["error"]
+    assert browser.get(urljoin(hub.url, "services/facility/api/users/me"), timeout=30).ok
     again = browser.get(urljoin(hub.url, created["join_url"].lstrip("/")), timeout=30)
     assert again.status_code in (409, 410) and "<script" not in again.text
     anonymous = requests.get(

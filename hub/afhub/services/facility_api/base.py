@@ -97,18 +97,24 @@ class FacilityHandler(HubOAuthenticated, web.RequestHandler):
         )
 
     def unauthenticated(self) -> None:
-        """No (valid) token: 401 for the API; browser pages redirect to the hub login."""
+        """No (valid) token: 401 for the API; browser pages redirect to the hub login.
+
+        JupyterHub's HubOAuth ignores the OAuth cookie on a request that changes something
+        unless it carries the XSRF token, so such a browser request lands here too.
+        """
+        if self.request.method not in ("GET", "HEAD", "OPTIONS") and self.get_cookie(
+            self.hub_auth.cookie_name
+        ):
+            raise ApiError(
+                401,
+                "not authenticated: a browser request that changes something needs the XSRF "
+                "token in the X-XSRFToken header; API clients send 'Authorization: token ...'",
+            )
         raise ApiError(
             401,
             "not authenticated: send 'Authorization: token <JupyterHub API token>' "
             "(the token is missing, invalid or expired)",
         )
-
-    def check_xsrf_cookie(self) -> None:
-        # token-authenticated API calls need no XSRF token; cookie-authenticated ones do
-        if getattr(self, "_token_authenticated", False):
-            return
-        super().check_xsrf_cookie()
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a (blocking) store call off the event loop."""
