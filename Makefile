@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.afhub-installed
 CHP := node_modules/.bin/configurable-http-proxy
 
-.PHONY: up install test lint format bench bench-spawn bench-batched clean
+.PHONY: up install test lint format bench bench-spawn bench-batched bench-fitting clean
 
 up: install
 	$(BIN)/afhub up
@@ -42,6 +42,10 @@ bench-spawn: install
 
 bench-batched: install
 	$(BIN)/python benchmarks/batched.py
+
+# FIT_PATCHES=16 for a subset of the 217 sbottom RegionA patches
+bench-fitting: install
+	$(BIN)/python benchmarks/fitting.py --patches $(or $(FIT_PATCHES),217)
 
 clean:
 	rm -rf $(VENV) node_modules
