@@ -1,3 +1,5 @@
+from datetime import UTC, datetime
+
 import pytest
 
 from afhub.groups.names import InvalidGroupName
@@ -85,8 +87,11 @@ def test_delete_refuses_subgroups_and_running_servers(stores):
         "atlas/higgs",
         "atlas/higgs/students",
     ]
-    # the ledger keeps the history under the old name
+    # the ledger keeps the history under the old name, and the parent's report still has it
     assert stores.ledger.get(admission.interval_id).group == "atlas/higgs/students"
+    report = stores.ledger.usage("atlas", datetime(2000, 1, 1, tzinfo=UTC))
+    assert [i.id for i in report.intervals] == [admission.interval_id]
+    assert stores.ledger.usage("atlas/top", datetime(2000, 1, 1, tzinfo=UTC)).intervals == []
 
 
 def test_memberships_roles_and_default_group(stores):

@@ -756,25 +756,34 @@ class LedgerStore:
         *,
         now: datetime | None = None,
     ) -> UsageReport:
-        """Exact usage of ``group``'s subtree in ``[since, until)``, interval by interval."""
+        """Exact usage of ``group``'s subtree in ``[since, until)``, interval by interval
+        (including charges of subgroups deleted since, by their recorded name)."""
         now = self._now(now)
         until = until or now
         if until <= since:
             raise StoreError("'since' must be before 'until'")
         with self.db.read() as session:
             top = group_row(session, group)
-            rows = session.scalars(
-                select(LedgerInterval)
-                .join(GroupClosure, GroupClosure.descendant_id == LedgerInterval.group_id)
-                .where(
-                    GroupClosure.ancestor_id == top.id,
-                    LedgerInterval.start_ts.is_not(None),
-                    LedgerInterval.state != FAILED,
-                    LedgerInterval.start_ts < to_ts(until),
-                    func.coalesce(LedgerInterval.stop_ts, to_ts(now)) > to_ts(since),
-                )
-                .order_by(LedgerInterval.start_ts, LedgerInterval.id)
+            in_subtree = LedgerInterval.group_id.in_(
+                select(GroupClosure.descendant_id).where(GroupClosure.ancestor_id == top.id)
             )
+            # charges of subgroups deleted since keep the group's name, not its id
+            of_deleted_subgroup = LedgerInterval.group_id.is_(None) & (
+                (LedgerInterval.group_path == top.path)
+                | LedgerInterval.group_path.startswith(top.path + "/", autoescape=True)
+            )
+            in_window = (
+                LedgerInterval.start_ts.is_not(None),
+                LedgerInterval.state != FAILED,
+                LedgerInterval.start_ts < to_ts(until),
+                func.coalesce(LedgerInterval.stop_ts, to_ts(now)) > to_ts(since),
+            )
+            # two indexed queries rather than one OR that would scan the ledger
+            rows = [
+                *session.scalars(select(LedgerInterval).where(in_subtree, *in_window)),
+                *session.scalars(select(LedgerInterval).where(of_deleted_subgroup, *in_window)),
+            ]
+            rows.sort(key=lambda r: (r.start_ts, r.id))
             intervals = [_interval(r) for r in rows]
         cpu = sum(i.cpu_cores * i.hours(since, min(until, now)) for i in intervals)
         gpu = sum(i.gpus * i.hours(since, min(until, now)) for i in intervals)
