@@ -257,3 +257,23 @@ def test_hub_crash_ledger_matches_true_lifetime_within_a_checkpoint(tmp_path, fa
     finally:
         fac.stop()
         fac.cleanup_orphans()
+
+
+def test_cli_manages_groups_quotas_invitations_and_reports_usage(fac, admin):
+    run = fac.afhub
+    run("groups", "create", "alice-lab")
+    run("groups", "create", "alice-lab/team")
+    assert "alice-lab/team" in run("groups", "list").stdout
+    run("quota", "set", "alice-lab/team", "--max-servers", "2", "--cpu-core-hours", "5")
+    shown = run("quota", "show", "alice-lab/team").stdout
+    assert "max_servers" in shown or "concurrent servers" in shown
+    bad = run("quota", "set", "alice-lab/team", "--cpu-core-hours", "-1", check=False)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr and bad.stderr.strip()
+    invite = run("invite", "create", "alice-lab/team").stdout
+    assert "join" in invite or "token" in invite.lower()
+    # usage of a group that ran a server (the student's, above) as CSV
+    csv = run("usage", "--group", "atlas/higgs", "--since", "2000-01-01", "--csv").stdout
+    header, *rows = csv.strip().splitlines()
+    assert "user" in header and rows and any("student" in row for row in rows)
+    run("groups", "delete", "alice-lab/team")
+    assert "alice-lab/team" not in run("groups", "list").stdout

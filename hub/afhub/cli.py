@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     users_sub.add_parser("list", help="list local accounts")
     users.set_defaults(handler=cmd_users)
     from afhub.cli_fit import register as register_fit
+    from afhub.cli_groups import register as register_groups
+
+    register_groups(sub)
 
     register_fit(sub)
     return parser

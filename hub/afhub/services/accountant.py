@@ -22,6 +22,7 @@ import logging
 import os
 from datetime import UTC, datetime, timedelta
 
+from afhub.groups.mirror import MirrorPlan, plan_mirror
 from afhub.quotas.decisions import EnforcementAction, plan_enforcement
 from afhub.services.hub_client import HubAPIError, HubClient
 from afhub.stores.facade import Stores
@@ -29,38 +30,22 @@ from afhub.stores.facade import Stores
 log = logging.getLogger("afhub.accountant")
 
 
-def plan_group_mirror(
-    afhub_groups: dict[str, set[str]], hub_groups: dict[str, set[str]], hub_users: set[str]
-) -> dict[str, object]:
-    """What to change in the hub so its groups equal afhub's (members the hub knows)."""
-    create = sorted(set(afhub_groups) - set(hub_groups))
-    delete = sorted(set(hub_groups) - set(afhub_groups))
-    add: dict[str, list[str]] = {}
-    remove: dict[str, list[str]] = {}
-    for name, members in afhub_groups.items():
-        wanted = members & hub_users
-        have = hub_groups.get(name, set())
-        if wanted - have:
-            add[name] = sorted(wanted - have)
-        if have - wanted:
-            remove[name] = sorted(have - wanted)
-    return {"create": create, "delete": delete, "add": add, "remove": remove}
-
-
-async def mirror_groups(stores: Stores, hub: HubClient) -> dict[str, object]:
-    afhub_groups = {
-        path: set(members)
-        for path, members in (await asyncio.to_thread(stores.groups.membership_map)).items()
-    }
+async def mirror_groups(stores: Stores, hub: HubClient) -> MirrorPlan:
+    """Make JupyterHub's groups equal afhub's (afhub is the source of truth: hub groups it
+    does not have are deleted). Members who never logged in are not hub users yet; they
+    are added after their first login."""
+    membership = await asyncio.to_thread(stores.groups.membership_map)
     hub_users = {u["name"] for u in await hub.users()}
-    plan = plan_group_mirror(afhub_groups, await hub.groups(), hub_users)
-    for name in plan["create"]:
+    hub_groups = await hub.groups()
+    wanted = {path: set(members) & hub_users for path, members in membership.items()}
+    plan = plan_mirror(wanted, hub_groups, managed=hub_groups)
+    for name in plan.create_groups:
         await hub.create_group(name)
-    for name, users in plan["add"].items():
+    for name, users in plan.add_members.items():
         await hub.add_group_users(name, users)
-    for name, users in plan["remove"].items():
+    for name, users in plan.remove_members.items():
         await hub.remove_group_users(name, users)
-    for name in plan["delete"]:
+    for name in plan.delete_groups:
         await hub.delete_group(name)
     return plan
 
