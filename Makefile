@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.afhub-installed
 CHP := node_modules/.bin/configurable-http-proxy
 
-.PHONY: up install test lint format bench bench-spawn bench-batched bench-fitting clean
+.PHONY: up install test lint format bench bench-spawn bench-batched bench-fitting bench-quota clean
 
 up: install
 	$(BIN)/afhub up
@@ -35,7 +35,10 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: bench-spawn
+bench: bench-spawn bench-quota bench-batched bench-fitting
+
+bench-quota: install
+	$(BIN)/python benchmarks/quota.py
 
 bench-spawn: install
 	$(BIN)/python benchmarks/spawn.py
