@@ -126,6 +126,7 @@ def main() -> None:
         bkg, patches = load_region(root, "RegionA")
         names = spread(sorted(patches), min(args.patches, len(patches)))
         fac = Facility(Path(tmp) / "home", env={"AFHUB_FIT_WORKERS": str(args.workers)})
+        load_before = os.getloadavg()[0]
         fac.start()
         try:
             password = fac.add_user("bench")
@@ -156,8 +157,11 @@ def main() -> None:
         finally:
             fac.stop()
         seq_wall, seq_values = sequential_pyhf(bkg, patches, names)
+        load_after = os.getloadavg()[0]
 
     n = len(names)
+    # how many workers were busy on average: the fits' own times over the wall time
+    occupancy = sum(r["timings"].get("total", 0.0) for r in grid_results) / grid_wall
     converged = sum(r["status"] == "converged" for r in grid_results)
     agree = sum(
         1
@@ -206,7 +210,10 @@ validation included) to the job's `done`.
 
 Service with engine `pyhf`: {converged}/{n} patches converged; CLs_obs equal to the
 sequential loop's to 1e-6 relative for {agree}/{n}. Target: speedup within 90% of linear
-in the worker cores ({efficiency:.0%} measured).
+in the worker cores ({efficiency:.0%} measured). Worker occupancy (the fits' own times
+over the wall time): {occupancy:.2f} of {args.workers}. Load average of the machine before
+and after the run: {load_before:.1f}, {load_after:.1f} (other processes compete for the
+same cores when it exceeds the core count).
 
 Per-request overhead, tiny one-bin workspace ({args.tiny} requests each, seconds):
 

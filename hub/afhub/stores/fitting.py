@@ -35,7 +35,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, defer, mapped_column
 
 from afhub.stores.database import Database
 from afhub.stores.errors import NotFound, StoreError
@@ -287,7 +287,7 @@ class FitStore:
     def get(self, job_id: str, owner: str | None = None) -> JobInfo:
         """The job; ``NotFound`` if it does not exist or (with ``owner``) is someone else's."""
         with self.db.read() as session:
-            row = session.get(FitJob, job_id)
+            row = session.get(FitJob, job_id, options=[defer(FitJob.request)])
             if row is None or (owner is not None and row.owner != owner):
                 raise NotFound(f"no fit job {job_id!r}")
             return _job(row)
@@ -302,7 +302,7 @@ class FitStore:
     def list(self, owner: str, *, state: str | None = None, limit: int = 100) -> list[JobInfo]:
         """The owner's jobs, newest first."""
         with self.db.read() as session:
-            query = select(FitJob).where(FitJob.owner == owner)
+            query = select(FitJob).options(defer(FitJob.request)).where(FitJob.owner == owner)
             if state is not None:
                 query = query.where(FitJob.state == state)
             query = query.order_by(FitJob.created_at.desc(), FitJob.id).limit(limit)

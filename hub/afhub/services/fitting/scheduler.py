@@ -93,6 +93,8 @@ class JobRun:
     job_id: str
     futures: list[Future] = field(default_factory=list)
     cancelled: bool = False
+    #: the ledger interval charged while the job runs (closed when it ends)
+    interval: int | None = None
 
 
 class Scheduler:
@@ -187,26 +189,25 @@ class Scheduler:
 
     async def _run(self, job: JobInfo) -> None:
         run = self.runs[job.id] = JobRun(job.id)
-        interval: int | None = None
         try:
-            interval = await self._execute(job, run)
+            await self._execute(job, run)
         except Exception as exc:
             log.exception("fit job %s failed", job.id)
             await self.call(
                 self.fits.finish, job.id, FAILED, f"internal error: {safe_message(exc)}"
             )
         finally:
-            if interval is not None:
+            if run.interval is not None:
                 try:
-                    await self.call(self.ledger.close, interval, note=f"fit job {job.id}")
+                    await self.call(self.ledger.close, run.interval, note=f"fit job {job.id}")
                 except Exception:
                     log.exception("could not close the ledger interval of job %s", job.id)
             self.runs.pop(job.id, None)
             self._tasks.pop(job.id, None)
             self.wake()
 
-    async def _execute(self, job: JobInfo, run: JobRun) -> int | None:
-        """Run the job; returns the ledger interval to close (or None)."""
+    async def _execute(self, job: JobInfo, run: JobRun) -> None:
+        """Run the job (``run.interval``: its ledger charge, closed by the caller)."""
         task = task_from_request(job, await self.call(self.fits.request_of, job.id))
         n = max(1, len(task.patches))
         keys = [cache_key(task, i) for i in range(n)]
@@ -232,7 +233,6 @@ class Scheduler:
             )
             todo.remove(i)
 
-        interval = None
         if todo:
             try:
                 admission = await self.call(
@@ -248,23 +248,21 @@ class Scheduler:
                 )
             except StoreError as exc:
                 await self.call(self.fits.finish, job.id, FAILED, f"not admitted: {exc}")
-                return None
-            interval = admission.interval_id
-        if not await self.call(self.fits.start, job.id, interval):
-            if interval is not None:
-                await self.call(self.ledger.fail, interval, note="cancelled before start")
-            return None
-        if interval is not None:
-            await self.call(self.ledger.mark_running, interval)
+                return
+            run.interval = admission.interval_id
+        if not await self.call(self.fits.start, job.id, run.interval):
+            return  # cancelled meanwhile: closing the pending charge charges nothing
+        if run.interval is not None:
+            await self.call(self.ledger.mark_running, run.interval)
 
         pyhf_todo, fallback = list(todo), {}
-        if todo and self._use_batched(task, len(todo)):
+        if todo and not run.cancelled and self._use_batched(task, len(todo)):
             pyhf_todo, fallback = await self._run_batched(job, task, todo, keys, run)
         if pyhf_todo and not run.cancelled:
             await self._run_pyhf(job, task, pyhf_todo, keys, run, fallback)
 
         if run.cancelled:
-            return interval
+            return
         results = await self.call(self.fits.results, job.id)
         failed = [r for r in results if r.status == "failed"]
         if results and len(failed) == len(results):
@@ -274,7 +272,6 @@ class Scheduler:
             )
         else:
             await self.call(self.fits.finish, job.id, DONE)
-        return interval
 
     def _use_batched(self, task: FitTask, count: int) -> bool:
         engine = task.settings.engine
