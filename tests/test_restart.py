@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import time
 from urllib.parse import urljoin
 
+import psutil
 import pytest
 import requests
 
 from tests.facility import Facility
 
 pytestmark = [pytest.mark.facility, pytest.mark.slow]
+
+
+def services_of(fac: Facility) -> list[str]:
+    """Command lines of afhub services still running for this facility's home."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "environ"]):
+        try:
+            cmd = " ".join(proc.info["cmdline"] or [])
+            env = proc.info["environ"] or {}
+        except (psutil.AccessDenied, psutil.NoSuchProcess):
+            continue
+        if "afhub.services." in cmd and env.get("AFHUB_HOME") == str(fac.home):
+            found.append(cmd)
+    return found
 
 
 @pytest.fixture
@@ -45,6 +61,8 @@ def test_stop_and_start_keeps_users_passwords_and_sessions(own_facility):
     assert model["servers"] == {}
     session.start_server()
     session.stop_server()
+    api = requests.get(urljoin(fac.url, "services/facility/api/openapi.yaml"), timeout=30)
+    assert api.status_code == 200
     # a fresh login with the same password works
     fac.login("keeper", password)
 
@@ -56,6 +74,11 @@ def test_hub_killed_with_running_server_resumes_it(own_facility):
     session.start_server()
     token = session.new_token("crash test")
     fac.kill()  # SIGKILL: no cleanup at all
+    # the hub's services notice that their hub is gone and exit (their ports free again)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and services_of(fac):
+        time.sleep(0.5)
+    assert services_of(fac) == []
     fac.start()
     model = fac.login("admin", fac.admin_password).api("GET", "users/survivor").json()
     assert model["servers"][""]["ready"] is True
@@ -66,3 +89,5 @@ def test_hub_killed_with_running_server_resumes_it(own_facility):
     )
     assert status.status_code == 200
     session.stop_server()
+    api = requests.get(urljoin(fac.url, "services/facility/api/openapi.yaml"), timeout=30)
+    assert api.status_code == 200

@@ -101,7 +101,10 @@ async def run(stores: Stores, hub: HubClient, interval: float, grace: timedelta)
                 await step()
             except Exception:  # keep accounting whatever one round met
                 log.exception("accountant round failed")
-        await asyncio.sleep(interval)
+        # sleep in short steps so that a hub that died is noticed within a second
+        deadline = asyncio.get_running_loop().time() + interval
+        while os.getppid() == parent and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(min(1.0, interval))
     log.info("The hub is gone; the accountant stops")
 
 
@@ -109,7 +112,10 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s %(name)s] %(message)s")
     interval = float(os.environ.get("AFHUB_CHECKPOINT_INTERVAL", "60"))
     grace = timedelta(seconds=float(os.environ.get("AFHUB_GRACE_PERIOD", "600")))
-    asyncio.run(run(Stores.open(), HubClient(), interval, grace))
+    try:
+        asyncio.run(run(Stores.open(), HubClient(), interval, grace))
+    except KeyboardInterrupt:  # the hub stops its services with SIGINT
+        log.info("the accountant stops")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from urllib.parse import urlparse
 
 from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler
 from tornado import web
-from tornado.ioloop import IOLoop
 
 from afhub.services.facility_api.base import FacilityHandler, NotFoundHandler
 from afhub.services.facility_api.groups import GroupHandler, GroupsHandler
@@ -30,6 +29,7 @@ from afhub.services.facility_api.metrics import MetricsHandler
 from afhub.services.facility_api.quotas import QuotaHandler
 from afhub.services.facility_api.usage import UsageHandler
 from afhub.services.facility_api.users import MeHandler, UserHandler
+from afhub.services.lifecycle import run_until_stopped
 from afhub.stores.facade import Stores
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
@@ -106,4 +106,4 @@ def main() -> None:
     app = make_app(stores)
     app.listen(url.port or 80, url.hostname or "127.0.0.1")
     logging.getLogger("afhub.facility_api").info("facility API on %s", url.geturl())
-    IOLoop.current().start()
+    run_until_stopped("the facility API")
