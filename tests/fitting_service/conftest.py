@@ -137,3 +137,26 @@ def assert_clean_message(response: requests.Response, *words: str) -> str:
     for word in words:
         assert word.lower() in message.lower(), f"{word!r} not in {message!r}"
     return message
+
+
+def sbottom_patchset(sbottom: dict, names: list[str]) -> dict:
+    """A pyhf patchset (schema 1.0.0) of some sbottom patch files, made for RegionA."""
+    import pyhf
+
+    patches = []
+    for name in names:
+        short = name.removeprefix("patch.").removesuffix(".json")
+        values = [float(v) for v in short.split("_")[1:]]
+        patches.append(
+            {"metadata": {"name": short, "values": values}, "patch": sbottom["patches"][name]}
+        )
+    return {
+        "version": "1.0.0",
+        "metadata": {
+            "description": "sbottom RegionA signal patches (ATLAS-SUSY-2018-31)",
+            "digests": {"sha256": pyhf.utils.digest(sbottom["bkg"], algorithm="sha256")},
+            "labels": ["m_sbottom", "m_neutralino2", "m_neutralino1"],
+            "references": {"hepdata": "ins1748602"},
+        },
+        "patches": patches,
+    }

@@ -255,3 +255,35 @@ def test_results_equal_pyhf_and_identical_requests_come_from_the_cache(facility,
     (cached,) = results(facility, alice, again["id"])
     assert cached["cached"] is True and cached["values"] == h["values"]
     assert cached["timings"] == h["timings"]  # the stored computation, not a new one
+
+
+def test_engines_batched_with_per_patch_fallback_to_pyhf(facility, alice):
+    patches = [
+        {
+            "name": f"signal_{s}",
+            "patch": [{"op": "replace", "path": "/channels/0/samples/0/data", "value": [s]}],
+        }
+        for s in (3.0, 8.0)
+    ]
+    base = {"workspace": tiny_workspace(obs=51.0), "patches": patches}
+    reference = submit(facility, alice, {**base, "settings": {"engine": "pyhf"}})
+    batched = submit(facility, alice, {**base, "settings": {"engine": "batched"}})
+    fallback = submit(
+        facility,
+        alice,
+        {**base, "settings": {"engine": "batched", "histosys_interpcode": "code0"}},
+    )
+    ref = results(facility, alice, wait_job(facility, alice, reference["id"])["id"])
+    got = results(facility, alice, wait_job(facility, alice, batched["id"])["id"])
+    assert [r["engine"] for r in got] == ["batched", "batched"]
+    assert [r["patch"] for r in got] == ["signal_3.0", "signal_8.0"]
+    for a, b in zip(got, ref, strict=True):
+        assert a["status"] == b["status"] == "converged"
+        assert a["provenance"]["engine"] == "batched" and a["provenance"]["torch"]
+        # the batched engine's own gate against pyhf: 1e-5
+        np.testing.assert_allclose(a["values"]["cls_obs"], b["values"]["cls_obs"], atol=1e-5)
+        np.testing.assert_allclose(a["values"]["cls_exp"], b["values"]["cls_exp"], atol=1e-5)
+    assert wait_job(facility, alice, fallback["id"])["state"] == "done"
+    for r in results(facility, alice, fallback["id"]):
+        assert r["engine"] == "pyhf" and r["status"] == "converged"
+        assert "histosys" in r["diagnostics"]["batched_fallback_reason"]

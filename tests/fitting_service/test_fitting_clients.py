@@ -11,11 +11,13 @@ import sys
 import pytest
 
 from tests.facility import PROJECT_ROOT, run_in_kernel
-from tests.fitting_service.conftest import REFERENCE_CLS_OBS, REFERENCE_PATCH
+from tests.fitting_service.conftest import REFERENCE_CLS_OBS, REFERENCE_PATCH, sbottom_patchset
 
 pytestmark = [pytest.mark.facility, pytest.mark.slow]
 
 PATCHES = [REFERENCE_PATCH, "patch.sbottom_1000_131_1.json", "patch.sbottom_1000_205_60.json"]
+#: names of those patches in a patchset
+NAMES = [p.removeprefix("patch.").removesuffix(".json") for p in PATCHES]
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +29,8 @@ def carol(facility):
 
 def test_fitclient_in_a_users_server_gets_a_cls_table(facility, carol, sbottom):
     name, session = carol
+    patchset_file = sbottom["dir"].parent / "patchset-3.json"
+    patchset_file.write_text(json.dumps(sbottom_patchset(sbottom, PATCHES)))
     session.start_server()
     try:
         token = session.new_token("kernel")
@@ -36,9 +40,9 @@ from pathlib import Path
 from afhub.fitting.client import FitClient, format_table
 region = Path({str(sbottom["dir"])!r})
 workspace = json.loads((region / "BkgOnly.json").read_text())
-patches = [{{"name": n, "patch": json.loads((region / n).read_text())}} for n in {PATCHES!r}]
+patchset = json.loads(Path({str(patchset_file)!r}).read_text())
 fits = FitClient()
-job = fits.submit(workspace, patches=patches)
+job = fits.submit(workspace, patchset=patchset)
 final = fits.wait(job, timeout=240)
 print(json.dumps({{"state": final["state"], "table": fits.table(job)}}))
 """
@@ -48,11 +52,11 @@ print(json.dumps({{"state": final["state"], "table": fits.table(job)}}))
     report = json.loads(out.strip().splitlines()[-1])
     assert report["state"] == "done"
     rows = {row["patch"]: row for row in report["table"]}
-    assert set(rows) == set(PATCHES)
+    assert set(rows) == set(NAMES)
     for row in rows.values():
         assert row["status"] == "converged", row
         assert 0 < row["cls_obs"] <= 1 and len(row["cls_exp"]) == 5
-    reference = rows[REFERENCE_PATCH]
+    reference = rows[NAMES[0]]
     # engine auto: several patches run batched where supported (1e-5 of pyhf, its gate)
     assert reference["engine"] in ("batched", "pyhf")
     assert reference["cls_obs"] == pytest.approx(REFERENCE_CLS_OBS, abs=1e-5)
@@ -75,19 +79,28 @@ def test_afhub_fit_submit_wait_status_results(facility, carol, sbottom):
             timeout=300,
         )
 
-    patch_args = [a for p in PATCHES[:2] for a in ("--patch", str(region / p))]
-    done = afhub("submit", str(region / "BkgOnly.json"), *patch_args, "--wait")
+    patchset_file = region.parent / "patchset-2.json"
+    patchset_file.write_text(json.dumps(sbottom_patchset(sbottom, PATCHES[:2])))
+    done = afhub("submit", str(region / "BkgOnly.json"), "--patchset", str(patchset_file), "--wait")
     assert done.returncode == 0, done.stderr
     job_id = done.stdout.splitlines()[0].strip()
     assert f"{job_id}: done" in done.stdout
-    for patch in PATCHES[:2]:
+    for patch in NAMES[:2]:
         assert patch in done.stdout
     assert "cls_obs" in done.stdout and "converged" in done.stdout
 
     status = afhub("status", job_id)
     assert status.returncode == 0 and "done (2/2 patches)" in status.stdout
     table = afhub("results", job_id)
-    assert table.returncode == 0 and REFERENCE_PATCH in table.stdout
+    assert table.returncode == 0 and NAMES[0] in table.stdout
+    single = afhub(
+        "submit",
+        str(region / "BkgOnly.json"),
+        *("--patch", str(region / PATCHES[1]), "--settings", '{"engine": "pyhf"}'),
+    )
+    assert single.returncode == 0 and single.stdout.strip()
+    cancelled = afhub("cancel", single.stdout.strip())
+    assert cancelled.returncode == 0 and "cancelled" in cancelled.stdout
     full = afhub("results", job_id, "--json")
     assert json.loads(full.stdout)[0]["provenance"]["workspace_sha256"]
 

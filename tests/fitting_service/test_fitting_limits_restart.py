@@ -134,6 +134,28 @@ def test_fifty_concurrent_large_submissions_are_queued_or_refused(fac, sbottom):
     assert call(fac, other, "GET", "jobs").status_code == 200
 
 
+def test_a_group_without_budget_gets_its_fits_refused(fac):
+    token = user_token(fac, "broke")
+    stores = Stores.open(f"sqlite:///{fac.home / 'afhub.sqlite'}", migrate=False)
+    try:
+        stores.groups.create("tight")
+        stores.groups.add_member("tight", "broke")
+        stores.quotas.set("tight", {"cpu_core_hours": 0})
+    finally:
+        stores.close()
+    job = submit(fac, token, {"workspace": tiny_workspace(obs=61.0)}, group="tight")
+    assert job["group"] == "tight"
+    done = wait_job(fac, token, job["id"])
+    assert done["state"] == "failed" and done["error"].startswith("not admitted")
+    assert "cpu_core_hours" in done["error"] or "budget" in done["error"], done["error"]
+    assert results(fac, token, job["id"]) == []
+    other = call(
+        fac, token, "POST", "jobs", json={"workspace": tiny_workspace()}, params={"group": "cms"}
+    )
+    assert other.status_code in (403, 404)
+    assert_clean_message(other)
+
+
 def _fit_charges(fac: Facility, user: str):
     stores = Stores.open(f"sqlite:///{fac.home / 'afhub.sqlite'}", migrate=False)
     try:
