@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from traitlets import Float, Integer, TraitError, default
+from traitlets import Enum, Float, Integer, TraitError, default
 from traitlets.config import Configurable
 
 from afhub.fitting.validation import Limits
@@ -94,6 +94,16 @@ class FittingService(Configurable):
     def _default_max_body_bytes(self) -> int:
         return int(_env("AFHUB_FIT_MAX_BODY_BYTES", 64 * 1024 * 1024))
 
+    batched_device = Enum(
+        ["cpu", "cuda"],
+        help="""Where the batched engine runs: ``cpu``, or ``cuda`` on a node with a GPU (the
+        job is then charged one GPU while it runs). Env: ``AFHUB_FIT_BATCHED_DEVICE``.""",
+    ).tag(config=True)
+
+    @default("batched_device")
+    def _default_batched_device(self) -> str:
+        return _env("AFHUB_FIT_BATCHED_DEVICE", "cpu")
+
     max_bins = Integer(
         help="Most bins a workspace may have. Env: ``AFHUB_FIT_MAX_BINS``.",
     ).tag(config=True)
@@ -132,7 +142,7 @@ class FittingService(Configurable):
         try:
             for name in self.trait_names(config=True):
                 value = getattr(self, name)
-                if value <= 0:
+                if isinstance(value, int | float) and value <= 0:
                     raise ValueError(f"FittingService.{name} must be positive (got {value})")
         except TraitError as exc:
             raise ValueError(str(exc)) from None

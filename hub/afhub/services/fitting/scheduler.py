@@ -233,6 +233,8 @@ class Scheduler:
             )
             todo.remove(i)
 
+        use_batched = bool(todo) and self._use_batched(task, len(todo))
+        gpu = use_batched and self.config.batched_device == "cuda"
         if todo:
             try:
                 admission = await self.call(
@@ -242,7 +244,8 @@ class Scheduler:
                     charge=Charge(
                         kind=ChargeKind.FIT,
                         cpu_cores=float(min(self.config.workers, len(todo))),
-                        resource="local-pool",
+                        gpus=int(gpu),
+                        resource="local-pool+gpu" if gpu else "local-pool",
                     ),
                     server_name=job.id,
                 )
@@ -256,7 +259,7 @@ class Scheduler:
             await self.call(self.ledger.mark_running, run.interval)
 
         pyhf_todo, fallback = list(todo), {}
-        if todo and not run.cancelled and self._use_batched(task, len(todo)):
+        if use_batched and not run.cancelled:
             pyhf_todo, fallback = await self._run_batched(job, task, todo, keys, run)
         if pyhf_todo and not run.cancelled:
             await self._run_pyhf(job, task, pyhf_todo, keys, run, fallback)
@@ -304,7 +307,9 @@ class Scheduler:
         """Run the supported patches batched; returns the indices left for pyhf and why."""
         sub = replace(task, patches=tuple(task.patches[i] for i in todo)) if task.patches else task
         wall = job.wall_seconds * max(1, len(todo))
-        future = self.pool.submit(run_batched, sub, self.config.workers, wall_seconds=wall)
+        future = self.pool.submit(
+            run_batched, sub, self.config.workers, self.config.batched_device, wall_seconds=wall
+        )
         run.futures.append(future)
         try:
             outcome = await asyncio.wrap_future(future)

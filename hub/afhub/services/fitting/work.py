@@ -17,7 +17,9 @@ def batched_available() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
-def run_batched(task: FitTask, threads: int | None = None) -> list[tuple[dict | None, str | None]]:
+def run_batched(
+    task: FitTask, threads: int | None = None, device: str = "cpu"
+) -> list[tuple[dict | None, str | None]]:
     """Run every patch of ``task`` the batched engine supports, in one computation.
 
     Returns, per patch in order, ``(result dict, None)`` for a patch it ran and
@@ -25,7 +27,7 @@ def run_batched(task: FitTask, threads: int | None = None) -> list[tuple[dict | 
     """
     from afhub.fitting.batched import BatchedEngine
 
-    engine = BatchedEngine(num_threads=threads)
+    engine = BatchedEngine(device=device, num_threads=threads)
     reasons = engine.unsupported_reason(task)
     results = iter(engine.run(task))
     out: list[tuple[dict[str, Any] | None, str | None]] = []

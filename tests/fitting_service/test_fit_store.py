@@ -1,0 +1,134 @@
+"""The job store and the scheduler's pieces, without a facility: limits, ownership,
+restart recovery, the cache, and a scheduler run on a real worker pool."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from afhub.fitting.runner import KillablePool
+from afhub.fitting.validation import validate_request
+from afhub.services.fitting.config import FittingService
+from afhub.services.fitting.scheduler import PRELOAD, Scheduler, cache_key, request_of_task
+from afhub.stores.errors import NotFound
+from afhub.stores.facade import Stores
+from afhub.stores.fitting import FitStore, TooManyJobs
+from tests.fitting_service.conftest import tiny_workspace
+
+
+@pytest.fixture
+def stores(tmp_path):
+    stores = Stores.open(f"sqlite:///{tmp_path / 'afhub.sqlite'}")
+    stores.groups.create("users")
+    for name in ("ann", "ben"):
+        stores.groups.add_member("users", name)
+    yield stores
+    stores.close()
+
+
+def _task(obs: float = 52.0, **settings):
+    return validate_request(
+        json.dumps({"workspace": tiny_workspace(obs=obs), "settings": settings})
+    )
+
+
+def _create(fits: FitStore, owner: str, task, *, per_user: int = 5, per_group: int = 10):
+    return fits.create_job(
+        owner=owner,
+        group="users",
+        operation=task.operation,
+        settings=task.settings.to_dict(),
+        measurement=task.measurement,
+        workspace_sha256=task.workspace_sha256,
+        request=request_of_task(task),
+        patch_count=1,
+        wall_seconds=60,
+        max_per_user=per_user,
+        max_per_group=per_group,
+    )
+
+
+def test_limits_ownership_and_recovery(stores):
+    fits = FitStore(stores.db)
+    task = _task()
+    first = _create(fits, "ann", task, per_user=2)
+    _create(fits, "ann", task, per_user=2)
+    with pytest.raises(TooManyJobs, match="limit per user is 2") as refused:
+        _create(fits, "ann", task, per_user=2)
+    assert refused.value.status == 429
+    with pytest.raises(TooManyJobs, match="limit per group is 2"):
+        _create(fits, "ben", task, per_group=2)
+    assert fits.active_counts("ann", "users") == (2, 2)
+
+    with pytest.raises(NotFound):
+        fits.get(first.id, "ben")
+    with pytest.raises(NotFound):
+        fits.cancel(first.id, "ben")
+    assert fits.get(first.id, "ann").state == "queued"
+    assert fits.request_of(first.id)["workspace"] == task.workspace
+
+    assert fits.start(first.id, None)
+    assert fits.requeue_interrupted() == [first.id]
+    again = fits.get(first.id)
+    assert again.state == "queued" and again.attempts == 1
+    assert fits.cancel(first.id, "ann").state == "cancelled"
+    assert not fits.start(first.id, None)  # a cancelled job never starts
+
+
+def test_cache_reuses_outcomes_never_failures(stores):
+    fits = FitStore(stores.db)
+    task = _task()
+    job = _create(fits, "ann", task)
+    key = cache_key(task, 0)
+    assert key == cache_key(_task(), 0) != cache_key(_task(obs=53.0), 0)
+    assert key != cache_key(_task(engine="pyhf"), 0)
+    fits.add_result(
+        job.id, 0, patch=None, cache_key=key, status="failed", engine="pyhf", result={"x": 1}
+    )
+    assert fits.cached_results([key]) == {}
+    other = _create(fits, "ann", task)
+    fits.add_result(
+        other.id, 0, patch=None, cache_key=key, status="converged", engine="pyhf", result={"x": 2}
+    )
+    assert not fits.add_result(
+        other.id, 0, patch=None, cache_key=key, status="converged", engine="pyhf", result={}
+    )
+    assert fits.cached_results([key])[key].result == {"x": 2}
+    assert fits.get(other.id).done_count == 1
+
+
+def test_scheduler_runs_a_job_charges_it_and_serves_the_repeat_from_the_cache(stores):
+    fits = FitStore(stores.db)
+    config = FittingService(workers=1, max_running_jobs=2)
+    task = _task(engine="pyhf")
+
+    async def scenario():
+        pool = KillablePool(1, preload=PRELOAD)
+        scheduler = Scheduler(fits, stores.ledger, config, pool=pool)
+        await scheduler.start()
+        try:
+            jobs = []
+            for _ in range(2):
+                job = _create(fits, "ann", task)
+                scheduler.wake()
+                while fits.get(job.id).state in ("queued", "running"):
+                    await asyncio.sleep(0.05)
+                jobs.append(fits.get(job.id))
+            return jobs
+        finally:
+            await scheduler.stop()
+
+    first, second = asyncio.run(scenario())
+    assert first.state == second.state == "done"
+    (computed,) = fits.results(first.id)
+    (cached,) = fits.results(second.id)
+    assert computed.status == "converged" and not computed.cached
+    assert cached.cached and cached.result["values"] == computed.result["values"]
+    charges = [i for i in stores.ledger.open_intervals()]
+    assert charges == []
+    assert first.ledger_interval_id is not None and second.ledger_interval_id is None
+    interval = stores.ledger.get(first.ledger_interval_id)
+    assert interval.kind == "fit" and interval.state == "closed" and interval.cpu_cores == 1
+    assert interval.server_name == first.id and interval.group == "users"
