@@ -45,13 +45,16 @@ from afhub.quotas.limits import Charge, ChargeKind
 from afhub.services.fitting.config import FittingService
 from afhub.services.fitting.work import batched_available, run_batched
 from afhub.stores.errors import StoreError
-from afhub.stores.fitting import CANCELLED, DONE, FAILED, FitStore, JobInfo
+from afhub.stores.fitting import DONE, FAILED, FitStore, JobInfo
 from afhub.stores.ledger import LedgerStore
 
 log = logging.getLogger("afhub.fitting")
 T = TypeVar("T")
 
-PRELOAD = ("pyhf", "afhub.fitting.pyhf_engine", "afhub.services.fitting.work")
+#: what each worker imports before taking tasks (the batched engine, torch, where installed)
+PRELOAD = ("pyhf", "afhub.fitting.pyhf_engine", "afhub.services.fitting.work") + (
+    ("afhub.fitting.batched",) if batched_available() else ()
+)
 
 
 def cache_key(task: FitTask, index: int) -> str:
@@ -143,11 +146,16 @@ class Scheduler:
         self._loop_task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
+        """Stop scheduling and kill running fits at once. Their jobs stay ``running`` in the
+        store and are re-queued by the next start; nothing is waited for."""
         if self._loop_task is not None:
             self._loop_task.cancel()
         for task in list(self._tasks.values()):
             task.cancel()
-        await asyncio.get_running_loop().run_in_executor(None, self.pool.shutdown)
+        for run in self.runs.values():
+            run.cancelled = True  # results that still arrive are not stored
+        # the daemonic workers are terminated when this process exits
+        self.pool.shutdown(wait=False)
 
     def wake(self) -> None:
         self._wake.set()
@@ -343,22 +351,22 @@ class Scheduler:
         run: JobRun,
         fallback: dict[int, str],
     ) -> None:
-        jobs = []
-        for i in todo:
-            future = self.pool.submit(
-                run_patch, single_patch_task(task, i), 0, wall_seconds=job.wall_seconds
-            )
-            run.futures.append(future)
-            jobs.append((i, PatchJob(self.pool, task, i, "pyhf", future)))
+        # at most `workers` patches of one job in the pool's queue at a time, so that the
+        # patches of jobs running together interleave (a big patchset does not hold a small
+        # job behind all of its patches)
+        window = asyncio.Semaphore(self.config.workers)
 
-        async def one(i: int, patch_job: PatchJob) -> None:
-            result = await patch_job.wait()
+        async def one(i: int) -> None:
+            async with window:
+                if run.cancelled:
+                    return
+                future = self.pool.submit(
+                    run_patch, single_patch_task(task, i), 0, wall_seconds=job.wall_seconds
+                )
+                run.futures.append(future)
+                result = await PatchJob(self.pool, task, i, "pyhf", future).wait()
             if i in fallback:
                 result.diagnostics["batched_fallback_reason"] = fallback[i]
             await self._store(job, i, keys[i], result, run)
 
-        await asyncio.gather(*(one(i, pj) for i, pj in jobs))
-
-
-def job_state_is_final(state: str) -> bool:
-    return state in (DONE, FAILED, CANCELLED)
+        await asyncio.gather(*(one(i) for i in todo))
