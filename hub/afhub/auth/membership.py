@@ -5,7 +5,8 @@ afhub's facility database is the source of truth for groups; JupyterHub's groups
 
 1. records the user in the facility database (with their email when the IdP gives one);
 2. feeds CILogon group claims into memberships (``source = "claims"``; memberships made by
-   hand or by invitation are never touched);
+   hand or by invitation are never touched), creating the claimed groups that do not exist
+   yet (claims reach here only through the operator's ``group_map``/``group_prefixes``);
 3. puts a user who belongs to no group into the facility's default group, if one is set;
 4. hands JupyterHub the user's full afhub membership, when the authenticator manages
    groups, so the hub's groups for that user equal afhub's right after login.
@@ -18,6 +19,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from afhub.groups.names import InvalidGroupName, validate_path
 from afhub.groups.tree import Role
 from afhub.stores.errors import AlreadyExists
 from afhub.stores.facade import Stores
@@ -32,6 +34,19 @@ def _email(authenticator: Any, auth_model: dict) -> str | None:
     return email if isinstance(email, str) and "@" in email else None
 
 
+def ensure_group(stores: Stores, path: str) -> None:
+    """Create ``path`` and any missing ancestors (groups named by the operator's claim
+    mapping); a name that is not a valid group path is left for ``sync_claims`` to skip."""
+    try:
+        validate_path(path)
+    except InvalidGroupName:
+        return
+    parts = path.split("/")
+    for depth in range(1, len(parts) + 1):
+        with contextlib.suppress(AlreadyExists):
+            stores.groups.create("/".join(parts[:depth]))
+
+
 def record_login(
     stores: Stores,
     name: str,
@@ -44,6 +59,8 @@ def record_login(
     groups = stores.groups
     groups.ensure_user(name, email=email)
     if claims is not None:
+        for path in claims:
+            ensure_group(stores, path)
         groups.sync_claims(name, claims, email=email)
     if default_group and not groups.roles_of(name):
         with contextlib.suppress(AlreadyExists):
