@@ -21,6 +21,7 @@ from typing import Any
 
 from afhub.groups.tree import PermissionDenied
 from afhub.quotas.limits import LimitName
+from afhub.stores.ledger import USAGE_COLUMNS
 
 INVITE_PATH = "services/facility/join/"
 _DURATION_RE = re.compile(r"([1-9][0-9]{0,5})([mhd])")
@@ -59,6 +60,15 @@ def parse_duration(value: str) -> timedelta:
 
 def _limit_value(value: str) -> str | None:
     return None if value.lower() in ("none", "unlimited", "-") else value
+
+
+def _cell(value: object) -> str:
+    """A usage-report value for the terminal: floats to 4 decimals, None empty."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
 
 
 def _fmt(value: float | None) -> str:
@@ -224,44 +234,14 @@ def cmd_usage(args: argparse.Namespace, settings: Any = None) -> int:
         now = datetime.now(UTC)
         report = stores.ledger.usage(args.group, args.since, args.until, now=now)
         until = min(report.until, now)
-        columns = [
-            "id",
-            "user",
-            "group",
-            "kind",
-            "resource",
-            "server_name",
-            "cpu_cores",
-            "gpus",
-            "start",
-            "stop",
-            "state",
-            "cpu_core_hours",
-            "gpu_hours",
+        rows = [
+            {**row, "cpu_cores": _fmt(row["cpu_cores"])}
+            | {k: _cell(row[k]) for k in ("cpu_core_hours", "gpu_hours", "start", "stop")}
+            for row in report.rows(now)
         ]
-        rows = []
-        for i in report.intervals:
-            h = i.hours(report.since, until)
-            rows.append(
-                [
-                    i.id,
-                    i.user,
-                    i.group,
-                    i.kind,
-                    i.resource,
-                    i.server_name,
-                    _fmt(i.cpu_cores),
-                    i.gpus,
-                    i.start.isoformat() if i.start else "",
-                    i.stop.isoformat() if i.stop else "",
-                    i.state,
-                    f"{i.cpu_cores * h:.4f}",
-                    f"{i.gpus * h:.4f}",
-                ]
-            )
         if args.csv:
-            writer = csv.writer(sys.stdout)
-            writer.writerow(columns)
+            writer = csv.DictWriter(sys.stdout, USAGE_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
             writer.writerows(rows)
             return
         print(
@@ -270,7 +250,7 @@ def cmd_usage(args: argparse.Namespace, settings: Any = None) -> int:
             f"{report.gpu_hours:.2f} GPU-hours, {len(rows)} interval(s)"
         )
         for row in rows:
-            print("  " + "\t".join(str(c) for c in row))
+            print("  " + "\t".join(str(row[c]) for c in USAGE_COLUMNS))
 
     return _run(args, settings, action)
 

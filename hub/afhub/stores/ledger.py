@@ -184,6 +184,40 @@ class UsageReport:
     gpu_hours: float
     intervals: list[IntervalInfo]
 
+    def rows(self, now: datetime) -> list[dict[str, object]]:
+        """One dict per interval (keys :data:`USAGE_COLUMNS`), with the core-hours and
+        GPU-hours it charged within the report's window, up to ``now``."""
+        end = min(self.until, now)
+        rows = []
+        for interval in self.intervals:
+            hours = interval.hours(self.since, end)
+            rows.append(
+                {
+                    **interval.to_dict(),
+                    "cpu_core_hours": interval.cpu_cores * hours,
+                    "gpu_hours": interval.gpus * hours,
+                }
+            )
+        return rows
+
+
+#: the columns of a usage report, in order (CSV from the API and the CLI)
+USAGE_COLUMNS = (
+    "id",
+    "user",
+    "group",
+    "kind",
+    "resource",
+    "server_name",
+    "cpu_cores",
+    "gpus",
+    "start",
+    "stop",
+    "state",
+    "cpu_core_hours",
+    "gpu_hours",
+)
+
 
 def split_by_hour(t0: float, t1: float) -> list[tuple[int, float]]:
     """``[t0, t1)`` cut at UTC hour boundaries: ``(hour_start, seconds)`` pairs."""

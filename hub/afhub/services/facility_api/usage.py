@@ -9,22 +9,7 @@ from datetime import UTC, datetime
 from afhub.groups import tree
 from afhub.groups.tree import Action
 from afhub.services.facility_api.base import ApiError, FacilityHandler
-
-CSV_COLUMNS = [
-    "id",
-    "user",
-    "group",
-    "kind",
-    "resource",
-    "server_name",
-    "cpu_cores",
-    "gpus",
-    "start",
-    "stop",
-    "state",
-    "cpu_core_hours",
-    "gpu_hours",
-]
+from afhub.stores.ledger import USAGE_COLUMNS
 
 
 class UsageHandler(FacilityHandler):
@@ -42,15 +27,10 @@ class UsageHandler(FacilityHandler):
             raise ApiError(400, "format must be json or csv")
         report = await self.call(self.stores.ledger.usage, path, since, until, now=now)
         end = min(until, now)
-        rows = []
-        for i in report.intervals:
-            hours = i.hours(since, end)
-            rows.append(
-                {**i.to_dict(), "cpu_core_hours": i.cpu_cores * hours, "gpu_hours": i.gpus * hours}
-            )
+        rows = report.rows(now)
         if fmt == "csv":
             out = io.StringIO()
-            writer = csv.DictWriter(out, CSV_COLUMNS, extrasaction="ignore")
+            writer = csv.DictWriter(out, USAGE_COLUMNS, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
             self.set_header("Content-Type", "text/csv; charset=utf-8")
