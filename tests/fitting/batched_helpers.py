@@ -59,6 +59,8 @@ class PyhfReference:
     cls_exp: list[float]
     model: Any
     data: Any
+    #: pyhf's AsymptoticCalculator (its ``fitted_pars`` hold the five best-fit points)
+    calculator: Any = None
 
 
 def pyhf_hypotest(
@@ -81,8 +83,10 @@ def pyhf_hypotest(
         }
     )
     data = ws.data(model)
-    obs, exp = pyhf.infer.hypotest(mu, data, model, test_stat=test_stat, return_expected_set=True)
-    return PyhfReference(float(obs), [float(e) for e in exp], model, data)
+    obs, exp, calc = pyhf.infer.hypotest(
+        mu, data, model, test_stat=test_stat, return_expected_set=True, return_calculator=True
+    )
+    return PyhfReference(float(obs), [float(e) for e in exp], model, data, calc)
 
 
 def pyhf_twice_nll(model: Any, data: Any, par_slices: dict[str, slice], x: np.ndarray) -> float:
@@ -114,11 +118,7 @@ def compare_minima(bkg: dict[str, Any], patch: list, mu: float = 1.0) -> dict[st
     model, data = BatchedModel.from_compiled([compiled])
     res = asymptotics.hypotest(model, data, torch.tensor([mu], dtype=torch.float64))
     ref = pyhf_hypotest(bkg, patch, mu)
-    pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer(tolerance=TIGHT_TOLERANCE))
-    _, _, calc = pyhf.infer.hypotest(
-        mu, ref.data, ref.model, return_expected_set=True, return_calculator=True
-    )
-    fitted = calc.fitted_pars
+    fitted = ref.calculator.fitted_pars
     asimov = ref.model.expected_data(fitted.asimov_pars)
     pairs = {
         "free_data": (res.fits.free_data, fitted.free_fit_to_data, ref.data),
