@@ -258,3 +258,20 @@ def test_valid_prefix_with_junk_suffix_refused(prefix, junk):
     assume(EXTENDED_RESOURCE_RE.fullmatch(prefix + junk) is None)  # "mig-2g.20gb" + "0" is valid
     with pytest.raises(RegistryError, match="extended_resource"):
         parse_registry(entry)
+
+
+def test_expand_groups_adds_every_ancestor():
+    from afhub.registry.model import expand_groups
+
+    assert expand_groups({"a/b/c", "a/b", "x", 3}) == {"a", "a/b", "a/b/c", "x"}
+    assert expand_groups({"a/b", "a/b/c/d"}) == {"a", "a/b", "a/b/c", "a/b/c/d"}
+    assert expand_groups(set()) == frozenset()
+
+
+@given(st.lists(st.lists(st.sampled_from("abc"), min_size=1, max_size=4), max_size=6))
+def test_expand_groups_matches_prefixes(paths):
+    from afhub.registry.model import expand_groups
+
+    groups = ["/".join(p) for p in paths]
+    expected = {"/".join(p[:i]) for p in paths for i in range(1, len(p) + 1)}
+    assert expand_groups(groups) == expected

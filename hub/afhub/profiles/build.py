@@ -152,7 +152,8 @@ def profile_for(
     counts = _count_choices(resource, left)
     if not counts:
         return None
-    first = counts[0]
+    key, count_option = _count_option(resource, counts)
+    memory_option = _memory_option(resource)
     override: dict[str, Any] = {
         "image": resource.image,
         "node_selector": dict(resource.node_selector),
@@ -164,13 +165,10 @@ def profile_for(
             "AFHUB_SITE": resource.site,
         },
     }
-    override.update(
-        _count_option(resource, [first])[1]["choices"][str(first)]["kubespawner_override"]
-    )
-    override.update(
-        _memory_option(resource)["choices"][_memory_choices(resource)[0]]["kubespawner_override"]
-    )
-    key, count_option = _count_option(resource, counts)
+    for option in (count_option, memory_option):  # the default choices, as a start
+        default = next(c for c in option["choices"].values() if c.get("default"))
+        for name, value in default["kubespawner_override"].items():
+            override[name] = dict(value) if isinstance(value, dict) else value
     if resource.is_accelerated:
         title = f"{resource.accelerator} ({resource.site})"
         what = (
@@ -190,7 +188,7 @@ def profile_for(
         "kubespawner_override": override,
         "profile_options": {
             key: count_option,
-            "memory": _memory_option(resource),
+            "memory": memory_option,
             "image": _image_option(resource),
         },
     }

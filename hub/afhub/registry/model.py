@@ -7,6 +7,7 @@ or raises :class:`RegistryError` whose message names the entry and the field at 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -86,6 +87,11 @@ def parse_quantity(value: str) -> int:
     """Bytes of a Kubernetes memory quantity (``"16Gi"``, ``"500M"``), else ``ValueError``."""
     if not isinstance(value, str):
         raise ValueError(f"{value!r} is not a quantity string such as '16Gi'")
+    return _parse_quantity(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_quantity(value: str) -> int:
     match = QUANTITY_RE.fullmatch(value)
     if not match:
         raise ValueError(f"{value!r} is not a Kubernetes quantity such as '16Gi' or '512Mi'")
@@ -152,9 +158,9 @@ def expand_groups(user_groups) -> frozenset[str]:
     for group in user_groups:
         if not isinstance(group, str):
             continue
-        parts = group.split("/")
-        for i in range(1, len(parts) + 1):
-            out.add("/".join(parts[:i]))
+        while group and group not in out:  # stop at an ancestor already added
+            out.add(group)
+            group = group.rpartition("/")[0]
     return frozenset(out)
 
 
