@@ -250,3 +250,24 @@ def test_manifest_validation_catches_a_bad_pod():
     pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = {"n": 1}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+
+
+def test_user_without_any_resource_refused():
+    err = refused(groups=("nobody",), options={})
+    assert "available to your groups" in err.log_message
+    pod = build(groups=("nobody",), options={}, refuse_without_profile=False)
+    assert "nvidia.com/gpu" not in container(pod)["resources"].get("limits", {})
+
+
+def test_spawn_form_lists_only_allowed_profiles():
+    async def form(groups):
+        with mock.patch("kubespawner.spawner.load_config"):
+            spawner = AfhubKubeSpawner(_mock=True, user=make_user("eve", groups), registry=EXAMPLE)
+        await spawner.api.api_client.close()
+        return await spawner.options_form(spawner)
+
+    html = asyncio.run(form(["cms/fpga"]))
+    assert 'value="alveo-u250"' in html
+    assert "a100-80gb" not in html and "cpu-standard" not in html
+    html = asyncio.run(form(["atlas/higgs"]))
+    assert 'value="a100-80gb"' in html and "alveo-u250" not in html

@@ -18,7 +18,7 @@ from jupyterhub.traitlets import Callable
 from jupyterhub.utils import maybe_future
 from kubespawner import KubeSpawner
 from tornado import web
-from traitlets import Dict, Unicode, Union, default
+from traitlets import Bool, Dict, Unicode, Union, default
 
 from afhub.profiles.build import (
     DEFAULT_EXTRA_KEYS,
@@ -51,6 +51,12 @@ class AfhubKubeSpawner(KubeSpawner):
         ",".join(sorted(DEFAULT_EXTRA_KEYS)),
         help="""Comma-separated user_options keys that other parts of afhub read (the
         charged group); every other key not defined by the chosen profile is refused.""",
+    ).tag(config=True)
+
+    refuse_without_profile = Bool(
+        True,
+        help="""With a registry configured, refuse (403) a spawn by a user whose groups may
+        use no resource, instead of starting a pod with the spawner's defaults.""",
     ).tag(config=True)
 
     _registry_cache: tuple[Any, Registry] | None = None
@@ -88,6 +94,9 @@ class AfhubKubeSpawner(KubeSpawner):
         profile_list = self.profile_list
         if callable(profile_list):
             profile_list = await maybe_future(profile_list(self))
+        if not profile_list and self.registry and self.refuse_without_profile:
+            self.log.warning("Refused spawn for %s: no resource for their groups", self.user.name)
+            raise web.HTTPError(403, "No resource of this facility is available to your groups")
         extra = {k for k in self.extra_user_option_keys.split(",") if k}
         try:
             resolved = resolve_user_options(profile_list, self.user_options, extra)
