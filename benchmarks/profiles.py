@@ -5,6 +5,8 @@ a 1,000-group tree (depth up to 4). Timed, per call, for random users:
 
 * ``build_profile_list`` for a typical user (5 groups, deep in the tree) and for a user in
   all 1,000 groups (every resource usable), with a remaining quota for every resource;
+* the same with the per-resource profile cache emptied before each call (cold: the
+  first build after a registry change);
 * ``resolve_user_options`` of a request against that user's list;
 * for reference, the work kubespawner itself does on every spawn with the same list
   (``_get_initialized_profile_list``: deep copy and defaults), the upstream cost that
@@ -24,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from afhub.profiles.build import build_profile_list, resolve_user_options  # noqa: E402
+from afhub.profiles.build import _BODIES, build_profile_list, resolve_user_options  # noqa: E402
 from afhub.registry.model import parse_registry  # noqa: E402
 from benchmarks.report import summary, write_section  # noqa: E402
 
@@ -105,6 +107,12 @@ def main() -> None:
         typical_sizes.append(len(profiles))
     everyone = set(groups)
     all_ms, big = timed(lambda: build_profile_list(registry, everyone, remaining), args.samples)
+
+    def cold():
+        _BODIES.clear()  # as after a registry change: every profile body built anew
+        return build_profile_list(registry, everyone, remaining)
+
+    cold_ms, _ = timed(cold, max(args.samples // 3, 10))
     request = {"profile": big[-1]["slug"], "memory": "8Gi"}
     resolve_ms, _ = timed(lambda: resolve_user_options(big, request), args.samples)
 
@@ -120,6 +128,10 @@ def main() -> None:
             summary(typical_ms),
         ),
         (f"build, user in all {len(groups)} groups ({len(big)} profiles)", summary(all_ms)),
+        (
+            f"build, user in all {len(groups)} groups, cold (profile cache emptied)",
+            summary(cold_ms),
+        ),
         (f"resolve_user_options against the {len(big)}-profile list", summary(resolve_ms)),
         (
             f"reference: kubespawner's own per-spawn initialisation of the {len(big)}-profile "
@@ -132,6 +144,8 @@ def main() -> None:
     )
     worst_p95 = max(rows[0][1]["p95"], rows[1][1]["p95"])
     verdict = "meets" if worst_p95 < TARGET_MS else "misses"
+    cold_p95 = rows[2][1]["p95"]
+    cold_verdict = "within" if cold_p95 < TARGET_MS else "above"
     body = (
         "## Profile list from the resource registry\n\n"
         f"`make bench-profiles` (`benchmarks/profiles.py`): {len(registry.resources)} "
@@ -139,7 +153,9 @@ def main() -> None:
         f"remaining quota for every resource; {args.samples} calls each. Parsing and "
         f"validating the registry once: {parse_ms:.0f} ms.\n\n"
         f"{table}\n\nTarget: build p95 under {TARGET_MS:.0f} ms; worst build p95 "
-        f"{worst_p95:.2f} ms ({verdict} it).\n"
+        f"{worst_p95:.2f} ms ({verdict} it). The cold build (once per resource and quota "
+        f"level after a registry change, not per user) has p95 {cold_p95:.2f} ms, "
+        f"{cold_verdict} the target.\n"
     )
     print(body)
     if not args.no_write:

@@ -8,6 +8,7 @@ is serialised and checked with ``kubernetes-validate`` (Kubernetes 1.33, strict)
 from __future__ import annotations
 
 import asyncio
+import copy
 from pathlib import Path
 from types import SimpleNamespace
 from unittest import mock
@@ -271,3 +272,17 @@ def test_spawn_form_lists_only_allowed_profiles():
     assert "a100-80gb" not in html and "cpu-standard" not in html
     html = asyncio.run(form(["atlas/higgs"]))
     assert 'value="a100-80gb"' in html and "alveo-u250" not in html
+
+
+def test_spawns_leave_the_shared_profiles_unchanged():
+    from afhub.profiles.build import build_profile_list
+
+    registry = make_spawner("z", ["atlas"], registry=EXAMPLE).load_registry()
+    before = copy.deepcopy(build_profile_list(registry, {"atlas"}))
+    image = "ghcr.io/afhub/notebook-ml:2026.10"
+    build(options={"profile": "a100-80gb", "image--unlisted-choice": image})
+    build(options={"profile": "a100-80gb", "accelerators": "3", "memory": "64Gi"})
+    after = build_profile_list(registry, {"atlas"})
+    assert after == before
+    unlisted = after[0]["profile_options"]["image"]["unlisted_choice"]
+    assert unlisted["kubespawner_override"] == {"image": "{value}"}

@@ -244,3 +244,28 @@ def test_anything_resolved_is_listed(options):
     assert over.get("extra_resource_guarantees") == over.get("extra_resource_limits")
     if resolved.profile == "a100-80gb":
         assert int(over["extra_resource_limits"]["nvidia.com/gpu"]) <= 2
+
+
+def test_profile_lists_of_different_users_are_independent_at_top_level():
+    a = build_profile_list(REGISTRY, {"atlas"}, {"a100-80gb": 1})
+    b = build_profile_list(REGISTRY, {"atlas"})
+    assert "quota" in a[0]["description"] and "quota" not in b[0]["description"]
+    assert list(a[0]["profile_options"]["accelerators"]["choices"]) == ["1"]
+    assert list(b[0]["profile_options"]["accelerators"]["choices"]) == ["1", "2", "3", "4"]
+    c = build_profile_list(REGISTRY, {"users", "atlas"})
+    assert c[0]["default"] and not c[2].get("default") and b[0]["default"]
+
+
+@given(
+    st.sets(
+        st.sampled_from(
+            ["users", "atlas", "atlas/higgs", "cms", "cms/fpga", "cms/gpu-users/x", "other/a"]
+        )
+    )
+)
+def test_every_listed_profile_is_allowed_to_an_ancestor(groups):
+    ancestors = {"/".join(g.split("/")[:i]) for g in groups for i in range(1, g.count("/") + 2)}
+    listed = slugs(groups)
+    for resource in REGISTRY.resources.values():
+        allowed = bool(ancestors & set(resource.allowed_groups))
+        assert (resource.name in listed) == allowed

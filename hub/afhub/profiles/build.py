@@ -152,6 +152,30 @@ def profile_for(
     counts = _count_choices(resource, left)
     if not counts:
         return None
+    profile = _profile_body(resource, provider_name, counts)
+    if left is not None:
+        profile["description"] += f" Your quota leaves {_units(resource.kind, left)}."
+    return profile
+
+
+#: profile bodies by (resource identity, provider, counts); resources are immutable, and
+#: the resource itself is kept in the entry so that its id cannot be reused meanwhile
+_BODIES: dict[tuple, tuple[Resource, dict[str, Any]]] = {}
+_MAX_BODIES = 8192
+
+
+def _shared_body(resource: Resource, provider_name: str, counts: list[int]) -> dict[str, Any]:
+    key = (id(resource), provider_name, tuple(counts))
+    entry = _BODIES.get(key)
+    if entry is None or entry[0] is not resource:
+        if len(_BODIES) >= _MAX_BODIES:
+            _BODIES.clear()
+        entry = (resource, _profile_body(resource, provider_name, counts))
+        _BODIES[key] = entry
+    return entry[1]
+
+
+def _profile_body(resource: Resource, provider_name: str, counts: list[int]) -> dict[str, Any]:
     key, count_option = _count_option(resource, counts)
     memory_option = _memory_option(resource)
     override: dict[str, Any] = {
@@ -179,8 +203,6 @@ def profile_for(
         title = f"CPU ({resource.site})"
         what = f"CPU: up to {_units('cpu', counts[-1])} per server"
     description = resource.description or f"{what}; provided by {provider_name}."
-    if left is not None:
-        description += f" Your quota leaves {_units(resource.kind, left)}."
     return {
         "display_name": title,
         "slug": resource.name,
@@ -204,6 +226,9 @@ def build_profile_list(
     ``remaining`` maps a resource name to the units (accelerators, or cores for a CPU
     resource) the user's quota still allows there; a resource missing from it is not
     limited. The first profile is the default.
+
+    The profiles' nested dicts (overrides, options) are shared between calls for speed:
+    treat the list as read-only. kubespawner deep-copies it before changing anything.
     """
     expanded = expand_groups(user_groups)
     profiles = []
@@ -211,10 +236,14 @@ def build_profile_list(
         if expanded.isdisjoint(resource.allowed_groups):
             continue
         left = None if remaining is None else remaining.get(resource.name)
+        counts = _count_choices(resource, left)
+        if not counts:
+            continue
         provider = registry.providers[resource.provider].institution
-        profile = profile_for(resource, provider, left)
-        if profile is not None:
-            profiles.append(profile)
+        profile = dict(_shared_body(resource, provider, counts))
+        if left is not None:
+            profile["description"] += f" Your quota leaves {_units(resource.kind, left)}."
+        profiles.append(profile)
     if profiles:
         profiles[0]["default"] = True
     return profiles
