@@ -269,3 +269,14 @@ def test_every_listed_profile_is_allowed_to_an_ancestor(groups):
     for resource in REGISTRY.resources.values():
         allowed = bool(ancestors & set(resource.allowed_groups))
         assert (resource.name in listed) == allowed
+
+
+def test_cpu_quota_limits_core_choices():
+    (cpu, _mig) = build_profile_list(REGISTRY, {"users"}, {"cpu-standard": 6})
+    assert list(cpu["profile_options"]["cpus"]["choices"]) == ["1", "2", "4"]
+    assert "Your quota leaves 6 cores." in cpu["description"]
+    with pytest.raises(ProfileError, match="cpus"):
+        resolve_user_options([cpu], {"profile": "cpu-standard", "cpus": "8"})
+    assert build_profile_list(REGISTRY, {"users"}, {"cpu-standard": 0.5})[0]["slug"] != (
+        "cpu-standard"
+    )
