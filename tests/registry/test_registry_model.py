@@ -275,3 +275,22 @@ def test_expand_groups_matches_prefixes(paths):
     groups = ["/".join(p) for p in paths]
     expected = {"/".join(p[:i]) for p in paths for i in range(1, len(p) + 1)}
     assert expand_groups(groups) == expected
+
+
+def test_removing_a_resource_in_use_refused(data):
+    from afhub.registry.model import check_update
+
+    old = parse_registry(data)
+    smaller = copy.deepcopy(data)
+    smaller["resources"] = [r for r in smaller["resources"] if r["name"] != "a100-80gb"]
+    new = parse_registry(smaller)
+    with pytest.raises(RegistryError, match="'a100-80gb'.*2 server"):
+        check_update(old, new, {"a100-80gb": 2})
+    check_update(old, new, {"a100-80gb": 0, "cpu-standard": 3})  # drained: allowed
+    changed = copy.deepcopy(data)
+    gpu(changed)["extended_resource"] = "nvidia.com/mig-1g.10gb"
+    with pytest.raises(RegistryError, match="extended_resource"):
+        check_update(old, parse_registry(changed), {"a100-80gb": 1})
+    more = copy.deepcopy(data)
+    gpu(more)["node_count"] = 5
+    check_update(old, parse_registry(more), {"a100-80gb": 1})  # growing a pool is fine

@@ -425,3 +425,28 @@ def load_registry(path: str) -> Registry:
     """Parse the registry YAML file at ``path``."""
     with open(path, encoding="utf-8") as fh:
         return parse_registry(fh.read())
+
+
+def check_update(old: Registry, new: Registry, in_use: Mapping[str, int]) -> None:
+    """Refuse a registry change that would orphan running servers.
+
+    ``in_use`` maps a resource name to the number of servers running on it. A resource
+    with running servers may not be removed, nor change its kind, extended resource or
+    provider; stop (drain) its servers first. Raises :class:`RegistryError`.
+    """
+    for name, running in sorted(in_use.items()):
+        if running <= 0 or name not in old.resources:
+            continue
+        before = old.resources[name]
+        after = new.resources.get(name)
+        if after is None:
+            raise RegistryError(
+                f"resource {name!r}: {running} server(s) still run on it; stop them before "
+                "removing the resource"
+            )
+        for fieldname in ("kind", "extended_resource", "provider"):
+            if getattr(before, fieldname) != getattr(after, fieldname):
+                raise RegistryError(
+                    f"resource {name!r}: field '{fieldname}' cannot change while "
+                    f"{running} server(s) run on it"
+                )
