@@ -91,7 +91,7 @@ class AfhubKubeSpawner(KubeSpawner):
 
     async def load_user_options(self):
         """Refuse (403) what the user may not use, then let kubespawner apply the profile."""
-        profile_list = self.profile_list
+        configured = profile_list = self.profile_list
         if callable(profile_list):
             profile_list = await maybe_future(profile_list(self))
         if not profile_list and self.registry and self.refuse_without_profile:
@@ -110,4 +110,4 @@ class AfhubKubeSpawner(KubeSpawner):
         try:
             await super().load_user_options()
         finally:
-            self.profile_list = self._afhub_profile_list
+            self.profile_list = configured
