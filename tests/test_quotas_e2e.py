@@ -112,13 +112,17 @@ def test_student_invited_spawns_until_budget_spent_then_refused(fac, admin):
     assert spawn(student, "atlas/higgs/students").status_code in (201, 202)
     student.wait_for_server()
     # 1 core for > 7.2 s spends the parent's 0.002 core-hours: warned, then stopped
+    warnings = []
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
+        warnings = warnings or student_api("GET", "users/me").json()["warnings"]
         if student.api("GET", "users/student").json()["servers"] == {}:
             break
-        time.sleep(0.5)
+        time.sleep(0.3)
     else:
         pytest.fail("the server over budget was not stopped")
+    assert warnings and warnings[0]["group"] == "atlas/higgs/students", warnings
+    assert "will be stopped at" in warnings[0]["message"]
     closed = intervals(fac, "atlas/higgs/students")
     assert closed and closed[-1].state == "closed"
 

@@ -769,6 +769,18 @@ class LedgerStore:
         self.mark_warned([s.interval_id for s in steps if s.action == EnforcementAction.WARN], now)
         return [EnforcementNotice(s.action, over[s.interval_id].interval, s.reason) for s in steps]
 
+    def warnings_for(self, user: str) -> list[tuple[IntervalInfo, datetime]]:
+        """``user``'s running charges that were warned over budget, with when."""
+        with self.db.read() as session:
+            rows = session.scalars(
+                select(LedgerInterval).where(
+                    LedgerInterval.user_name == user,
+                    LedgerInterval.state == RUNNING,
+                    LedgerInterval.warned_ts.is_not(None),
+                )
+            )
+            return [(_interval(row), from_ts(row.warned_ts)) for row in rows]
+
     def mark_warned(self, interval_ids: Iterable[int], at: datetime | None = None) -> None:
         ids = list(interval_ids)
         if not ids:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+from datetime import timedelta
+
 from afhub.groups import tree
 from afhub.services.facility_api.base import ApiError, FacilityHandler
 from afhub.stores.errors import NotFound
+
+#: the accountant's grace period between the warning and the stop (same environment)
+GRACE = timedelta(seconds=float(os.environ.get("AFHUB_GRACE_PERIOD", "600")))
 
 
 class MeHandler(FacilityHandler):
@@ -22,6 +28,22 @@ class MeHandler(FacilityHandler):
                 "is_facility_admin": False,
             }
         payload["is_facility_admin"] = self.actor.is_facility_admin
+        payload["warnings"] = [
+            {
+                "kind": interval.kind,
+                "server_name": interval.server_name,
+                "group": interval.group,
+                "message": (
+                    f"group {interval.group!r} (or a group above it) has spent a budget; this "
+                    f"{interval.kind} will be stopped at {(warned + GRACE).isoformat()}"
+                ),
+                "warned_at": warned.isoformat(),
+                "stops_at": (warned + GRACE).isoformat(),
+            }
+            for interval, warned in await self.call(
+                self.stores.ledger.warnings_for, self.actor.name
+            )
+        ]
         self.send(payload)
 
 
