@@ -6,10 +6,32 @@ Imports only the fitting core; the per-patch pyhf entry point is
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
+import multiprocessing
+import signal
+import sys
 from typing import Any
 
 from afhub.fitting.types import FitTask
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> bool:
+    """In a worker process on Linux: be killed when the service that started it dies (a
+    crashed service leaves no fit running). True when set."""
+    if not sys.platform.startswith("linux") or multiprocessing.parent_process() is None:
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+# workers import this module before they take tasks (the scheduler's PRELOAD)
+die_with_parent()
 
 
 def batched_available() -> bool:
