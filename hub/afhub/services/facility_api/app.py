@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler
 from tornado import web
 
-from afhub.services.facility_api.base import FacilityHandler, NotFoundHandler
+from afhub.services.facility_api.base import NotFoundHandler, openapi_handler
 from afhub.services.facility_api.groups import GroupHandler, GroupsHandler
 from afhub.services.facility_api.invitations import (
     GroupInvitationsHandler,
@@ -46,12 +46,7 @@ class OAuthCallbackHandler(HubOAuthCallbackHandler):
         return self.settings["hub_auth"]
 
 
-class OpenAPIHandler(FacilityHandler):
-    anonymous = True
-
-    def get(self) -> None:
-        self.set_header("Content-Type", "application/yaml; charset=utf-8")
-        self.finish(OPENAPI_PATH.read_text())
+OpenAPIHandler = openapi_handler(OPENAPI_PATH)
 
 
 def routes(prefix: str) -> list[tuple]:

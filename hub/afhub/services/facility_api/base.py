@@ -8,6 +8,7 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 from jupyterhub.services.auth import HubOAuthenticated, UserNotAllowed
@@ -67,11 +68,18 @@ class FacilityHandler(HubOAuthenticated, web.RequestHandler):
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Content-Type-Options", "nosniff")
 
+    def max_body_bytes(self) -> int:
+        """The largest request body this handler accepts (413 beyond)."""
+        return MAX_BODY_BYTES
+
     async def prepare(self) -> None:
         self.actor: Actor | None = None
         body = self.request.body or b""
-        if len(body) > MAX_BODY_BYTES:
-            raise ApiError(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
+        limit = self.max_body_bytes()
+        if len(body) > limit:
+            raise ApiError(
+                413, f"request body is {len(body)} bytes, over the limit of {limit} bytes"
+            )
         if self.anonymous:
             return
         try:
@@ -218,3 +226,16 @@ class NotFoundHandler(FacilityHandler):
 
     def prepare(self):  # noqa: D401 - no identity needed for a 404
         raise ApiError(404, "no such API path")
+
+
+def openapi_handler(document: Path) -> type[FacilityHandler]:
+    """A handler serving a service's OpenAPI document (no authentication)."""
+
+    class OpenAPIHandler(FacilityHandler):
+        anonymous = True
+
+        def get(self) -> None:
+            self.set_header("Content-Type", "application/yaml; charset=utf-8")
+            self.finish(document.read_text())
+
+    return OpenAPIHandler

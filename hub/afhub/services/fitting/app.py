@@ -22,7 +22,7 @@ from jupyterhub.services.auth import HubOAuth
 from tornado import web
 from tornado.httpserver import HTTPServer
 
-from afhub.services.facility_api.base import FacilityHandler, NotFoundHandler
+from afhub.services.facility_api.base import NotFoundHandler, openapi_handler
 from afhub.services.fitting.config import FittingService, load_fitting_settings
 from afhub.services.fitting.jobs import JOB_ID, JobHandler, JobsHandler, ResultsHandler, Submissions
 from afhub.services.fitting.scheduler import Scheduler
@@ -33,12 +33,7 @@ log = logging.getLogger("afhub.fitting")
 OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
 
 
-class OpenAPIHandler(FacilityHandler):
-    anonymous = True
-
-    def get(self) -> None:
-        self.set_header("Content-Type", "application/yaml; charset=utf-8")
-        self.finish(OPENAPI_PATH.read_text())
+OpenAPIHandler = openapi_handler(OPENAPI_PATH)
 
 
 def routes(prefix: str) -> list[tuple]:
