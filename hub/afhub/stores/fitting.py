@@ -215,6 +215,13 @@ def new_job_id() -> str:
     return secrets.token_urlsafe(16)
 
 
+def _active_jobs(session, condition) -> int:
+    """How many queued or running jobs match ``condition``."""
+    return session.scalar(
+        select(func.count()).select_from(FitJob).where(condition, FitJob.state.in_(ACTIVE_STATES))
+    )
+
+
 class FitStore:
     """Jobs, per-patch results and the result cache."""
 
@@ -243,22 +250,14 @@ class FitStore:
         and the insert are one transaction."""
         blob = pack_request(request)
         with self.db.write() as session:
-            mine = session.scalar(
-                select(func.count())
-                .select_from(FitJob)
-                .where(FitJob.owner == owner, FitJob.state.in_(ACTIVE_STATES))
-            )
+            mine = _active_jobs(session, FitJob.owner == owner)
             if mine >= max_per_user:
                 raise TooManyJobs(
                     f"you have {mine} queued or running fit jobs, the limit per user is "
                     f"{max_per_user}; wait for one to finish or cancel one"
                 )
             if group is not None:
-                theirs = session.scalar(
-                    select(func.count())
-                    .select_from(FitJob)
-                    .where(FitJob.group_path == group, FitJob.state.in_(ACTIVE_STATES))
-                )
+                theirs = _active_jobs(session, FitJob.group_path == group)
                 if theirs >= max_per_group:
                     raise TooManyJobs(
                         f"group {group!r} has {theirs} queued or running fit jobs, the limit "
@@ -319,18 +318,10 @@ class FitStore:
     def active_counts(self, owner: str, group: str | None) -> tuple[int, int]:
         """Queued plus running jobs of ``owner`` and of ``group``."""
         with self.db.read() as session:
-            mine = session.scalar(
-                select(func.count())
-                .select_from(FitJob)
-                .where(FitJob.owner == owner, FitJob.state.in_(ACTIVE_STATES))
-            )
+            mine = _active_jobs(session, FitJob.owner == owner)
             theirs = 0
             if group is not None:
-                theirs = session.scalar(
-                    select(func.count())
-                    .select_from(FitJob)
-                    .where(FitJob.group_path == group, FitJob.state.in_(ACTIVE_STATES))
-                )
+                theirs = _active_jobs(session, FitJob.group_path == group)
             return int(mine), int(theirs)
 
     def counts(self) -> dict[str, int]:
