@@ -10,6 +10,7 @@ from afhub.stores.invitations import InvitationStore
 from afhub.stores.ledger import LedgerStore
 from afhub.stores.migrate import upgrade
 from afhub.stores.quotas import QuotaStore
+from afhub.stores.registry import RegistryStore
 
 
 @dataclass
@@ -19,6 +20,7 @@ class Stores:
     quotas: QuotaStore
     invitations: InvitationStore
     ledger: LedgerStore
+    registry: RegistryStore
 
     @classmethod
     def open(cls, url: str | None = None, *, migrate: bool = True) -> Stores:
@@ -28,7 +30,14 @@ class Stores:
         if migrate:
             upgrade(url)
         db = Database(url)
-        return cls(db, GroupStore(db), QuotaStore(db), InvitationStore(db), LedgerStore(db))
+        return cls(
+            db,
+            GroupStore(db),
+            QuotaStore(db),
+            InvitationStore(db),
+            LedgerStore(db),
+            RegistryStore(db),
+        )
 
     def close(self) -> None:
         self.db.dispose()
