@@ -158,6 +158,48 @@ def configure_fitting(c: Config, settings: FacilitySettings) -> None:
     c.Spawner.environment = environment
 
 
+#: name of the idle culler service (no HTTP endpoint)
+CULLER_SERVICE = "culler"
+
+
+def configure_culling(c: Config, settings: FacilitySettings) -> None:
+    """The idle culler as a hub-managed service, with only the scopes it needs (list users
+    and their servers' activity, stop servers); timeouts per resource kind from the
+    settings. Nothing when ``cull_enabled`` is false."""
+    if not settings.cull_enabled:
+        return
+    from afhub.services.culler import CULLER_SCOPES
+
+    env = {
+        "AFHUB_HOME": settings.home,
+        "AFHUB_DB_URL": settings.db_url,
+        "AFHUB_CULL_TIMEOUT_CPU": str(settings.cull_timeout_cpu),
+        "AFHUB_CULL_TIMEOUT_GPU": str(settings.cull_timeout_gpu),
+        "AFHUB_CULL_TIMEOUT_FPGA": str(settings.cull_timeout_fpga),
+        "AFHUB_CULL_EVERY": str(settings.cull_every),
+        "AFHUB_CULL_MAX_AGE": str(settings.cull_max_age),
+    }
+    c.JupyterHub.services = [
+        *c.JupyterHub.get("services", []),
+        {
+            "name": CULLER_SERVICE,
+            "command": [sys.executable, "-m", "afhub.services.culler"],
+            "environment": env,
+        },
+    ]
+    c.JupyterHub.load_roles = [
+        *c.JupyterHub.get("load_roles", []),
+        {"name": "afhub-culler", "services": [CULLER_SERVICE], "scopes": list(CULLER_SCOPES)},
+    ]
+
+
+def configure_named_servers(c: Config, settings: FacilitySettings) -> None:
+    """Named servers, up to ``named_server_limit`` per user (0: off). Each is its own
+    ledger interval, charged and counted in group quotas separately."""
+    c.JupyterHub.allow_named_servers = settings.named_server_limit > 0
+    c.JupyterHub.named_server_limit_per_user = settings.named_server_limit
+
+
 def build_config(settings: FacilitySettings, overrides: Config | None = None) -> Config:
     """The complete JupyterHub configuration for these settings.
 
@@ -171,6 +213,8 @@ def build_config(settings: FacilitySettings, overrides: Config | None = None) ->
     configure_spawner(c, settings)
     configure_groups_and_quotas(c, settings)
     configure_fitting(c, settings)
+    configure_culling(c, settings)
+    configure_named_servers(c, settings)
     if overrides is not None:
         c.merge(overrides)
     return c

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from traitlets import Enum, Integer, TraitError, Unicode, default, validate
+from traitlets import Bool, Enum, Integer, TraitError, Unicode, default, validate
 from traitlets.config import Config, Configurable
 
 #: the authenticators the facility knows, by the value of ``FacilitySettings.authenticator``
@@ -42,6 +42,18 @@ class ConfigFileError(SettingsError):
 def _env(name: str, fallback: Any) -> Any:
     value = os.environ.get(name)
     return fallback if value in (None, "") else value
+
+
+def _env_int(name: str, fallback: int, minimum: int = 0) -> int:
+    """An integer setting from the environment, at least ``minimum``; a clear error if not."""
+    value = _env(name, fallback)
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise TraitError(f"{name}={value!r} is not a whole number") from None
+    if number < minimum:
+        raise TraitError(f"{name}={number} must be at least {minimum}")
+    return number
 
 
 def _slashed(prefix: str) -> str:
@@ -162,6 +174,34 @@ class FacilitySettings(Configurable):
     def _default_fitting_port(self) -> int:
         return int(_env("AFHUB_FITTING_PORT", 8083))
 
+    gateway_port = Integer(
+        help="""Port of the Dask Gateway's private API server (only its own proxy talks to
+        it). Env: ``AFHUB_GATEWAY_PORT``.""",
+    ).tag(config=True)
+
+    @default("gateway_port")
+    def _default_gateway_port(self) -> int:
+        return int(_env("AFHUB_GATEWAY_PORT", 8084))
+
+    gateway_proxy_port = Integer(
+        help="""Port of the Dask Gateway's proxy: the gateway's HTTP API and dashboards
+        (``/services/dask-gateway/``, behind the hub's proxy) and the TLS connections of
+        Dask clients to their schedulers. Env: ``AFHUB_GATEWAY_PROXY_PORT``.""",
+    ).tag(config=True)
+
+    @default("gateway_proxy_port")
+    def _default_gateway_proxy_port(self) -> int:
+        return int(_env("AFHUB_GATEWAY_PROXY_PORT", 8085))
+
+    dask_idle_timeout = Integer(
+        help="""Seconds without work after which a Dask cluster shuts itself down (0: never).
+        Env: ``AFHUB_DASK_IDLE_TIMEOUT``.""",
+    ).tag(config=True)
+
+    @default("dask_idle_timeout")
+    def _default_dask_idle_timeout(self) -> int:
+        return int(_env("AFHUB_DASK_IDLE_TIMEOUT", 1800))
+
     default_group = Unicode(
         help="""Group every user who belongs to no group joins at login (created if
         missing), so that their servers have a group to be charged to. Empty: such users
@@ -191,6 +231,82 @@ class FacilitySettings(Configurable):
     @default("grace_period")
     def _default_grace_period(self) -> int:
         return int(_env("AFHUB_GRACE_PERIOD", 600))
+
+    # -- idle culling and named servers (afhub.services.culler, docs/culling.md) --
+
+    cull_enabled = Bool(
+        help="""Run the idle culler service, which stops servers idle for longer than
+        their kind's timeout. Env: ``AFHUB_CULL_ENABLED`` (``true``/``false``).""",
+    ).tag(config=True)
+
+    @default("cull_enabled")
+    def _default_cull_enabled(self) -> bool:
+        value = str(_env("AFHUB_CULL_ENABLED", "true")).strip().lower()
+        if value not in ("true", "false", "1", "0", "yes", "no"):
+            raise TraitError(f"AFHUB_CULL_ENABLED={value!r} must be true or false")
+        return value in ("true", "1", "yes")
+
+    cull_timeout_cpu = Integer(
+        min=0,
+        help="""Seconds a CPU server (and any server whose resource kind is unknown, such
+        as the built-in local one) may stay idle before it is stopped; 0: never culled for
+        being idle. Env: ``AFHUB_CULL_TIMEOUT_CPU``.""",
+    ).tag(config=True)
+
+    @default("cull_timeout_cpu")
+    def _default_cull_timeout_cpu(self) -> int:
+        return _env_int("AFHUB_CULL_TIMEOUT_CPU", 3600)
+
+    cull_timeout_gpu = Integer(
+        min=0,
+        help="""Seconds a GPU server may stay idle before it is stopped (shorter than for
+        CPU servers: idle GPUs are scarce); 0: never. Env: ``AFHUB_CULL_TIMEOUT_GPU``.""",
+    ).tag(config=True)
+
+    @default("cull_timeout_gpu")
+    def _default_cull_timeout_gpu(self) -> int:
+        return _env_int("AFHUB_CULL_TIMEOUT_GPU", 1200)
+
+    cull_timeout_fpga = Integer(
+        min=0,
+        help="""Seconds an FPGA server may stay idle before it is stopped; 0: never. Env:
+        ``AFHUB_CULL_TIMEOUT_FPGA``.""",
+    ).tag(config=True)
+
+    @default("cull_timeout_fpga")
+    def _default_cull_timeout_fpga(self) -> int:
+        return _env_int("AFHUB_CULL_TIMEOUT_FPGA", 1200)
+
+    cull_every = Integer(
+        min=1,
+        help="""Seconds between two rounds of the idle culler (at least 1; a server is
+        stopped at most this long after its timeout). Env: ``AFHUB_CULL_EVERY``.""",
+    ).tag(config=True)
+
+    @default("cull_every")
+    def _default_cull_every(self) -> int:
+        return _env_int("AFHUB_CULL_EVERY", 60, minimum=1)
+
+    cull_max_age = Integer(
+        min=0,
+        help="""Seconds after its start at which any server is stopped, active or not; 0:
+        no maximum age. Env: ``AFHUB_CULL_MAX_AGE``.""",
+    ).tag(config=True)
+
+    @default("cull_max_age")
+    def _default_cull_max_age(self) -> int:
+        return _env_int("AFHUB_CULL_MAX_AGE", 0)
+
+    named_server_limit = Integer(
+        min=0,
+        help="""Named servers a user may have besides their default server (each one is
+        charged and counted in group quotas separately); 0: named servers are off. Env:
+        ``AFHUB_NAMED_SERVER_LIMIT``.""",
+    ).tag(config=True)
+
+    @default("named_server_limit")
+    def _default_named_server_limit(self) -> int:
+        return _env_int("AFHUB_NAMED_SERVER_LIMIT", 3)
 
     proxy_command = Unicode(
         help="""Path of the configurable-http-proxy executable. Default: the one
