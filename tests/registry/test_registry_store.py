@@ -246,3 +246,15 @@ def test_concurrent_writers_lose_nothing(stores, db_url):
     assert errors == []
     assert sorted(stores.registry.load().resources) == sorted(f"gpu-{i}" for i in range(6))
     assert stores.registry.revision() == 7
+
+
+def test_revision_check_survives_a_lost_connection(stores):
+    store = stores.registry
+    store.add_provider(provider())
+    assert store.revision() == 1
+    if store._revision_conn is None:
+        pytest.skip("SQLite checks the revision on pooled connections")
+    store._revision_conn.close()  # as when the PostgreSQL server restarted
+    store.add_provider(provider("fnal"))
+    assert store.revision() == 2
+    assert sorted(store.load().providers) == ["fnal", "uchicago"]

@@ -40,4 +40,5 @@ class Stores:
         )
 
     def close(self) -> None:
+        self.registry.close()
         self.db.dispose()

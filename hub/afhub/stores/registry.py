@@ -12,6 +12,7 @@ profile build) costs one tiny query while nothing changed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Callable, Mapping
@@ -188,15 +189,51 @@ class RegistryStore:
         self.db = db
         self._cache: tuple[int, Registry] | None = None
         self._cache_lock = threading.Lock()
+        self._revision_lock = threading.Lock()
+        self._revision_conn = None
 
     # --- reading ----------------------------------------------------------------------------
 
     def revision(self) -> int:
-        """A number every write bumps (0 for a registry never written)."""
-        with self.db.engine.connect() as conn:
-            value = conn.execute(_REVISION).scalar()
-            conn.rollback()
-        return int(value or 0)
+        """A number every write bumps (0 for a registry never written).
+
+        :meth:`load` runs this for every profile build, so it is one plain query: on a
+        pooled DB-API connection for SQLite; on PostgreSQL on a connection of its own in
+        autocommit mode (no pool ping, no rollback: one round trip), reopened once when
+        the server went away."""
+        if self.db.is_sqlite:
+            conn = self.db.engine.raw_connection()
+            try:
+                return _fetch_revision(conn)
+            finally:
+                conn.close()  # back to the pool
+        with self._revision_lock:
+            for attempt in (1, 2):
+                if self._revision_conn is None:
+                    fairy = self.db.engine.raw_connection()
+                    conn = fairy.driver_connection
+                    fairy.detach()  # ours alone, outside the pool
+                    conn.rollback()
+                    conn.autocommit = True
+                    self._revision_conn = conn
+                try:
+                    return _fetch_revision(self._revision_conn)
+                except Exception:
+                    self._close_revision_connection()
+                    if attempt == 2:
+                        raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _close_revision_connection(self) -> None:
+        conn, self._revision_conn = self._revision_conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # already broken
+                conn.close()
+
+    def close(self) -> None:
+        """Close the connection :meth:`revision` keeps (PostgreSQL)."""
+        with self._revision_lock:
+            self._close_revision_connection()
 
     def load(self) -> Registry:
         """The current registry, parsed; one small query when unchanged since the last call."""
@@ -212,8 +249,11 @@ class RegistryStore:
             # one more reload later, never a stale cache
             with self.db.read() as session:
                 revision = int(session.execute(_REVISION).scalar() or 0)
-                working = self._working(session)
-            registry = _parse(working.document())
+                document = {
+                    "providers": _entries(session, ProviderRow),
+                    "resources": _entries(session, ResourceRow),
+                }
+            registry = _parse(document)
             self._cache = (revision, registry)
             return registry
 
@@ -462,6 +502,22 @@ class RegistryStore:
 
 
 _REVISION = select(RegistryState.revision).where(RegistryState.id == 1)
+_REVISION_SQL = "SELECT revision FROM afhub_registry_state WHERE id = 1"
+
+
+def _fetch_revision(conn) -> int:
+    cursor = conn.cursor()
+    try:
+        cursor.execute(_REVISION_SQL)
+        row = cursor.fetchone()
+    finally:
+        cursor.close()
+    return int(row[0]) if row else 0
+
+
+def _entries(session: Session, table) -> list[dict[str, Any]]:
+    query = select(table.entry).order_by(table.position, table.name)
+    return [json.loads(text) for text in session.scalars(query)]
 
 
 def _in_use(session: Session) -> dict[str, int]:
