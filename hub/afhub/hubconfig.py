@@ -12,7 +12,7 @@ from pathlib import Path
 
 from traitlets.config import Config
 
-from afhub.settings import AUTHENTICATORS, FacilitySettings, load_config_file
+from afhub.settings import AUTHENTICATORS, FacilitySettings, SettingsError, load_config_file
 
 
 def configure_paths_and_ports(c: Config, settings: FacilitySettings) -> None:
@@ -226,6 +226,41 @@ def prepare_home(settings: FacilitySettings) -> None:
         Path(path).mkdir(parents=True, exist_ok=True, mode=0o700)
 
 
+def apply_registry_file(settings: FacilitySettings) -> dict[str, list[str]] | None:
+    """Apply the declarative registry file (``registry_file``, ``AFHUB_REGISTRY``) as the
+    registry's ``file`` entries. Raises :class:`SettingsError` (one line naming the file,
+    the entry and the field) when it cannot be read or is refused; nothing is applied then.
+    """
+    if not settings.registry_file:
+        return None
+    import yaml
+
+    from afhub.stores.errors import StoreError
+    from afhub.stores.facade import Stores
+
+    path = Path(settings.registry_file)
+    where = f"registry file {path} (AFHUB_REGISTRY)"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise SettingsError(f"{where} cannot be read: {reason}") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "cannot be parsed"
+        raise SettingsError(f"{where} is not valid YAML{at}: {problem}") from None
+    stores = Stores.open(settings.db_url, migrate=False)
+    try:
+        return stores.registry.apply(document, source="file")
+    except StoreError as exc:
+        raise SettingsError(f"{where}: {exc}") from None
+    finally:
+        stores.close()
+
+
 def configure(c: Config) -> None:
     """Entry point from ``jupyterhub_config.py``: apply afhub's settings to ``c``."""
     overrides = load_config_file()
@@ -234,4 +269,9 @@ def configure(c: Config) -> None:
     from afhub.stores.migrate import upgrade
 
     upgrade(settings.db_url)  # the facility database's schema, before anything uses it
+    try:
+        apply_registry_file(settings)
+    except SettingsError as exc:  # one line, like other bad settings; the hub does not start
+        print(f"afhub: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     c.merge(build_config(settings, overrides))

@@ -308,6 +308,18 @@ class FacilitySettings(Configurable):
     def _default_named_server_limit(self) -> int:
         return _env_int("AFHUB_NAMED_SERVER_LIMIT", 3)
 
+    registry_file = Unicode(
+        help="""Path of the declarative resource registry (YAML: ``providers`` and
+        ``resources``, the shape of docs/resources.md, which the helm chart writes). Applied
+        at every hub start as the registry's ``file`` entries (entries added through the
+        facility API or ``afhub resources`` stay); a bad file stops the start with a message
+        naming the entry and the field. Empty: no file. Env: ``AFHUB_REGISTRY``.""",
+    ).tag(config=True)
+
+    @default("registry_file")
+    def _default_registry_file(self) -> str:
+        return _env("AFHUB_REGISTRY", "")
+
     proxy_command = Unicode(
         help="""Path of the configurable-http-proxy executable. Default: the one
         ``make install`` puts in the project's ``node_modules``, else the one on ``PATH``.
