@@ -22,6 +22,8 @@ from afhub.spawners.kube import AfhubKubeSpawner
 
 EXAMPLE = str(Path(__file__).parents[1] / "registry" / "example.yaml")
 K8S_VERSION = "1.33.0"
+#: manifests only: no facility database (charging is tested in tests/spawners)
+NO_DB = {"charging": False}
 
 
 def make_user(name: str, groups) -> SimpleNamespace:
@@ -36,7 +38,7 @@ def make_user(name: str, groups) -> SimpleNamespace:
 async def manifest(name="alice", groups=("atlas",), options=None, **traits) -> dict:
     with mock.patch("kubespawner.spawner.load_config"):
         spawner = AfhubKubeSpawner(
-            _mock=True, user=make_user(name, groups), **{"registry": EXAMPLE, **traits}
+            _mock=True, user=make_user(name, groups), **{"registry": EXAMPLE, **NO_DB, **traits}
         )
     spawner.user_options = dict(options or {})
     await spawner.load_user_options()
@@ -55,7 +57,9 @@ def make_spawner(name: str, groups, **traits) -> AfhubKubeSpawner:
 
     async def make():
         with mock.patch("kubespawner.spawner.load_config"):
-            spawner = AfhubKubeSpawner(_mock=True, user=make_user(name, groups), **traits)
+            spawner = AfhubKubeSpawner(
+                _mock=True, user=make_user(name, groups), **{**NO_DB, **traits}
+            )
         await spawner.api.api_client.close()
         return spawner
 
@@ -198,7 +202,7 @@ def test_extra_user_options_refused_and_charge_to_kept():
     async def run():
         with mock.patch("kubespawner.spawner.load_config"):
             spawner = AfhubKubeSpawner(
-                _mock=True, user=make_user("bob", ["atlas"]), registry=EXAMPLE
+                _mock=True, user=make_user("bob", ["atlas"]), registry=EXAMPLE, **NO_DB
             )
         spawner.user_options = {"profile": "a100-80gb", "charge_to": "atlas", "accelerators": 2}
         await spawner.load_user_options()
@@ -220,7 +224,9 @@ def test_extra_user_options_refused_and_charge_to_kept():
 def test_profile_form_lists_only_allowed_profiles():
     async def run(groups):
         with mock.patch("kubespawner.spawner.load_config"):
-            spawner = AfhubKubeSpawner(_mock=True, user=make_user("eve", groups), registry=EXAMPLE)
+            spawner = AfhubKubeSpawner(
+                _mock=True, user=make_user("eve", groups), registry=EXAMPLE, **NO_DB
+            )
         await spawner.api.api_client.close()
         return await spawner._afhub_profile_list(spawner)
 
@@ -263,7 +269,9 @@ def test_user_without_any_resource_refused():
 def test_spawn_form_lists_only_allowed_profiles():
     async def form(groups):
         with mock.patch("kubespawner.spawner.load_config"):
-            spawner = AfhubKubeSpawner(_mock=True, user=make_user("eve", groups), registry=EXAMPLE)
+            spawner = AfhubKubeSpawner(
+                _mock=True, user=make_user("eve", groups), registry=EXAMPLE, **NO_DB
+            )
         await spawner.api.api_client.close()
         return await spawner.options_form(spawner)
 

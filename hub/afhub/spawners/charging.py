@@ -84,7 +84,7 @@ class ChargingMixin(HasTraits):
         return stores_for(self.facility_db_url)
 
     def server_charge(self) -> Charge:
-        """What this server holds while it runs (later issues: from its profile)."""
+        """What this server holds while it runs (a profile mixin charges its profile)."""
         cores = self.cpu_limit or self.cpu_guarantee or self.charged_cpu_cores
         return Charge(kind=ChargeKind.SERVER, cpu_cores=float(cores), gpus=0, resource="local")
 
@@ -150,15 +150,33 @@ class ChargingMixin(HasTraits):
         )
         return admission.interval_id
 
+    async def prepare_start(self) -> None:
+        """Before admission: check what was asked for (a subclass raises HTTP 4xx)."""
+
+    async def claim_resources(self, interval_id: int | None) -> None:
+        """After admission, before the server starts: hold devices (a subclass raises
+        HTTP 4xx when none is free; the interval is then failed)."""
+
+    async def release_resources(self) -> None:
+        """Give back what :meth:`claim_resources` held (on stop, death or failure)."""
+
     async def start(self):
+        await self.prepare_start()
         if not self.charging:
-            return await super().start()
+            try:
+                await self.claim_resources(None)
+                return await super().start()
+            except BaseException:
+                await self.release_resources()
+                raise
         self.interval_id = await asyncio.to_thread(self._admit)
         try:
+            await self.claim_resources(self.interval_id)
             result = await super().start()
         except BaseException:
             await asyncio.to_thread(self.stores.ledger.fail, self.interval_id, "spawn failed")
             self.interval_id = None
+            await self.release_resources()
             raise
         asyncio.ensure_future(self._mark_running_when_ready(self.interval_id))
         return result
@@ -184,6 +202,7 @@ class ChargingMixin(HasTraits):
         interval (a spawn that never became ready) is marked failed and charged nothing.
         """
         stopped_by_hub, self._stopping_live_server = self._stopping_live_server, False
+        await self.release_resources()
         if self.interval_id is not None:
             interval_id, self.interval_id = self.interval_id, None
             await asyncio.to_thread(self._close, interval_id, stopped_by_hub)

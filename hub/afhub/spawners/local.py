@@ -1,9 +1,15 @@
 """The local spawner: single-user servers as processes on this machine.
 
 It runs every server as the hub's own Unix user (no system accounts needed), with a home
-folder per user under ``$AFHUB_HOME/homes``. Later issues teach it profiles (the same ones
-the Kubernetes spawner resolves), devices and quotas; keep new behaviour in traits and
-small methods so that those issues extend it rather than replace it.
+folder per user under ``$AFHUB_HOME/homes``. Its profiles are the Kubernetes spawner's
+(:class:`afhub.spawners.profiles.ProfilesMixin`: the registry, the user's groups, what the
+quota leaves), plus this machine (``local-cpu``, ``local-gpu``). The spawn form is
+kubespawner's profile form with the "charge to group" select; a request is resolved server
+side, charged to a group (:class:`afhub.spawners.charging.ChargingMixin`) and given its
+accelerators exclusively before the process starts. Registered accelerators that are not
+mapped to this machine's GPUs are simulated: the server is told which slots it holds
+(``AFHUB_DEVICES``, ``AFHUB_DEVICES_SIMULATED=1``) and sees no real GPU
+(``CUDA_VISIBLE_DEVICES`` empty). See docs/resources.md.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from jupyterhub.spawner import SimpleLocalProcessSpawner
 from traitlets import Unicode, default
 
 from afhub.spawners.charging import ChargingMixin
+from afhub.spawners.profiles import ProfilesMixin
 
 #: characters kept as they are in the folder name of a user's home; others are escaped
 SAFE_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789")
@@ -32,8 +39,42 @@ def safe_name(name: str) -> str:
     return escapism.escape(name, safe=SAFE_NAME_CHARS, escape_char=ESCAPE_CHAR).lower()
 
 
-class AfhubLocalSpawner(ChargingMixin, SimpleLocalProcessSpawner):
-    """Runs each user's server as a local process, as the hub's user, charged to a group."""
+class AfhubLocalSpawner(ProfilesMixin, ChargingMixin, SimpleLocalProcessSpawner):
+    """Runs each user's server as a local process, as the hub's user, charged to a group,
+    with the profile it chose and the devices it holds."""
+
+    @default("local_devices")
+    def _default_local_devices(self) -> bool:
+        return True
+
+    @default("options_form")
+    def _default_options_form(self):
+        async def form(spawner) -> str:
+            return await spawner.profile_form()
+
+        return form
+
+    def options_from_form(self, formdata):
+        """kubespawner's profile fields plus the charged group."""
+        return self.profile_options_from_form(formdata)
+
+    def apply_profile(self) -> None:
+        """Locally, cores and memory are what is charged and announced (``CPU_LIMIT``,
+        ``MEM_LIMIT`` in the server's environment); the image is not used."""
+        resolved = self._afhub_resolved
+        override = resolved.kubespawner_override if resolved is not None else {}
+        for name in ("cpu_limit", "cpu_guarantee", "mem_limit", "mem_guarantee"):
+            if override.get(name) is not None:
+                setattr(self, name, override[name])
+
+    def get_env(self):
+        env = super().get_env()
+        resolved = self._afhub_resolved
+        if resolved is not None:
+            for key, value in (resolved.kubespawner_override.get("environment") or {}).items():
+                env[key] = str(value)
+        env.update(self.device_env())
+        return env
 
     homes_root = Unicode(
         help="""Folder under which each user gets a home folder (named by

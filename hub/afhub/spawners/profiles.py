@@ -1,0 +1,408 @@
+"""Profiles from the resource registry, shared by the local and the Kubernetes spawner.
+
+:class:`ProfilesMixin` gives a spawner the user's profiles and checks a spawn request
+against them, the same way in both modes:
+
+* the registry comes from the facility database (:meth:`RegistryStore.load`, cheap when
+  unchanged), unless the ``registry`` trait names a YAML file or holds a dict;
+* only resources allowed to one of the user's JupyterHub groups (or an ancestor) are
+  offered; in local mode the machine itself is added (``local-cpu`` unless the registry
+  gives the user a CPU resource, ``local-gpu`` when ``nvidia-smi -L`` lists GPUs);
+* what the user's quota still allows (:mod:`afhub.quotas.remaining`, from the ledger, for
+  the charged group) trims the choices and is shown in each profile's description;
+* ``user_options`` are resolved server side (:func:`resolve_user_options`): a profile,
+  choice or key the user may not use is an HTTP 403 before anything starts, and a choice
+  the quota does not leave is a 403 that says what the quota leaves;
+* accelerators are allocated exclusively (:class:`afhub.stores.devices.DeviceStore`)
+  right after the ledger admits the server: no free slot is an HTTP 409 at once, and the
+  ledger interval is failed. Slots are released when the server stops or dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from jupyterhub.traitlets import Callable
+from jupyterhub.utils import maybe_future
+from tornado import web
+from traitlets import Bool, Dict, HasTraits, List, Unicode, Union
+
+from afhub.devices import (
+    EVERYONE,
+    LOCAL_GPU,
+    capacity,
+    compose,
+    device_environment,
+    local_provider,
+    local_resources,
+    parse_nvidia_smi_list,
+    real_device_ids,
+)
+from afhub.profiles.build import (
+    DEFAULT_EXTRA_KEYS,
+    UNLISTED_SUFFIX,
+    ProfileError,
+    ResolvedChoice,
+    build_profile_list,
+    resolve_user_options,
+)
+from afhub.quotas.limits import Charge, ChargeKind
+from afhub.quotas.remaining import Remaining, ResourceKind, describe, remaining, units_left
+from afhub.registry.model import Registry, Resource, load_registry, parse_registry
+from afhub.stores.devices import DevicesBusy, DeviceStore
+from afhub.stores.errors import StoreError
+
+#: user option naming the profile, as kubespawner's form posts it
+PROFILE_OPTION = "profile"
+_FORM_PREFIX = "profile-option-"
+
+_registry_stores: dict[int, Any] = {}
+_registry_lock = threading.Lock()
+
+
+def registry_store(stores) -> Any:
+    """The facility database's registry store (the facade's, or one per database)."""
+    store = getattr(stores, "registry", None)
+    if store is not None:
+        return store
+    from afhub.stores.registry import RegistryStore
+
+    with _registry_lock:
+        key = id(stores.db)
+        if key not in _registry_stores:
+            _registry_stores[key] = RegistryStore(stores.db)
+        return _registry_stores[key]
+
+
+@functools.lru_cache(maxsize=8)
+def detect_local_gpus(command: str) -> tuple:
+    """This machine's NVIDIA GPUs from ``command -L`` (cached per process); none when the
+    command is missing or fails."""
+    if not command or shutil.which(command) is None:
+        return ()
+    try:
+        out = subprocess.run(
+            [command, "-L"], capture_output=True, text=True, timeout=15, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return tuple(parse_nvidia_smi_list(out))
+
+
+@functools.lru_cache(maxsize=8)
+def _machine(command: str) -> tuple[dict[str, Resource], tuple[str, ...]]:
+    """This machine as resources (built once per process: profile bodies are cached by
+    resource identity) and the ids of its real GPUs."""
+    gpus = detect_local_gpus(command)
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return local_resources(os.cpu_count() or 1, memory, gpus), tuple(real_device_ids(gpus))
+
+
+def form_options(formdata: Mapping[str, list[str]]) -> dict[str, str]:
+    """``user_options`` from kubespawner's profile form: ``profile`` plus the chosen
+    profile's ``profile-option-<slug>--<option>`` fields (other fields are dropped)."""
+    options: dict[str, str] = {}
+    slug = (formdata.get(PROFILE_OPTION) or [""])[0]
+    if slug:
+        options[PROFILE_OPTION] = slug
+        prefix = f"{_FORM_PREFIX}{slug}--"
+        for key, values in formdata.items():
+            if key.startswith(prefix) and values and values[0] != "":
+                name = key[len(prefix) :]
+                if name.endswith(UNLISTED_SUFFIX) or values[0] != "unlisted-choice":
+                    options[name] = values[0]
+    return options
+
+
+def render_profile_form(profile_list: list[dict], user_options: Mapping[str, Any]) -> str:
+    """kubespawner's own profile form (its ``form.html``), HTML-escaped."""
+    import copy
+
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    profiles = copy.deepcopy(profile_list)
+    for profile in profiles:
+        for option in (profile.get("profile_options") or {}).values():
+            unlisted = option.setdefault("unlisted_choice", {})
+            unlisted.setdefault("enabled", False)
+            if unlisted["enabled"]:
+                unlisted.setdefault("display_name_in_choices", "Other...")
+    if profiles and not any(p.get("default") for p in profiles):
+        profiles[0]["default"] = True
+    env = Environment(
+        loader=PackageLoader("kubespawner", "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+    )
+    env.policies["json.dumps_kwargs"] = {"sort_keys": False}
+    return env.get_template("form.html").render(
+        profile_list=profiles, user_options=dict(user_options or {})
+    )
+
+
+class ProfilesMixin(HasTraits):
+    """Registry profiles, server-side resolution and exclusive devices (put it first)."""
+
+    registry = Union(
+        [Unicode(), Dict()],
+        default_value="",
+        help="""Override of the resource registry: the path of a YAML file (re-read when
+        it changes) or the registry itself as a dict (the shape of docs/resources.md).
+        Empty (the default): the registry in the facility database, managed with
+        ``afhub resources`` and the facility API.""",
+    ).tag(config=True)
+
+    remaining_quota = Callable(
+        None,
+        allow_none=True,
+        help="""Optional hook ``f(spawner) -> {resource name: units left}`` (may be async)
+        replacing the ledger's view of what the user's quota leaves (accelerators, or
+        cores for a CPU resource). Larger choices are left out and refused.""",
+    ).tag(config=True)
+
+    extra_user_option_keys = Unicode(
+        ",".join(sorted(DEFAULT_EXTRA_KEYS)),
+        help="""Comma-separated user_options keys that other parts of afhub read (the
+        charged group); every other key not defined by the chosen profile is refused.""",
+    ).tag(config=True)
+
+    refuse_without_profile = Bool(
+        True,
+        help="""Refuse (403) a spawn by a user whose groups may use no resource, instead
+        of starting a server with the spawner's defaults.""",
+    ).tag(config=True)
+
+    local_devices = Bool(
+        False,
+        help="""Local mode: add this machine's resources (``local-cpu``, ``local-gpu``) to
+        the registry, and tell each server which devices it holds through its
+        environment (``AFHUB_DEVICES``, ``AFHUB_DEVICES_SIMULATED``,
+        ``CUDA_VISIBLE_DEVICES``).""",
+    ).tag(config=True)
+
+    nvidia_smi = Unicode(
+        "nvidia-smi",
+        help="""Command whose ``-L`` output lists this machine's NVIDIA GPUs (local mode);
+        empty: never look for GPUs.""",
+    ).tag(config=True)
+
+    real_devices = Dict(
+        value_trait=List(Unicode()),
+        help="""Local mode: registry resources backed by this machine's real GPUs, as
+        ``{resource name: [CUDA device index or UUID per slot]}``. Accelerators of other
+        registered resources are simulated. ``local-gpu`` maps to the GPUs found.""",
+    ).tag(config=True)
+
+    _registry_cache: tuple[Any, Registry] | None = None
+    _afhub_resolved: ResolvedChoice | None = None
+    _afhub_allowed: list[dict] | None = None
+    _afhub_resource: Resource | None = None
+    _afhub_slots: tuple[int, ...] = ()
+
+    # -- where profiles come from --
+
+    def load_registry(self) -> Registry:
+        """The configured registry (file or dict), else the facility database's."""
+        source = self.registry
+        if isinstance(source, Mapping):
+            key: Any = ("dict", id(source))
+        elif source:
+            key = ("file", source, os.stat(source).st_mtime_ns)
+        else:
+            return registry_store(self.stores).load()
+        if self._registry_cache is None or self._registry_cache[0] != key:
+            registry = parse_registry(source) if key[0] == "dict" else load_registry(source)
+            self._registry_cache = (key, registry)
+        return self._registry_cache[1]
+
+    def user_group_names(self) -> set[str]:
+        """Names of the user's JupyterHub groups (the facility's group paths)."""
+        return {group.name for group in getattr(self.user, "groups", None) or []}
+
+    def _machine(self) -> tuple[dict[str, Resource], tuple[str, ...]]:
+        return _machine(self.nvidia_smi)
+
+    def offered_registry(self) -> tuple[Registry, set[str]]:
+        """The registry the user chooses from and the groups to check it with."""
+        registry = self.load_registry()
+        groups = self.user_group_names()
+        if not self.local_devices:
+            return registry, groups
+        local, _ = self._machine()
+        resources = compose(registry.resources, groups, local)
+        providers = dict(registry.providers)
+        providers.setdefault(local_provider().name, local_provider())
+        return Registry(providers=providers, resources=resources), groups | {EVERYONE}
+
+    def quota_room(self, group: str | None = None) -> Remaining | None:
+        """What the quota of ``group`` (default: the user's default group) leaves now;
+        ``None`` without charging or when the user has no group to charge."""
+        if not getattr(self, "charging", False):
+            return None
+        stores = self.stores
+        try:
+            path = stores.groups.resolve_charge_group(self.user.name, group)
+            return remaining(stores.ledger.status(path))
+        except StoreError:
+            return None
+
+    async def _units(self, registry: Registry, group: str | None):
+        if self.remaining_quota is not None:
+            return await maybe_future(self.remaining_quota(self)), None
+        room = await asyncio.to_thread(self.quota_room, group)
+        if room is None:
+            return None, None
+        kinds = [ResourceKind(r.name, r.is_accelerated) for r in registry.resources.values()]
+        return units_left(room, kinds), room
+
+    async def afhub_profile_list(self, group: str | None = None) -> list[dict]:
+        """The user's profiles with what the quota leaves (for the form)."""
+        registry, groups = await asyncio.to_thread(self.offered_registry)
+        units, room = await self._units(registry, group)
+        profiles = build_profile_list(registry, groups, units)
+        if room is not None:
+            line = describe(room)
+            for profile in profiles:
+                if profile["slug"] not in (units or {}):
+                    profile["description"] = f"{profile['description']} {line}"
+        return profiles
+
+    # -- resolution, server side --
+
+    def _extra_keys(self) -> set[str]:
+        return {k for k in self.extra_user_option_keys.split(",") if k}
+
+    async def resolve_profile(self) -> ResolvedChoice:
+        """Check ``user_options`` against the user's profiles; HTTP 403 if not allowed."""
+        options = self.user_options or {}
+        registry, groups = await asyncio.to_thread(self.offered_registry)
+        allowed = build_profile_list(registry, groups)
+        if not allowed and self.refuse_without_profile:
+            self.log.warning("Refused spawn for %s: no resource for their groups", self.user.name)
+            raise web.HTTPError(403, "No resource of this facility is available to your groups")
+        extra = self._extra_keys()
+        try:
+            resolved = resolve_user_options(allowed, options, extra)
+        except ProfileError as exc:
+            self.log.warning("Refused spawn options for %s: %s", self.user.name, exc)
+            raise web.HTTPError(403, str(exc)) from None
+        charge_to = options.get("charge_to") if isinstance(options, Mapping) else None
+        units, room = await self._units(registry, charge_to if isinstance(charge_to, str) else None)
+        if units:
+            try:
+                resolve_user_options(build_profile_list(registry, groups, units), options, extra)
+            except ProfileError as exc:
+                left = describe(room) if room is not None else "Your quota does not allow it."
+                message = f"{left} Refused: {exc}"
+                self.log.warning("Refused spawn for %s: %s", self.user.name, message)
+                raise web.HTTPError(403, message) from None
+        self._afhub_resolved = resolved
+        self._afhub_allowed = allowed
+        self._afhub_resource = registry.resources.get(resolved.profile or "")
+        return resolved
+
+    async def prepare_start(self) -> None:
+        """Resolve the request before anything is admitted or started."""
+        await self.resolve_profile()
+        self.apply_profile()
+
+    def apply_profile(self) -> None:
+        """Apply the resolved profile to the spawner (kubespawner applies it itself)."""
+
+    # -- what is charged and held --
+
+    def resolved_accelerators(self) -> int:
+        resource, resolved = self._afhub_resource, self._afhub_resolved
+        if resource is None or resolved is None or not resource.is_accelerated:
+            return 0
+        limits = resolved.kubespawner_override.get("extra_resource_limits") or {}
+        return int(limits.get(resource.extended_resource, 0))
+
+    def server_charge(self) -> Charge:
+        """Cores and accelerators of the chosen profile, ``resource`` = its name."""
+        resolved = self._afhub_resolved
+        if resolved is None or resolved.profile is None:
+            return super().server_charge()
+        override = resolved.kubespawner_override
+        cores = override.get("cpu_limit") or override.get("cpu_guarantee")
+        return Charge(
+            kind=ChargeKind.SERVER,
+            cpu_cores=float(cores or self.charged_cpu_cores),
+            gpus=self.resolved_accelerators(),
+            resource=resolved.profile,
+        )
+
+    def _allocate(self, interval_id: int | None) -> tuple[int, ...]:
+        resource = self._afhub_resource
+        count = self.resolved_accelerators()
+        store = DeviceStore(self.stores.db)
+        if resource is None or count == 0:
+            store.release(user=self.user.name, server_name=self.name)
+            return ()
+        try:
+            slots = store.allocate(
+                resource,
+                capacity(resource),
+                count,
+                user=self.user.name,
+                server_name=self.name,
+                interval_id=interval_id,
+            )
+        except DevicesBusy as exc:
+            raise web.HTTPError(409, str(exc)) from None
+        self.log.info(
+            "Allocated %s slot(s) %s of %s to %s's server %r",
+            count,
+            slots,
+            resource.name,
+            self.user.name,
+            self.name,
+        )
+        return tuple(slots)
+
+    async def claim_resources(self, interval_id: int | None) -> None:
+        """After admission: hold the accelerators (409 at once when none is free)."""
+        self._afhub_slots = await asyncio.to_thread(self._allocate, interval_id)
+
+    async def release_resources(self) -> None:
+        self._afhub_slots = ()
+        store = DeviceStore(self.stores.db)
+        await asyncio.to_thread(store.release, user=self.user.name, server_name=self.name)
+
+    def device_env(self) -> dict[str, str]:
+        """What the server is told about its devices (local mode)."""
+        resource = self._afhub_resource
+        real = None
+        if resource is not None:
+            if resource.name in self.real_devices:
+                real = self.real_devices[resource.name]
+            elif resource.name == LOCAL_GPU:
+                real = list(self._machine()[1])
+        return device_environment(resource, self._afhub_slots, real)
+
+    # -- the spawn form (local mode; kubespawner renders its own) --
+
+    async def profile_form(self) -> str:
+        profiles = await self.afhub_profile_list()
+        charge = self.charge_form_html() if getattr(self, "charging", False) else ""
+        single = len(profiles) == 1 and not any(
+            len(option.get("choices") or {}) > 1
+            for key, option in (profiles[0].get("profile_options") or {}).items()
+            if key == "accelerators"
+        )
+        if len(profiles) == 0 or single:
+            return charge
+        return render_profile_form(profiles, self.user_options or {}) + charge
+
+    def profile_options_from_form(self, formdata: Mapping[str, list[str]]) -> dict[str, Any]:
+        options: dict[str, Any] = form_options(formdata)
+        value = (formdata.get("charge_to") or [""])[0]
+        if value:
+            options["charge_to"] = value
+        return options
