@@ -9,6 +9,7 @@ import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import text
 from traitlets import TraitError
 from traitlets.config import Config
 
@@ -146,10 +147,24 @@ def test_named_servers_on_with_a_limit_or_off(env):
 
 @pytest.fixture
 def stores(tmp_path):
+    """A facility database with a GPU and an FPGA resource in its registry."""
     opened = Stores.open(f"sqlite:///{tmp_path / 'afhub.sqlite'}")
     opened.groups.create("atlas")
     for user in ("ann", "bob"):
         opened.groups.add_member("atlas", user)
+    opened.registry.add_provider({"name": "lab", "institution": "A Lab"})
+    common = {"provider": "lab", "site": "here", "count_per_node": 1, "cpu_per_node": 8}
+    common |= {"memory_per_node": "32Gi", "allowed_groups": ["atlas"]}
+    opened.registry.add_resource(
+        {"name": "a100", "kind": "gpu", "extended_resource": "nvidia.com/gpu"}
+        | {"image": "ghcr.io/afhub/notebook-gpu:1", "accelerator": "NVIDIA A100"}
+        | common
+    )
+    opened.registry.add_resource(
+        {"name": "u250", "kind": "fpga", "extended_resource": "xilinx.com/fpga-xilinx_u250"}
+        | {"image": "ghcr.io/afhub/notebook-fpga:1", "accelerator": "AMD Alveo U250"}
+        | common
+    )
     yield opened
     opened.close()
 
@@ -164,32 +179,47 @@ def open_server(stores, user, name, resource, gpus=0):
     return admission.interval_id
 
 
-def test_kinds_of_running_servers_come_from_their_open_ledger_intervals(stores):
-    open_server(stores, "ann", "", "local")
+def test_kinds_of_running_servers_come_from_their_ledger_interval_and_the_registry(stores):
+    open_server(stores, "ann", "", "local")  # the built-in local server: not in the registry
     open_server(stores, "ann", "fit", "a100", gpus=1)
-    closed = open_server(stores, "bob", "", "a100", gpus=1)
+    open_server(stores, "bob", "", "u250")
+    closed = open_server(stores, "bob", "old", "a100", gpus=1)
     stores.ledger.close(closed)
     by_server, resource_kinds = current_kinds(stores)
-    # no registry resource is named "a100" here: unknown resources count as cpu
-    assert by_server == {("ann", ""): "cpu", ("ann", "fit"): resource_kinds.get("a100", "cpu")}
-    assert ("bob", "") not in by_server  # stopped servers are not considered
+    assert resource_kinds == {"a100": "gpu", "u250": "fpga"}
+    assert by_server == {("ann", ""): "cpu", ("ann", "fit"): "gpu", ("bob", ""): "fpga"}
+    # stopped servers are not considered
 
 
-def test_arbiter_culls_the_idle_gpu_server_and_keeps_the_cpu_one(stores, caplog):
+def test_arbiter_culls_the_idle_gpu_and_fpga_servers_and_keeps_the_cpu_one(stores, caplog):
     open_server(stores, "ann", "", "local")
     open_server(stores, "ann", "fit", "a100", gpus=1)
-    by_server, _ = current_kinds(stores)
-    by_server[("ann", "fit")] = "gpu"  # as the registry maps a100 (kinds are pure-tested)
+    open_server(stores, "bob", "", "u250")
+    by_server, resource_kinds = current_kinds(stores)
     culled = []
     policy = CullPolicy({"cpu": 3600, "gpu": 1200, "fpga": 1200})
-    arbiter = make_arbiter(policy, by_server, {}, now=lambda: NOW, culled=culled)
+    arbiter = make_arbiter(policy, by_server, resource_kinds, now=lambda: NOW, culled=culled)
     caplog.set_level(logging.INFO, logger="afhub.culler")
-    # same idle time: the GPU server goes, the CPU one stays
+    # the same idle time: the GPU and FPGA servers go, the CPU one stays
     assert arbiter(inactive=None, inactive_limit=0, server=model("ann", "fit", idle_s=1800))
+    assert arbiter(inactive=None, inactive_limit=0, server=model("bob", "", idle_s=1800))
     assert not arbiter(inactive=None, inactive_limit=0, server=model("ann", "", idle_s=1800))
-    assert [(c.user, c.server_name, c.kind) for c in culled] == [("ann", "fit", "gpu")]
+    assert [(c.user, c.server_name, c.kind) for c in culled] == [
+        ("ann", "fit", "gpu"),
+        ("bob", "", "fpga"),
+    ]
     assert "Culling user ann server fit kind gpu idle 00:30:00" in caplog.text
-    assert "server (default)" not in caplog.text
+    assert "Culling user bob server (default) kind fpga idle 00:30:00" in caplog.text
+    assert "user ann server (default)" not in caplog.text
+
+
+def test_a_registry_that_cannot_be_read_leaves_every_server_cpu(stores, caplog):
+    open_server(stores, "ann", "fit", "a100", gpus=1)
+    with stores.db.engine.begin() as conn:  # a registry table lost: loading it fails
+        conn.execute(text("DROP TABLE afhub_registry_resources"))
+    by_server, resource_kinds = current_kinds(stores)
+    assert by_server == {("ann", "fit"): "cpu"} and resource_kinds == {}
+    assert "could not read the resource registry" in caplog.text
 
 
 def test_a_server_with_no_ledger_interval_falls_back_to_its_profile_option():
