@@ -56,14 +56,38 @@ def _load_reference(path: str | None) -> dict[tuple[str, str], tuple[float, list
     return {(r["region"], r["patch"]): (r["cls_obs"], r["cls_exp"]) for r in rows}
 
 
-def _pyhf_one(args: tuple[str, str]) -> tuple[str, str, float, list[float], float]:
+def _pyhf_one(args: tuple[str, str]) -> tuple[str, str, float, list[float], float, str]:
+    """pyhf's CLs for one patch; a patch pyhf refuses gives NaNs and pyhf's message."""
+    import pyhf
+
     region, name = args
     if region not in _STATE["regions"]:
         _STATE["regions"][region] = load_region(_STATE["root"], region)
     bkg, patches = _STATE["regions"][region]
     t0 = time.perf_counter()
-    ref = pyhf_hypotest(bkg, patches[name], 1.0, tolerance=_STATE["tolerance"])
-    return region, name, ref.cls_obs, ref.cls_exp, time.perf_counter() - t0
+    try:
+        ref = pyhf_hypotest(bkg, patches[name], 1.0, tolerance=_STATE["tolerance"])
+    except pyhf.exceptions.InvalidModel as err:
+        return region, name, math.nan, [math.nan] * 5, time.perf_counter() - t0, str(err)
+    return region, name, ref.cls_obs, ref.cls_exp, time.perf_counter() - t0, ""
+
+
+def _read_partial(path: Path) -> dict[tuple[str, str], tuple]:
+    """pyhf results of an interrupted run (``--resume``), keyed by (region, patch)."""
+    out = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            values = row["pyhf"]
+            out[(row["region"], row["patch"])] = (
+                row["region"],
+                row["patch"],
+                values[0],
+                values[1:],
+                row.get("pyhf_seconds", math.nan),
+                row.get("pyhf_error", ""),
+            )
+    return out
 
 
 def main() -> int:
@@ -87,6 +111,11 @@ def main() -> int:
         "--from-log",
         default=None,
         help="re-judge and re-report the rows of an earlier run's log (no new pyhf bulk run)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the pyhf results in the log's .partial.jsonl from an interrupted run",
     )
     parser.add_argument(
         "--pyhf-wall",
@@ -136,6 +165,10 @@ def main() -> int:
         batched_time[region] = (len(names), time.perf_counter() - t0)
         for r in results:
             batched[(region, r.patch)] = r
+        # patches the engine leaves to pyhf (the service falls back per patch)
+        for n, reason in zip(names, engine.unsupported_reason(task), strict=True):
+            if reason is not None:
+                batched[(region, n)] = reason
         jobs.extend((region, n) for n in names)
         print(f"{region}: batched {len(names)} patches in {batched_time[region][1]:.1f} s")
 
@@ -153,10 +186,21 @@ def main() -> int:
         done: list[tuple[str, str, float, list[float], float]] = []
         partial = Path(args.log).with_suffix(".partial.jsonl")
         partial.parent.mkdir(parents=True, exist_ok=True)
-        partial.write_text("")
+        earlier = _read_partial(partial) if args.resume else {}
+        if not args.resume:
+            partial.write_text("")
+        done.extend(earlier[j] for j in pending if j in earlier)
+        _STATE["resumed"] = sum(1 for j in pending if j in earlier)
+        pending = [j for j in pending if j not in earlier]
         for k, out in enumerate(ex.map(_pyhf_one, pending), 1):
             done.append(out)
             r = batched[(out[0], out[1])]
+            if isinstance(r, str):
+                summary: object = f"unsupported: {r}"
+            elif r.status == "converged":
+                summary = [r.values["cls_obs"][0], *r.values["cls_exp"][0]]
+            else:
+                summary = r.status
             with partial.open("a") as fh:
                 fh.write(
                     json.dumps(
@@ -164,9 +208,9 @@ def main() -> int:
                             "region": out[0],
                             "patch": out[1],
                             "pyhf": [out[2], *out[3]],
-                            "batched": [r.values["cls_obs"][0], *r.values["cls_exp"][0]]
-                            if r.status == "converged"
-                            else r.status,
+                            "pyhf_seconds": out[4],
+                            "pyhf_error": out[5],
+                            "batched": summary,
                         }
                     )
                     + "\n"
@@ -178,13 +222,28 @@ def main() -> int:
         for j in later:
             if j in reference:
                 obs, exp = reference[j]
-                done.append((j[0], j[1], obs, exp, float("nan")))
+                done.append((j[0], j[1], obs, exp, float("nan"), ""))
                 reused += 1
         done.extend(ex.map(_pyhf_one, todo))
-    for region, name, obs, exp, dt in done:
+    for region, name, obs, exp, dt, pyhf_error in done:
         r = batched[(region, name)]
+        if isinstance(r, str):
+            # the batched engine leaves it to pyhf: agreement means pyhf refuses it too
+            rows.append(
+                {
+                    "region": region,
+                    "patch": name,
+                    "pyhf_seconds": dt,
+                    "status": "unsupported",
+                    "batched_reason": r,
+                    "pyhf_error": pyhf_error,
+                }
+            )
+            continue
         row = {"region": region, "patch": name, "pyhf_seconds": dt, "status": r.status}
         row["pyhf_cls_obs"], row["pyhf_cls_exp"] = obs, exp
+        if pyhf_error:
+            row["pyhf_error"] = pyhf_error
         if r.status == "converged":
             bo, be = r.values["cls_obs"][0], r.values["cls_exp"][0]
             row["batched_cls_obs"], row["batched_cls_exp"] = bo, be
@@ -206,7 +265,12 @@ def _needs_check(row: dict) -> bool:
 def _judge_and_report(rows, batched_time, regions, args, tol, reused, pyhf_wall) -> int:
     """Compare minima where needed (tight pyhf), write the log and the docs section."""
     disagreements = []
+    fallback = [r for r in rows if r["status"] == "unsupported"]
+    rows_all, rows = rows, [r for r in rows if r["status"] != "unsupported"]
     for row in rows:
+        if row.get("pyhf_error"):
+            disagreements.append(row)  # pyhf refused what the batched engine fitted
+            continue
         if _needs_check(row):
             if "minima" not in row:
                 bkg, patches = regions[row["region"]]
@@ -224,7 +288,7 @@ def _judge_and_report(rows, batched_time, regions, args, tol, reused, pyhf_wall)
     log.write_text(
         json.dumps(
             {
-                "rows": rows,
+                "rows": rows_all,
                 "batched_time": batched_time,
                 "reused": reused,
                 "pyhf_wall": pyhf_wall,
@@ -234,7 +298,11 @@ def _judge_and_report(rows, batched_time, regions, args, tol, reused, pyhf_wall)
     )
 
     ok = [r for r in rows if r["status"] == "converged"]
-    finite = [r for r in ok if math.isfinite(r["diff_obs"]) and math.isfinite(r["diff_exp"])]
+    finite = [
+        r
+        for r in ok
+        if math.isfinite(r.get("diff_obs", math.nan)) and math.isfinite(r.get("diff_exp", math.nan))
+    ]
     max_obs = max(r["diff_obs"] for r in finite)
     max_exp = max(r["diff_exp"] for r in finite)
     within = sum(1 for r in finite if max(r["diff_obs"], r["diff_exp"]) <= THRESHOLD)
@@ -278,6 +346,13 @@ def _judge_and_report(rows, batched_time, regions, args, tol, reused, pyhf_wall)
         lines.append(f"| {region} | {n} | {secs:.1f} | {conv} |")
     lines += [
         "",
+        f"- patches: {len(rows_all)}; left to the pyhf fallback by the batched engine: "
+        f"{len(fallback)}"
+        + "".join(
+            f"\n  - {r['region']}/{r['patch']}: batched: {r['batched_reason']}; pyhf: "
+            f"{r.get('pyhf_error') or 'fitted (the service serves this patch with pyhf)'}"
+            for r in fallback
+        ),
         f"- patches compared: {len(rows)}; batched converged: {len(ok)}",
         f"- max |CLs_obs difference|: {max_obs:.2e}; max |CLs_exp difference| (5 values): "
         f"{max_exp:.2e}",
@@ -288,7 +363,12 @@ def _judge_and_report(rows, batched_time, regions, args, tol, reused, pyhf_wall)
         "of these, batched minimum "
         f"lower or equal in every fit (pyhf's own twice_nll): {lower}; within 1e-3 of "
         f"pyhf once pyhf is re-fitted with the tight tolerance: {tight_within}",
-        f"- pyhf reference wall time: {pyhf_wall:.0f} s with {args.workers} worker(s)",
+        f"- pyhf reference wall time: {pyhf_wall:.0f} s with {args.workers} worker(s)"
+        + (
+            f" (plus {_STATE['resumed']} results kept from an interrupted run, `--resume`)"
+            if _STATE.get("resumed")
+            else ""
+        ),
     ]
     for r in disagreements:
         worst = {
@@ -308,7 +388,9 @@ def _judge_and_report(rows, batched_time, regions, args, tol, reused, pyhf_wall)
     print(body)
     if not args.no_docs:
         write_section("batched-gate", body)
-    return 0 if len(ok) == len(rows) and within + lower == len(rows) else 1
+    both_refuse = sum(1 for r in fallback if r.get("pyhf_error"))
+    agreed = len(ok) == len(rows) and within + lower == len(rows)
+    return 0 if agreed and both_refuse == len(fallback) else 1
 
 
 def _pyhf_version() -> str:
