@@ -167,10 +167,23 @@ def _document_entries(document: Any) -> tuple[list[dict], list[dict]]:
 
 
 def _parse(document: Mapping[str, Any]) -> Registry:
+    for entry in document.get("resources") or []:
+        # parse_registry looks the provider up by value: it must be a string
+        provider = entry.get("provider")
+        if provider is not None and not isinstance(provider, str):
+            raise RegistryInvalid(
+                f"resource {entry.get('name')!r}: field 'provider' must be a provider's name "
+                f"(a string), not {type(provider).__name__}"
+            )
     try:
         return parse_registry(document)
     except RegistryError as exc:
         raise RegistryInvalid(str(exc)) from None
+    except (TypeError, ValueError, AttributeError):
+        # a value of a type the model does not expect; never a 500
+        raise RegistryInvalid(
+            "registry refused: a field of an entry has the wrong type (see docs/resources.md)"
+        ) from None
 
 
 def _managed_elsewhere(kind: str, name: str, item: _Item) -> ManagedElsewhere:

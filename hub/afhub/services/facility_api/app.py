@@ -27,6 +27,13 @@ from afhub.services.facility_api.invitations import (
 from afhub.services.facility_api.members import MemberHandler, MembersHandler
 from afhub.services.facility_api.metrics import MetricsHandler
 from afhub.services.facility_api.quotas import QuotaHandler
+from afhub.services.facility_api.resources import (
+    ProviderHandler,
+    ProvidersHandler,
+    RegistryDocumentHandler,
+    ResourceHandler,
+    ResourcesHandler,
+)
 from afhub.services.facility_api.usage import UsageHandler
 from afhub.services.facility_api.users import MeHandler, UserHandler
 from afhub.services.lifecycle import run_until_stopped
@@ -64,6 +71,11 @@ def routes(prefix: str) -> list[tuple]:
         (api + r"groups/" + GROUP, GroupHandler),
         (api + r"invitations/redeem", RedeemHandler),
         (api + r"invitations/(?P<invitation_id>[0-9]{1,9})", InvitationHandler),
+        (api + r"resources", ResourcesHandler),
+        (api + r"resources/(?P<name>[^/]+)", ResourceHandler),
+        (api + r"providers", ProvidersHandler),
+        (api + r"providers/(?P<name>[^/]+)", ProviderHandler),
+        (api + r"registry", RegistryDocumentHandler),
         (prefix + r"metrics", MetricsHandler),
         (prefix + r"join/(?P<token>[A-Za-z0-9_-]{10,200})", JoinPageHandler),
         (prefix + r"oauth_callback", OAuthCallbackHandler),
