@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.afhub-installed
 CHP := node_modules/.bin/configurable-http-proxy
 
-.PHONY: up install test lint format bench bench-spawn bench-batched bench-fitting bench-quota bench-profiles clean
+.PHONY: up install test lint format bench bench-spawn bench-batched bench-fitting bench-quota bench-profiles bench-dask clean
 
 up: install
 	$(BIN)/afhub up
@@ -35,13 +35,16 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: bench-spawn bench-quota bench-batched bench-fitting bench-profiles
+bench: bench-spawn bench-quota bench-batched bench-fitting bench-profiles bench-dask
 
 bench-quota: install
 	$(BIN)/python benchmarks/quota.py
 
 bench-profiles: install
 	$(BIN)/python benchmarks/profiles.py
+
+bench-dask: install
+	$(BIN)/python benchmarks/dask.py
 
 bench-spawn: install
 	$(BIN)/python benchmarks/spawn.py

@@ -45,6 +45,8 @@ class Facility:
         self.proxy_api_port = free_port()
         self.api_port = free_port()
         self.fitting_port = free_port()
+        self.gateway_port = free_port()
+        self.gateway_proxy_port = free_port()
         self.extra_env = dict(env or {})
         self.config = config
         self.process: subprocess.Popen | None = None
@@ -75,6 +77,8 @@ class Facility:
             AFHUB_PROXY_API_PORT=str(self.proxy_api_port),
             AFHUB_API_PORT=str(self.api_port),
             AFHUB_FITTING_PORT=str(self.fitting_port),
+            AFHUB_GATEWAY_PORT=str(self.gateway_port),
+            AFHUB_GATEWAY_PROXY_PORT=str(self.gateway_proxy_port),
             AFHUB_PROXY_COMMAND=str(
                 PROJECT_ROOT / "node_modules" / ".bin" / "configurable-http-proxy"
             ),

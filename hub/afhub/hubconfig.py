@@ -200,6 +200,52 @@ def configure_named_servers(c: Config, settings: FacilitySettings) -> None:
     c.JupyterHub.named_server_limit_per_user = settings.named_server_limit
 
 
+#: name of the Dask Gateway service (served at ``/services/dask-gateway/``)
+DASK_GATEWAY_SERVICE = "dask-gateway"
+
+
+def configure_dask_gateway(c: Config, settings: FacilitySettings) -> None:
+    """Dask Gateway as a hub-managed service (``afhub.services.gateway``) behind the hub's
+    proxy; user servers' tokens may use it and their environment points
+    ``dask_gateway.Gateway()`` at it, so it works with no arguments."""
+    import os
+
+    from afhub.services.gateway.config import client_environment
+    from afhub.settings import config_file_path
+
+    env = {
+        "AFHUB_HOME": settings.home,
+        "AFHUB_DB_URL": settings.db_url,
+        "AFHUB_CONFIG": str(config_file_path()),
+        "AFHUB_BASE_URL": settings.base_url,
+        "AFHUB_IP": settings.ip,
+        "AFHUB_PORT": str(settings.port),
+        "AFHUB_GATEWAY_PORT": str(settings.gateway_port),
+        "AFHUB_GATEWAY_PROXY_PORT": str(settings.gateway_proxy_port),
+        "AFHUB_DASK_IDLE_TIMEOUT": str(settings.dask_idle_timeout),
+        "AFHUB_CHECKPOINT_INTERVAL": str(settings.checkpoint_interval),
+        "AFHUB_GRACE_PERIOD": str(settings.grace_period),
+        # the gateway's own settings (AFHUB_DASK_MAX_WORKER_CORES, ...) pass through
+        **{k: v for k, v in os.environ.items() if k.startswith("AFHUB_DASK_")},
+    }
+    c.JupyterHub.services = [
+        *c.JupyterHub.get("services", []),
+        {
+            "name": DASK_GATEWAY_SERVICE,
+            "url": f"http://127.0.0.1:{settings.gateway_proxy_port}",
+            "command": [sys.executable, "-m", "afhub.services.gateway"],
+            "environment": env,
+        },
+    ]
+    scopes = list(
+        c.Spawner.get("server_token_scopes", ["users:activity!user", "access:servers!server"])
+    )
+    c.Spawner.server_token_scopes = [*scopes, f"access:services!service={DASK_GATEWAY_SERVICE}"]
+    environment = dict(c.Spawner.get("environment", {}))
+    environment.update(client_environment(settings))
+    c.Spawner.environment = environment
+
+
 def build_config(settings: FacilitySettings, overrides: Config | None = None) -> Config:
     """The complete JupyterHub configuration for these settings.
 
@@ -215,6 +261,7 @@ def build_config(settings: FacilitySettings, overrides: Config | None = None) ->
     configure_fitting(c, settings)
     configure_culling(c, settings)
     configure_named_servers(c, settings)
+    configure_dask_gateway(c, settings)
     if overrides is not None:
         c.merge(overrides)
     return c

@@ -1,0 +1,31 @@
+"""Dask on the facility, pure part: cluster options per group, their bounds from the
+group's quota, what a scheduler and a worker charge, and how many workers fit.
+
+Part of the pure core: imports neither the database, JupyterHub nor dask-gateway. The
+gateway backend (:mod:`afhub.services.gateway`) feeds it the charged group's chain from
+the ledger and acts on its answers.
+"""
+
+from afhub.dask.policy import (
+    ClusterRequest,
+    DaskPolicy,
+    OptionsRefused,
+    core_ceiling,
+    scale_notice,
+    scheduler_charge,
+    validate_request,
+    worker_charge,
+    workers_that_fit,
+)
+
+__all__ = [
+    "ClusterRequest",
+    "DaskPolicy",
+    "OptionsRefused",
+    "core_ceiling",
+    "scale_notice",
+    "scheduler_charge",
+    "validate_request",
+    "worker_charge",
+    "workers_that_fit",
+]

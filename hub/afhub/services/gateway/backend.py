@@ -1,0 +1,554 @@
+"""The gateway's backend: dask-gateway's local backend plus afhub's charging and limits.
+
+Every scheduler and every worker is one ledger interval of kind ``dask``
+(``server_name`` ``CLUSTER/scheduler`` or ``CLUSTER/WORKER``) charged to the group chosen
+in the cluster's options:
+
+- a cluster is refused (HTTP 422, no cluster) when its options break the group's bounds
+  or its scheduler does not fit the group's limits now;
+- workers are admitted one by one through the ledger (atomic with every other admission
+  of the group chain): a scale request beyond what fits is capped, and the client gets a
+  ``GatewayWarning`` saying why; adaptive scaling and later heartbeats retry, so workers
+  appear once room frees;
+- intervals start when the process starts and close when it stops (a process that never
+  started is charged nothing);
+- a cluster whose group's budget is spent is warned (ledger) and stopped after the grace
+  period; a cluster whose scheduler process died is cleaned up;
+- at start the ledger's open Dask intervals are squared with the clusters the gateway's
+  persistent database holds.
+
+Dashboards are not routed by the gateway's proxy straight to the scheduler (upstream
+serves them to anyone who knows the URL): they go through the gateway, which checks that
+the caller owns the cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+import signal
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+from aiohttp import web
+from dask_gateway_server.backends.base import PublicException
+from dask_gateway_server.backends.db_base import JobStatus, timestamp
+from dask_gateway_server.backends.local import UnsafeLocalBackend, is_running
+from dask_gateway_server.options import Float as FloatField
+from dask_gateway_server.options import Integer as IntegerField
+from dask_gateway_server.options import Options, Select
+from traitlets import Float, Integer, Unicode
+
+from afhub.dask.policy import (
+    ClusterRequest,
+    DaskPolicy,
+    OptionsRefused,
+    max_worker_cores_for,
+    max_workers_for,
+    scale_notice,
+    scheduler_charge,
+    validate_request,
+    worker_charge,
+    workers_that_fit,
+)
+from afhub.quotas.decisions import EnforcementAction, plan_enforcement
+from afhub.services.gateway.auth import INVALID, parse_authorization
+from afhub.stores.errors import StoreError
+from afhub.stores.facade import Stores
+from afhub.stores.ledger import QuotaExceeded
+
+KIND = "dask"
+NO_GROUP = "(no group)"
+#: a capped scale request's message, read by the middleware for the response
+_scale_notices: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "afhub_scale_notices", default=None
+)
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "content-encoding",
+    "host",
+    "authorization",
+    "cookie",
+}
+
+
+def scheduler_key(cluster_name: str) -> str:
+    return f"{cluster_name}/scheduler"
+
+
+def worker_key(cluster_name: str, worker_name: str) -> str:
+    return f"{cluster_name}/{worker_name}"
+
+
+class AfhubLocalBackend(UnsafeLocalBackend):
+    """Local processes (one Unix user, as the rest of local mode), charged to the ledger."""
+
+    facility_db_url = Unicode(
+        help="SQLAlchemy URL of afhub's facility database (groups, quotas, the ledger).",
+        config=True,
+    )
+    max_worker_cores = Integer(4, help="Most cores per worker.", config=True)
+    default_worker_cores = Integer(1, help="Default cores per worker.", config=True)
+    max_worker_memory_gib = Float(16.0, help="Most memory (GiB) per worker.", config=True)
+    default_worker_memory_gib = Float(2.0, help="Default memory (GiB) per worker.", config=True)
+    max_workers = Integer(100, help="Most workers per cluster.", config=True)
+    scheduler_charge_cores = Integer(
+        1, help="Cores a scheduler holds and is charged for.", config=True
+    )
+    liveness_period = Float(
+        2.0, help="Seconds between checks that running schedulers are alive.", config=True
+    )
+    enforcement_period = Float(
+        60.0, help="Seconds between checks of the groups' budgets.", config=True
+    )
+    grace_period = Float(
+        600.0, help="Seconds between the over-budget warning and stopping.", config=True
+    )
+
+    # -- set-up ------------------------------------------------------------------------------
+
+    @property
+    def policy(self) -> DaskPolicy:
+        return DaskPolicy(
+            max_worker_cores=self.max_worker_cores,
+            default_worker_cores=self.default_worker_cores,
+            max_worker_memory_gib=self.max_worker_memory_gib,
+            default_worker_memory_gib=self.default_worker_memory_gib,
+            max_workers=self.max_workers,
+            scheduler_cores=self.scheduler_charge_cores,
+        )
+
+    async def setup(self, app: web.Application) -> None:
+        self.stores = Stores.open(self.facility_db_url or None, migrate=False)
+        self._notices: dict[str, str] = {}
+        app.middlewares.append(self._middleware)
+        app.router.add_route("*", "/clusters/{cluster_name}", self._dashboard)
+        app.router.add_route("*", "/clusters/{cluster_name}/{tail:.*}", self._dashboard)
+        self._parent = os.getppid()
+        await super().setup(app)
+        await self._reconcile_ledger()
+        self.task_pool.spawn(self._loop(self.liveness_period, self.check_schedulers))
+        self.task_pool.spawn(self._loop(self.enforcement_period, self.enforce_budgets))
+
+    async def cleanup(self) -> None:
+        await super().cleanup()
+        if hasattr(self, "stores"):
+            self.stores.close()
+
+    async def _loop(self, period: float, step) -> None:
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.log.exception("afhub gateway task %s failed", step.__name__)
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler):
+        """Every error as JSON with a message; malformed credentials are a 401; a capped
+        scale request answers ``ok: false`` with the reason (the client warns)."""
+        if request.path == "/api/v1/routes":  # the gateway's own proxy, token-checked
+            return await handler(request)
+        header = request.headers.get("Authorization")
+        if header is not None and parse_authorization(header) is None:
+            return web.json_response(
+                {"error": INVALID}, status=401, headers={"WWW-Authenticate": "jupyterhub"}
+            )
+        notices: list[str] = []
+        token = _scale_notices.set(notices)
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            headers = {k: v for k, v in exc.headers.items() if k == "WWW-Authenticate"}
+            return web.json_response({"error": exc.reason}, status=exc.status, headers=headers)
+        except Exception:
+            self.log.exception("Unexpected error handling %s %s", request.method, request.path)
+            return web.json_response(
+                {
+                    "error": "internal error in the Dask gateway; the operators can see it in "
+                    "the gateway's log"
+                },
+                status=500,
+            )
+        finally:
+            _scale_notices.reset(token)
+        if notices and request.path.endswith("/scale") and response.status == 200:
+            return web.json_response({"ok": False, "msg": notices[-1]})
+        return response
+
+    # -- cluster options ---------------------------------------------------------------------
+
+    async def get_cluster_options(self, user) -> Options:
+        """The options form for ``user``: the group to charge (their groups, default
+        first) and per-worker resources, bounded by the policy and the default group's
+        ``max_dask_cores``; the handler checks the chosen group's bounds."""
+        policy = self.policy
+        info = await asyncio.to_thread(self._user_groups, user.name)
+        groups, default = info
+        chains = {}
+        for group in groups:
+            chains[group] = await asyncio.to_thread(self.stores.ledger.status, group)
+        default_chain = chains.get(default, [])
+        cores_bound = max_worker_cores_for(default_chain, policy)
+        workers_bound = max(1, max_workers_for(default_chain, policy, policy.default_worker_cores))
+
+        def handler(options, user):
+            if options.charge_to == NO_GROUP or options.charge_to not in chains:
+                raise OptionsRefused(
+                    f"{user.name} is not a member of any group; ask a group admin for an invitation"
+                )
+            request = ClusterRequest(
+                group=options.charge_to,
+                worker_cores=int(options.worker_cores),
+                worker_memory_gib=float(options.worker_memory),
+                max_workers=int(options.max_workers),
+            )
+            validate_request(request, chains[request.group], policy)
+            return request.config(policy)
+
+        return Options(
+            Select(
+                "charge_to",
+                groups or [NO_GROUP],
+                default=default or (groups[0] if groups else NO_GROUP),
+                label="Group to charge",
+            ),
+            IntegerField(
+                "worker_cores",
+                default=min(policy.default_worker_cores, cores_bound),
+                # bounds checked by the handler, whose message names the group
+                label=f"Worker cores (your group allows up to {cores_bound})",
+            ),
+            FloatField(
+                "worker_memory",
+                default=policy.default_worker_memory_gib,
+                # bounds checked by the handler, whose message names the group
+                label=f"Worker memory (GiB, up to {policy.max_worker_memory_gib:g})",
+            ),
+            IntegerField(
+                "max_workers",
+                default=policy.max_workers,
+                # bounds checked by the handler, whose message names the group
+                label=(
+                    f"Maximum workers of this cluster (up to {policy.max_workers}; your "
+                    f"group's Dask cores hold {workers_bound} such workers at once)"
+                ),
+            ),
+            handler=handler,
+        )
+
+    def _user_groups(self, user: str) -> tuple[list[str], str | None]:
+        try:
+            info = self.stores.groups.user(user)
+        except StoreError:
+            return [], None
+        groups = sorted(info.roles)
+        default = info.default_group if info.default_group in groups else None
+        if default:
+            groups.remove(default)
+            groups.insert(0, default)
+        return groups, default
+
+    # -- charging ----------------------------------------------------------------------------
+
+    async def start_cluster(self, user, cluster_options):
+        options, config = await self.process_cluster_options(user, cluster_options)
+        group = options["charge_to"]
+        charge = scheduler_charge(self.policy)
+        decision = await asyncio.to_thread(
+            self.stores.ledger.preview, user=user.name, charge=charge, group=group
+        )
+        if not decision.allowed:
+            raise PublicException(f"no cluster started: {decision.message}")
+        cluster = self.db.create_cluster(user.name, options, config.to_dict())
+        try:
+            await asyncio.to_thread(
+                self.stores.ledger.admit,
+                user=user.name,
+                charge=charge,
+                group=group,
+                server_name=scheduler_key(cluster.name),
+            )
+        except StoreError as exc:
+            self.db.update_cluster(
+                cluster, status=JobStatus.FAILED, target=JobStatus.FAILED, stop_time=timestamp()
+            )
+            cluster.ready.set()
+            cluster.shutdown.set()
+            raise PublicException(f"no cluster started: {exc}") from None
+        self.log.info(
+            "Created cluster %s for user %s, charged to %s", cluster.name, user.name, group
+        )
+        self.queue.put(cluster)
+        return cluster.name
+
+    async def _fit(self, cluster, extra: int):
+        """How many of ``extra`` more workers of ``cluster`` fit its group's limits now."""
+        chain = await asyncio.to_thread(self.stores.ledger.status, cluster.options["charge_to"])
+        per_worker = worker_charge(int(cluster.config["worker_cores"]))
+        return workers_that_fit(chain, per_worker, extra, datetime.now(UTC))
+
+    async def forward_message_to_scheduler(self, cluster, msg):
+        if msg.get("op") == "scale":
+            record = self.db.get_cluster(cluster.name)
+            held = len(record.active_workers())
+            extra = int(msg["count"]) - held
+            if extra > 0:
+                fit, why = await self._fit(record, extra)
+                if fit < extra:
+                    granted = held + fit
+                    notice = scale_notice(int(msg["count"]), granted, why)
+                    self.log.info("Cluster %s: %s", cluster.name, notice)
+                    self._notices[cluster.name] = notice
+                    notices = _scale_notices.get()
+                    if notices is not None:
+                        notices.append(notice)
+                    msg = {**msg, "count": granted}
+        await super().forward_message_to_scheduler(cluster, msg)
+
+    async def _check_cluster_scale(self, cluster):
+        extra = cluster.count - len(cluster.active_workers())
+        if extra <= 0 or cluster.worker_start_failure_count >= self.worker_start_failure_limit:
+            await super()._check_cluster_scale(cluster)
+            return
+        fit, why = await self._fit(cluster, extra)
+        admitted = 0
+        for _ in range(fit):
+            worker = self.db.create_worker(cluster)
+            try:
+                await asyncio.to_thread(
+                    self.stores.ledger.admit,
+                    user=cluster.username,
+                    charge=worker_charge(int(cluster.config["worker_cores"])),
+                    group=cluster.options["charge_to"],
+                    server_name=worker_key(cluster.name, worker.name),
+                )
+            except (QuotaExceeded, StoreError) as exc:
+                self.db.update_worker(
+                    worker,
+                    status=JobStatus.STOPPED,
+                    target=JobStatus.STOPPED,
+                    stop_time=timestamp(),
+                )
+                why_message = str(exc)
+                break
+            admitted += 1
+            self.log.info("Created worker %s for cluster %s", worker.name, cluster.name)
+            self.queue.put(worker)
+        else:
+            why_message = why.message
+        if admitted < extra:
+            granted = len(cluster.active_workers())
+            notice = (
+                f"cluster {cluster.name} runs {granted} of {cluster.count} workers: {why_message}"
+            )
+            if self._notices.get(cluster.name) != notice:
+                self.log.info("%s", notice)
+                self._notices[cluster.name] = notice
+            self.db.update_cluster(cluster, count=granted)
+
+    async def _open_interval(self, user: str, key: str):
+        return await asyncio.to_thread(
+            self.stores.ledger.find_open, kind=KIND, user=user, server_name=key
+        )
+
+    async def _mark_running(self, user: str, key: str) -> None:
+        interval = await self._open_interval(user, key)
+        if interval is not None:
+            await asyncio.to_thread(self.stores.ledger.mark_running, interval.id)
+
+    async def _close(self, user: str, key: str, note: str) -> None:
+        interval = await self._open_interval(user, key)
+        if interval is not None:
+            await asyncio.to_thread(self.stores.ledger.close, interval.id, None, note)
+
+    async def _cluster_to_submitted(self, cluster):
+        await super()._cluster_to_submitted(cluster)
+        if cluster.status == JobStatus.SUBMITTED and cluster.target == JobStatus.RUNNING:
+            await self._mark_running(cluster.username, scheduler_key(cluster.name))
+
+    async def _cluster_to_stopped(self, cluster):
+        await super()._cluster_to_stopped(cluster)
+        note = "cluster failed" if cluster.status == JobStatus.FAILED else "cluster stopped"
+        prefix = f"{cluster.name}/"
+        opened = await asyncio.to_thread(self.stores.ledger.open_intervals, KIND)
+        for interval in opened:
+            if interval.user == cluster.username and interval.server_name.startswith(prefix):
+                await asyncio.to_thread(self.stores.ledger.close, interval.id, None, note)
+        self._notices.pop(cluster.name, None)
+
+    async def _worker_to_submitted(self, worker):
+        await super()._worker_to_submitted(worker)
+        if worker.status == JobStatus.SUBMITTED and worker.target == JobStatus.RUNNING:
+            key = worker_key(worker.cluster.name, worker.name)
+            await self._mark_running(worker.cluster.username, key)
+
+    async def _worker_to_stopped(self, worker):
+        await super()._worker_to_stopped(worker)
+        note = "worker failed" if worker.status == JobStatus.FAILED else "worker stopped"
+        await self._close(
+            worker.cluster.username, worker_key(worker.cluster.name, worker.name), note
+        )
+
+    async def _reconcile_ledger(self) -> None:
+        """Square open Dask intervals with the clusters this gateway's database holds (after
+        a restart, or a crash: what died meanwhile is closed at its last checkpoint)."""
+        alive = set()
+        for cluster in self.db.active_clusters():
+            alive.add((cluster.username, scheduler_key(cluster.name)))
+            for worker in cluster.workers.values():
+                if worker.status < JobStatus.STOPPED:
+                    alive.add((cluster.username, worker_key(cluster.name, worker.name)))
+        report = await asyncio.to_thread(self.stores.ledger.reconcile, alive, kind=KIND)
+        self.log.info(
+            "Ledger reconciled with the gateway: closed %d, failed %d, kept %d, started %d",
+            len(report.closed),
+            len(report.failed),
+            len(report.kept),
+            len(report.started),
+        )
+
+    # -- watching ----------------------------------------------------------------------------
+
+    async def check_schedulers(self) -> list[str]:
+        """Clean up running clusters whose scheduler process is gone; returns their names.
+        When the hub that started the gateway is gone, exit without stopping clusters: the
+        next gateway takes them back from the persistent database."""
+        if os.getppid() != self._parent:
+            self.log.warning("The hub is gone; the gateway exits and leaves clusters running")
+            self.stop_clusters_on_shutdown = False
+            os.kill(os.getpid(), signal.SIGTERM)
+            return []
+        dead = []
+        for cluster in list(self.db.active_clusters()):
+            pid = cluster.state.get("pid")
+            if (
+                cluster.status == JobStatus.RUNNING
+                and cluster.target == JobStatus.RUNNING
+                and pid is not None
+                and not is_running(pid)
+            ):
+                self.log.warning("Scheduler of cluster %s died; cleaning up", cluster.name)
+                await self.stop_cluster(cluster.name, failed=True)
+                dead.append(cluster.name)
+        return dead
+
+    async def enforce_budgets(self, now: datetime | None = None) -> list[str]:
+        """Warn clusters whose group (or an ancestor) spent a budget; stop them once the
+        grace period has passed since the warning. Returns what was done."""
+        now = now or datetime.now(UTC)
+        over = [
+            item
+            for item in await asyncio.to_thread(self.stores.ledger.over_budget, now)
+            if item.interval.kind == KIND
+        ]
+        if not over:
+            return []
+        by_id = {item.interval.id: item.interval for item in over}
+        steps = plan_enforcement(
+            [item.pure() for item in over], now, timedelta(seconds=self.grace_period)
+        )
+        warn = [s.interval_id for s in steps if s.action == EnforcementAction.WARN]
+        if warn:
+            await asyncio.to_thread(self.stores.ledger.mark_warned, warn, now)
+        done: list[str] = []
+        for step in steps:
+            interval = by_id[step.interval_id]
+            name = interval.server_name.split("/", 1)[0]
+            if step.action == EnforcementAction.WARN:
+                message = (
+                    f"cluster {name} of {interval.user} is over budget and stops in "
+                    f"{self.grace_period:g} s: {step.reason}"
+                )
+                if self._notices.get(name) != message:
+                    self.log.warning("%s", message)
+                    self._notices[name] = message
+                    done.append(f"warned {name}")
+            elif f"stopped {name}" not in done:
+                self.log.warning("Stopping cluster %s of %s: %s", name, interval.user, step.reason)
+                await self.stop_cluster(name)
+                done.append(f"stopped {name}")
+        return done
+
+    # -- dashboards --------------------------------------------------------------------------
+
+    async def _dashboard(self, request: web.Request) -> web.StreamResponse:
+        auth = request.app["authenticator"]
+        return await auth.authenticate_and_handle(request, self._dashboard_for_owner)
+
+    async def _dashboard_for_owner(self, request: web.Request) -> web.StreamResponse:
+        user = request["user"]
+        name = request.match_info["cluster_name"]
+        cluster = self.db.get_cluster(name)
+        if cluster is None:
+            raise web.HTTPNotFound(reason=f"Cluster {name} not found")
+        if cluster.username != user.name:
+            raise web.HTTPForbidden(
+                reason=f"User {user.name} lacks permissions to view cluster {name}"
+            )
+        if cluster.status != JobStatus.RUNNING or not cluster.dashboard_address:
+            raise web.HTTPConflict(reason=f"cluster {name} is not running")
+        tail = request.match_info.get("tail", "")
+        query = [(k, v) for k, v in request.query.items() if k != "token"]
+        target = f"{cluster.dashboard_address}/{tail}"
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return await self._proxy_websocket(request, target, query)
+        async with self.session.request(
+            request.method,
+            target,
+            params=query,
+            headers=headers,
+            data=await request.read(),
+            allow_redirects=False,
+        ) as upstream:
+            body = await upstream.read()
+            out = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP}
+            return web.Response(status=upstream.status, body=body, headers=out)
+
+    async def _proxy_websocket(self, request, target, query) -> web.WebSocketResponse:
+        server = web.WebSocketResponse()
+        await server.prepare(request)
+        url = "ws" + target[len("http") :]
+        async with self.session.ws_connect(url, params=query) as client:
+
+            async def pump(source, sink):
+                async for message in source:
+                    if message.type == aiohttp.WSMsgType.TEXT:
+                        await sink.send_str(message.data)
+                    elif message.type == aiohttp.WSMsgType.BINARY:
+                        await sink.send_bytes(message.data)
+                    else:
+                        break
+
+            tasks = [
+                asyncio.ensure_future(pump(server, client)),
+                asyncio.ensure_future(pump(client, server)),
+            ]
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
+                task.cancel()
+        await server.close()
+        return server
+
+    async def _check_cluster_proxied(self, cluster):
+        """Only the scheduler's TLS route goes into the proxy; dashboards are served by
+        :meth:`_dashboard`, which checks ownership."""
+        if not cluster.added_to_proxies:
+            await self.proxy.add_route(
+                kind="SNI", sni=cluster.name, target=cluster.scheduler_address
+            )
+            cluster.added_to_proxies = True
