@@ -93,8 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     users.set_defaults(handler=cmd_users)
     from afhub.cli_fit import register as register_fit
     from afhub.cli_groups import register as register_groups
+    from afhub.cli_resources import register as register_resources
 
     register_groups(sub)
+    register_resources(sub)
 
     register_fit(sub)
     return parser
