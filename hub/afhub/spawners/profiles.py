@@ -222,7 +222,11 @@ class ProfilesMixin(HasTraits):
         return self._registry_cache[1]
 
     def user_group_names(self) -> set[str]:
-        """Names of the user's JupyterHub groups (the facility's group paths)."""
+        """The user's groups: their memberships in the facility database (the source of
+        truth, current at once) when charging uses it, else their JupyterHub groups (its
+        mirror, up to one checkpoint interval behind)."""
+        if getattr(self, "charging", False):
+            return set(self.stores.groups.roles_of(self.user.name))
         return {group.name for group in getattr(self.user, "groups", None) or []}
 
     def _machine(self) -> tuple[dict[str, Resource], tuple[str, ...]]:
