@@ -18,7 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# run as a script, this file's folder comes first on sys.path and its name would shadow
+# the dask package: keep only the project root
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
 
 from benchmarks.report import summary, write_section  # noqa: E402
 from tests.facility import Facility  # noqa: E402
@@ -78,7 +82,7 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as tmp:
         fac = Facility(Path(tmp) / "facility")
-        fac.start()
+        fac.start(timeout=300)
         try:
             session = fac.login("bench", fac.add_user("bench"))
             token = session.new_token("dask benchmark")

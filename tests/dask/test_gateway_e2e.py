@@ -86,12 +86,14 @@ def student(facility):
         timeout=30,
     )
     assert joined.status_code == 200, joined.text
-    # the login put the student in the default group first; make the course their default
-    stores = Stores.open(f"sqlite:///{facility.home / 'afhub.sqlite'}", migrate=False)
-    try:
-        stores.groups.set_default_group(name, STUDENTS)
-    finally:
-        stores.close()
+    # the login put the student in the default group first; the course becomes their default
+    r = requests.patch(
+        api + f"users/{name}",
+        json={"default_group": STUDENTS},
+        headers={"Authorization": f"token {user_token}"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
     r = session.api("POST", f"users/{name}/server", json={})
     assert r.status_code in (201, 202), r.text
     session.wait_for_server()

@@ -268,9 +268,12 @@ class AfhubLocalBackend(UnsafeLocalBackend):
         options, config = await self.process_cluster_options(user, cluster_options)
         group = options["charge_to"]
         charge = scheduler_charge(self.policy)
-        decision = await asyncio.to_thread(
-            self.stores.ledger.preview, user=user.name, charge=charge, group=group
-        )
+        try:
+            decision = await asyncio.to_thread(
+                self.stores.ledger.preview, user=user.name, charge=charge, group=group
+            )
+        except StoreError as exc:  # e.g. no longer a member of the group
+            raise PublicException(f"no cluster started: {exc}") from None
         if not decision.allowed:
             raise PublicException(f"no cluster started: {decision.message}")
         cluster = self.db.create_cluster(user.name, options, config.to_dict())
@@ -477,11 +480,15 @@ class AfhubLocalBackend(UnsafeLocalBackend):
                     self.log.warning("%s", message)
                     self._notices[name] = message
                     done.append(f"warned {name}")
-            elif f"stopped {name}" not in done:
+            elif f"stopped {name}" not in done and self._running(name):
                 self.log.warning("Stopping cluster %s of %s: %s", name, interval.user, step.reason)
                 await self.stop_cluster(name)
                 done.append(f"stopped {name}")
         return done
+
+    def _running(self, name: str) -> bool:
+        cluster = self.db.get_cluster(name)
+        return cluster is not None and cluster.target <= JobStatus.RUNNING
 
     # -- dashboards --------------------------------------------------------------------------
 
