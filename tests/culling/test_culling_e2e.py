@@ -1,7 +1,7 @@
 """Idle culling per kind in a real facility: an idle GPU server (a registered resource,
 simulated device) is culled while the CPU server started with it, idle about as long, keeps
-running until the CPU timeout culls it too; both ledger intervals closed, the device freed, the named server
-kept for its user."""
+running until the CPU timeout culls it too; both ledger intervals closed, the device freed,
+the named server kept for its user."""
 
 from __future__ import annotations
 
