@@ -175,9 +175,30 @@ def _shared_body(resource: Resource, provider_name: str, counts: list[int]) -> d
     return entry[1]
 
 
+#: memory and image options by value: a facility has few memory sizes and images, so
+#: resources share them, and they stay built across registry changes (read-only too)
+_OPTIONS: dict[tuple, dict[str, Any]] = {}
+
+
+def _shared_option(key: tuple, build, resource: Resource) -> dict[str, Any]:
+    option = _OPTIONS.get(key)
+    if option is None:
+        if len(_OPTIONS) >= _MAX_BODIES:
+            _OPTIONS.clear()
+        option = _OPTIONS[key] = build(resource)
+    return option
+
+
 def _profile_body(resource: Resource, provider_name: str, counts: list[int]) -> dict[str, Any]:
     key, count_option = _count_option(resource, counts)
-    memory_option = _memory_option(resource)
+    memory_option = _shared_option(
+        ("memory", resource.memory_per_node, resource.memory_choices), _memory_option, resource
+    )
+    image_option = _shared_option(
+        ("image", resource.image, resource.images, resource.image_pattern),
+        _image_option,
+        resource,
+    )
     override: dict[str, Any] = {
         "image": resource.image,
         "node_selector": dict(resource.node_selector),
@@ -211,7 +232,7 @@ def _profile_body(resource: Resource, provider_name: str, counts: list[int]) -> 
         "profile_options": {
             key: count_option,
             "memory": memory_option,
-            "image": _image_option(resource),
+            "image": image_option,
         },
     }
 
