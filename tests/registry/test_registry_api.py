@@ -18,7 +18,6 @@ import pytest
 import requests
 
 from afhub.quotas.limits import Charge, ChargeKind
-from tests.facility import Facility
 from tests.facility_api.conftest import _template, service  # noqa: F401
 
 PROVIDER = {"name": "uchicago", "institution": "University of Chicago", "contacts": ["a@b.c"]}
@@ -218,57 +217,57 @@ def test_put_registry_keeps_the_file_entries(api):
     assert list(stores.registry.load().resources) == ["a100"]
 
 
-# --- through a real hub, with the registry file applied at its start --------------------------
+# --- through a real hub ----------------------------------------------------------------------
 
 
 @pytest.mark.facility
 @pytest.mark.slow
-def test_real_hub_applies_the_file_and_serves_the_registry(tmp_path):
-    registry_file = tmp_path / "registry.yaml"
-    registry_file.write_text(
-        json.dumps({"providers": [PROVIDER], "resources": [gpu("file-gpu", groups=["cms"])]})
-    )
-    fac = Facility(tmp_path / "home", env={"AFHUB_REGISTRY": str(registry_file)})
-    fac.start()
+def test_through_a_real_hub(facility, new_user):
+    """The session's facility: real tokens; unique names, and the registry left as found."""
+    import uuid
+
+    tag = uuid.uuid4().hex[:6]
+    top, group, other = f"reg{tag}", f"reg{tag}/higgs", f"reg{tag}-cms"
+    admin = facility.admin_token()
+
+    def call(token, method, path, **kwargs):
+        headers = {"Authorization": f"token {token}"} if token else {}
+        url = urljoin(facility.url, "services/facility/api/" + path)
+        for _ in range(40):  # the service starts a moment after the hub
+            try:
+                return requests.request(method, url, headers=headers, timeout=30, **kwargs)
+            except requests.ConnectionError:
+                time.sleep(0.25)
+        raise AssertionError("facility API never answered")
+
+    for path in [top, group, other]:
+        assert call(admin, "POST", "groups", json={"path": path}).status_code == 201
+    tokens = {}
+    for key, path in [("member", group), ("outsider", other)]:
+        name, password = new_user("reg")
+        assert call(admin, "PUT", f"groups/{path}/-/members/{name}").ok
+        tokens[key] = facility.login(name, password).new_token("registry")
+    provider = dict(PROVIDER, name=f"prov-{tag}")
+    names = [f"gpu-{tag}", f"fpga-{tag}"]
     try:
-        admin = fac.admin_token()
-
-        def call(token, method, path, **kwargs):
-            headers = {"Authorization": f"token {token}"} if token else {}
-            url = urljoin(fac.url, "services/facility/api/" + path)
-            for _ in range(40):  # the service starts a moment after the hub
-                try:
-                    return requests.request(method, url, headers=headers, timeout=30, **kwargs)
-                except requests.ConnectionError:
-                    time.sleep(0.25)
-            raise AssertionError("facility API never answered")
-
-        for path in ["atlas", "atlas/higgs", "cms"]:
-            assert call(admin, "POST", "groups", json={"path": path}).status_code == 201
-        passwords = {}
-        for name, group in [("hana", "atlas/higgs"), ("carl", "cms")]:
-            passwords[name] = fac.add_user(name)
-            assert call(admin, "PUT", f"groups/{group}/-/members/{name}").ok
-        # the file's resource is there, marked as such
-        listed = call(admin, "GET", "resources").json()["resources"]
-        assert [(r["name"], r["source"]) for r in listed] == [("file-gpu", "file")]
-        # the admin registers a GPU and an FPGA for atlas/higgs
-        assert call(admin, "POST", "resources", json=gpu()).status_code == 201
-        assert call(admin, "POST", "resources", json=fpga()).status_code == 201
-        hana = fac.login("hana", passwords["hana"]).new_token("registry")
-        carl = fac.login("carl", passwords["carl"]).new_token("registry")
-        seen = call(hana, "GET", "resources").json()["resources"]
-        assert [r["name"] for r in seen] == ["a100", "u250"]
-        assert [r["name"] for r in call(carl, "GET", "resources").json()["resources"]] == [
-            "file-gpu"
-        ]
-        assert call(carl, "GET", "resources/a100").status_code == 404
-        assert call(hana, "DELETE", "resources/a100").status_code == 403
+        assert call(admin, "POST", "providers", json=provider).status_code == 201
+        for entry in (gpu(names[0], groups=[group]), fpga(names[1], groups=[group])):
+            entry["provider"] = provider["name"]
+            created = call(admin, "POST", "resources", json=entry)
+            assert created.status_code == 201, created.text
+        seen = call(tokens["member"], "GET", "resources").json()["resources"]
+        assert [r["name"] for r in seen if r["name"] in names] == names
+        outsider = call(tokens["outsider"], "GET", "resources").json()["resources"]
+        assert not [r for r in outsider if r["name"] in names]
+        assert call(tokens["outsider"], "GET", f"resources/{names[0]}").status_code == 404
+        assert call(tokens["member"], "DELETE", f"resources/{names[0]}").status_code == 403
         assert call(None, "GET", "resources").status_code == 401
         assert call("forged-token", "GET", "resources").status_code == 401
-        # the operator's CLI sees the same registry
-        out = fac.afhub("resources", "list").stdout
-        assert "a100" in out and "u250" in out and "file-gpu" in out
+        # the operator's CLI on the hub host reads the same database
+        out = facility.afhub("resources", "list").stdout
+        assert names[0] in out and names[1] in out
     finally:
-        fac.stop()
-        fac.cleanup_orphans()
+        for name in names:
+            call(admin, "DELETE", f"resources/{name}")
+        call(admin, "DELETE", f"providers/{provider['name']}")
+    assert call(admin, "GET", f"resources/{names[0]}").status_code == 404
