@@ -224,11 +224,6 @@ def test_registered_gpu_and_fpga_for_atlas_higgs(fac):
             "ORDER BY id"
         ).fetchall()
     assert rows[0] == ("sim-a100", "failed", None) and rows[1][:2] == ("sim-u250", "running")
-    stores = stores_of(fac)
-    try:
-        pass
-    finally:
-        stores.close()
     hyphen.stop_server()
     student.stop_server()
     stores = stores_of(fac)
