@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from afhub.quotas.limits import Charge, ChargeKind
-from afhub.registry.model import Registry
+from afhub.registry.model import Registry, parse_registry
 from afhub.stores.errors import AlreadyExists, NotFound
 from afhub.stores.facade import Stores
 from afhub.stores.registry import ManagedElsewhere, RegistryBusy, RegistryInvalid
@@ -175,6 +175,7 @@ def test_apply_replaces_only_its_own_source(stores):
         + [f"resource {n}" for n in file_resources]
     )
     assert list(store.load().resources) == file_resources
+    assert store.load() == parse_registry(store.document())  # per-entry parsing: the same
     # an API entry next to the file's
     store.add_resource(gpu(name="h100"))
     # the same file again: nothing changes, the revision stays
