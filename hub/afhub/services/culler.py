@@ -41,9 +41,10 @@ from afhub.stores.facade import Stores
 
 log = logging.getLogger("afhub.culler")
 
-#: the hub API scopes the culler needs (and no more): list users with their servers and
-#: activity, stop servers
-CULLER_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
+#: the hub API scopes the culler needs (and no more): list users (names), read their servers
+#: (activity, start, user options), stop servers. It never culls users, so it reads no
+#: user-level activity and cannot delete users.
+CULLER_SCOPES = ["list:users", "read:servers", "delete:servers"]
 
 
 def policy_from_settings(settings: Any) -> CullPolicy:
