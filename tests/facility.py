@@ -104,14 +104,18 @@ class Facility:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"facility exited at start:\n{self.log_tail()}")
+                tail = self.log_tail()
+                self.stop(timeout=10)  # its services may still run: leave nothing behind
+                raise RuntimeError(f"facility exited at start:\n{tail}")
             try:
                 if requests.get(urljoin(self.url, "hub/health"), timeout=2).status_code == 200:
                     return self
             except requests.ConnectionError:
                 pass
             time.sleep(0.25)
-        raise RuntimeError(f"facility not up after {timeout} s:\n{self.log_tail()}")
+        tail = self.log_tail()
+        self.stop(timeout=10)  # a failed start must not leave a hub and its services running
+        raise RuntimeError(f"facility not up after {timeout} s:\n{tail}")
 
     def _tree(self) -> list[psutil.Process]:
         if self.process is None:
