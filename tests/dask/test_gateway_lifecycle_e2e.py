@@ -140,9 +140,14 @@ def test_budget_idle_and_hub_crash(fac):
     gateway.close()
     fac.start(timeout=180)
     gateway = client_gateway()
-    back = wait_for(
-        lambda: [c for c in gateway.list_clusters() if c.name == busy.name], 60, "the cluster"
-    )
+
+    def listed():
+        try:
+            return [c for c in gateway.list_clusters() if c.name == busy.name]
+        except ValueError:  # 404 while the new gateway's proxy has no routes yet
+            return []
+
+    back = wait_for(listed, 60, "the cluster back in the new gateway")
     assert back[0].status.name == "RUNNING"
     again = gateway.connect(busy.name)
     with again.get_client() as client:
