@@ -53,6 +53,10 @@ class RemoteError(RuntimeError):
     def __init__(self, type_name: str, message: str):
         super().__init__(f"{type_name}: {message}")
         self.type_name = type_name
+        self.message = message
+
+    def __reduce__(self):  # picklable (a Dask task's exception travels back pickled)
+        return (RemoteError, (self.type_name, self.message))
 
 
 def _worker_main(conn: multiprocessing.connection.Connection, preload: tuple[str, ...]) -> None:
@@ -108,6 +112,10 @@ class _Worker:
 class KillablePool:
     """A pool of worker processes; every task has a wall-clock limit and can be killed."""
 
+    #: the executor's kind and the ledger's resource name for what runs on it
+    kind = "local"
+    resource = "local-pool"
+
     def __init__(
         self, processes: int = 1, *, context: str = "spawn", preload: tuple[str, ...] = ()
     ):
@@ -136,6 +144,10 @@ class KillablePool:
     @property
     def size(self) -> int:
         """Number of worker processes."""
+        return self._size
+
+    def cores(self) -> int:
+        """Cores the pool's fits use (one per worker process)."""
         return self._size
 
     def pids(self) -> list[int]:

@@ -25,7 +25,7 @@ from tornado.httpserver import HTTPServer
 from afhub.services.facility_api.base import NotFoundHandler, openapi_handler
 from afhub.services.fitting.config import FittingService, load_fitting_settings
 from afhub.services.fitting.jobs import JOB_ID, JobHandler, JobsHandler, ResultsHandler, Submissions
-from afhub.services.fitting.scheduler import Scheduler
+from afhub.services.fitting.scheduler import Scheduler, StartError
 from afhub.stores.facade import Stores
 from afhub.stores.fitting import FitStore
 
@@ -78,7 +78,11 @@ def make_app(
 async def serve(config: FittingService) -> None:
     stores = Stores.open()
     scheduler = Scheduler(FitStore(stores.db), stores.ledger, config)
-    await scheduler.start()
+    try:
+        await scheduler.start()
+    except StartError:
+        stores.close()
+        raise
     url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:8083"))
     server = HTTPServer(
         make_app(stores, scheduler, config),
@@ -86,7 +90,13 @@ async def serve(config: FittingService) -> None:
         max_body_size=2 * config.max_body_bytes + 1024 * 1024,
     )
     server.listen(url.port or 80, url.hostname or "127.0.0.1")
-    log.info("fitting service on %s with %d workers", url.geturl(), config.workers)
+    log.info(
+        "fitting service on %s: %s executor, %d worker cores, batched engine on %s",
+        url.geturl(),
+        config.executor,
+        scheduler.pool.size,
+        (scheduler.device or {}).get("device", "cpu"),
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -112,4 +122,8 @@ def main() -> None:
     except ValueError as exc:
         print(f"afhub fitting service: {exc}", file=sys.stderr)
         sys.exit(2)
-    asyncio.run(serve(config))
+    try:
+        asyncio.run(serve(config))
+    except StartError as exc:
+        print(f"afhub fitting service: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from traitlets import Enum, Float, Integer, TraitError, default
+from traitlets import Enum, Float, Integer, TraitError, Unicode, default
 from traitlets.config import Configurable
 
 from afhub.fitting.validation import Limits
@@ -37,6 +37,62 @@ class FittingService(Configurable):
     @default("workers")
     def _default_workers(self) -> int:
         return int(_env("AFHUB_FIT_WORKERS", os.cpu_count() or 1))
+
+    executor = Enum(
+        ["local", "dask"],
+        help="""Where fits run. ``local``: a pool of ``workers`` killable processes on this
+        node. ``dask``: one Dask task per patch (per chunk of patches for the batched
+        engine) on a Dask cluster: the one at ``dask_address`` or of ``dask_gateway_cluster``
+        when set, else a ``distributed.LocalCluster`` the service starts and owns
+        (``dask_workers`` processes, one thread each). Env: ``AFHUB_FIT_EXECUTOR``.""",
+    ).tag(config=True)
+
+    @default("executor")
+    def _default_executor(self) -> str:
+        return _env("AFHUB_FIT_EXECUTOR", "local")
+
+    dask_workers = Integer(
+        help="""Worker processes (one thread each) of the Dask cluster the service owns
+        (``executor: dask`` without ``dask_address``). Default: ``workers``. Env:
+        ``AFHUB_FIT_DASK_WORKERS``.""",
+    ).tag(config=True)
+
+    @default("dask_workers")
+    def _default_dask_workers(self) -> int:
+        return int(_env("AFHUB_FIT_DASK_WORKERS", self.workers))
+
+    dask_address = Unicode(
+        help="""Scheduler address of an existing Dask cluster to run fits on
+        (``executor: dask``), e.g. ``tcp://10.0.0.5:8786``: anything
+        ``distributed.Client`` accepts. Its workers need afhub installed; the cluster's
+        worker threads are what a fit job is charged for. Empty: the service starts its own
+        cluster. Env: ``AFHUB_FIT_DASK_ADDRESS``.""",
+    ).tag(config=True)
+
+    @default("dask_address")
+    def _default_dask_address(self) -> str:
+        return _env("AFHUB_FIT_DASK_ADDRESS", "")
+
+    dask_gateway_cluster = Unicode(
+        help="""Name of a running Dask Gateway cluster to run fits on (``executor: dask``),
+        reached through the gateway at ``dask_gateway_url`` with the service's JupyterHub
+        token; takes precedence over ``dask_address``. Env:
+        ``AFHUB_FIT_DASK_GATEWAY_CLUSTER``.""",
+    ).tag(config=True)
+
+    @default("dask_gateway_cluster")
+    def _default_dask_gateway_cluster(self) -> str:
+        return _env("AFHUB_FIT_DASK_GATEWAY_CLUSTER", "")
+
+    dask_gateway_url = Unicode(
+        help="""URL of the Dask Gateway API for ``dask_gateway_cluster`` (e.g.
+        ``http://127.0.0.1:8000/services/dask-gateway``); empty: dask-gateway's own
+        configuration (``DASK_GATEWAY__ADDRESS``). Env: ``AFHUB_FIT_DASK_GATEWAY_URL``.""",
+    ).tag(config=True)
+
+    @default("dask_gateway_url")
+    def _default_dask_gateway_url(self) -> str:
+        return _env("AFHUB_FIT_DASK_GATEWAY_URL", "")
 
     wall_seconds = Float(
         help="""Wall-clock limit of one fit (one patch), in seconds; a fit still running
@@ -96,8 +152,11 @@ class FittingService(Configurable):
 
     batched_device = Enum(
         ["cpu", "cuda"],
-        help="""Where the batched engine runs: ``cpu``, or ``cuda`` on a node with a GPU (the
-        job is then charged one GPU while it runs). Env: ``AFHUB_FIT_BATCHED_DEVICE``.""",
+        help="""Where the batched engine runs: ``cpu``, or ``cuda`` on workers with a GPU (a
+        job that uses it is then charged one GPU while it runs; results name the device,
+        e.g. ``cuda:0``, in their provenance). With ``cuda`` the service checks at start
+        that its workers see a CUDA device and refuses to start otherwise. Env:
+        ``AFHUB_FIT_BATCHED_DEVICE``.""",
     ).tag(config=True)
 
     @default("batched_device")

@@ -1,18 +1,27 @@
-"""The scheduler: runs queued fit jobs on a pool of killable local worker processes.
+"""The scheduler: runs queued fit jobs on an executor of killable fit processes.
 
-* Jobs run oldest first, at most ``max_running_jobs`` at a time; their patches share one
-  :class:`~afhub.fitting.runner.KillablePool` (one task per patch, each under the wall-clock
-  limit; a fit past it is killed and reported ``failed``).
+* The executor (``FittingService.executor``): ``local``, a
+  :class:`~afhub.fitting.runner.KillablePool` of worker processes on this node, or
+  ``dask``, a :class:`~afhub.fitting.dask_executor.DaskExecutor` (a Dask cluster the service
+  owns, or an existing one). Both take one task per patch, each under the wall-clock limit
+  (a fit past it is killed and reported ``failed``), and can kill a running task.
+* Jobs run oldest first, at most ``max_running_jobs`` at a time; their patches share the
+  executor.
 * ``engine``: ``pyhf`` fits each patch with pyhf; ``batched`` runs the patches the batched
-  torch engine supports as one computation in one worker and the rest with pyhf; ``auto``
-  (the default) does the same for two or more patches with the default optimizer, and uses
-  pyhf otherwise. Every result says which engine produced it.
+  torch engine supports in batches (as many chunks as the executor has workers, one chunk
+  on a GPU) and the rest with pyhf; ``auto`` (the default) does the same for two or more
+  patches with the default optimizer, and uses pyhf otherwise. Every result says which
+  engine produced it. The chunking depends only on the number of workers, so a job gives
+  the same numbers on either executor with the same number of workers.
+* With ``batched_device: cuda`` the scheduler checks at start, on a worker, that a CUDA
+  device is there (:class:`DeviceUnavailable` otherwise: the service does not start).
 * Results are stored as they arrive. A patch whose identical request (same workspace hash,
   patch, operation, measurement, settings) already has a stored converged or not-converged
   result is served from it, without computing.
-* Charging: when a job starts, a ``fit`` charge of the cores it can use is admitted on the
-  owner's group in the usage ledger (refused: the job fails with the quota's message); it
-  is closed when the job ends.
+* Charging: when a job starts, a ``fit`` charge of the cores it can use (its patches to
+  compute, at most the executor's worker cores) is admitted on the owner's group in the
+  usage ledger (refused: the job fails with the quota's message); it is closed when the
+  job ends.
 * A restart loses nothing: at start, fit charges left open are closed at their last
   checkpoint, running jobs go back to the queue, and only their missing patches run again.
 """
@@ -43,7 +52,7 @@ from afhub.fitting.types import FitTask, PatchResult
 from afhub.fitting.validation import canonical_sha256, parse_settings
 from afhub.quotas.limits import Charge, ChargeKind
 from afhub.services.fitting.config import FittingService
-from afhub.services.fitting.work import batched_available, run_batched
+from afhub.services.fitting.work import batched_available, probe_device, run_batched
 from afhub.stores.errors import StoreError
 from afhub.stores.fitting import DONE, FAILED, FitStore, JobInfo
 from afhub.stores.ledger import LedgerStore
@@ -55,6 +64,42 @@ T = TypeVar("T")
 PRELOAD = ("pyhf", "afhub.fitting.pyhf_engine", "afhub.services.fitting.work") + (
     ("afhub.fitting.batched",) if batched_available() else ()
 )
+
+
+class StartError(ValueError):
+    """The scheduler cannot start with these settings (the message says why)."""
+
+
+class DeviceUnavailable(StartError):
+    """``batched_device`` names a device the workers do not have."""
+
+
+def make_executor(config: FittingService, preload: tuple[str, ...] = PRELOAD) -> Any:
+    """The executor ``config`` asks for (starts its processes or its Dask cluster)."""
+    if config.executor == "dask":
+        from afhub.fitting.dask_executor import DaskExecutor
+
+        return DaskExecutor(
+            config.dask_workers,
+            address=config.dask_address,
+            gateway_url=config.dask_gateway_url,
+            gateway_cluster=config.dask_gateway_cluster,
+            preload=preload,
+        )
+    return KillablePool(config.workers, preload=preload)
+
+
+def batch_chunks(indices: list[int], parts: int) -> list[list[int]]:
+    """``indices`` cut into ``min(parts, len(indices))`` contiguous chunks of sizes that
+    differ by at most one (the batched engine's tasks)."""
+    parts = max(1, min(parts, len(indices)))
+    size, extra = divmod(len(indices), parts)
+    chunks, start = [], 0
+    for part in range(parts):
+        end = start + size + (part < extra)
+        chunks.append(indices[start:end])
+        start = end
+    return [c for c in chunks if c]
 
 
 def cache_key(task: FitTask, index: int) -> str:
@@ -109,12 +154,16 @@ class Scheduler:
         ledger: LedgerStore,
         config: FittingService,
         *,
-        pool: KillablePool | None = None,
+        pool: Any = None,
     ) -> None:
+        """``pool``: the executor to use (a KillablePool or a DaskExecutor); default: the one
+        ``config`` asks for, started by :meth:`start`."""
         self.fits = fits
         self.ledger = ledger
         self.config = config
-        self.pool = pool or KillablePool(config.workers, preload=PRELOAD)
+        self.pool = pool
+        #: the device the batched engine runs on, as the workers name it (``cpu``, ``cuda:0``)
+        self.device: dict[str, Any] | None = None
         self.runs: dict[str, JobRun] = {}
         self._tasks: dict[str, asyncio.Task] = {}
         self._wake = asyncio.Event()
@@ -141,21 +190,60 @@ class Scheduler:
             )
         return requeued
 
+    def check_device(self) -> dict[str, Any] | None:
+        """With ``batched_device: cuda``: ask a worker whether it has the device; raise
+        :class:`DeviceUnavailable` with the reason when it does not."""
+        wanted = self.config.batched_device
+        if wanted == "cpu":
+            return None
+        probe = self.pool.submit(probe_device, wanted, wall_seconds=300).result()
+        if not probe["ok"]:
+            raise DeviceUnavailable(
+                f"FittingService.batched_device is {wanted!r} but the {self.pool.kind} "
+                f"workers cannot use it: {probe['reason']}. Set AFHUB_FIT_BATCHED_DEVICE=cpu "
+                "or run the workers where a GPU is."
+            )
+        log.info("batched engine on %s (%s)", probe["device"], probe["name"])
+        return probe
+
     async def start(self) -> None:
+        """Start the executor (unless one was given), check the device, recover, run."""
+        if self.pool is None:
+            try:
+                self.pool = await self.call(make_executor, self.config)
+            except Exception as exc:
+                raise StartError(
+                    f"could not start the {self.config.executor!r} executor: {safe_message(exc)}"
+                ) from exc
+        try:
+            self.device = await self.call(self.check_device)
+        except Exception:
+            await self.call(self.pool.shutdown, False)
+            raise
         await self.call(self.recover)
         self._loop_task = asyncio.create_task(self._loop())
 
-    async def stop(self) -> None:
+    async def stop(self, shutdown_pool: bool = True) -> None:
         """Stop scheduling and kill running fits at once. Their jobs stay ``running`` in the
-        store and are re-queued by the next start; nothing is waited for."""
+        store and are re-queued by the next start; nothing is waited for.
+        ``shutdown_pool=False`` kills only this scheduler's fits and leaves the executor
+        running (one shared by tests)."""
         if self._loop_task is not None:
             self._loop_task.cancel()
         for task in list(self._tasks.values()):
             task.cancel()
         for run in self.runs.values():
             run.cancelled = True  # results that still arrive are not stored
-        # the daemonic workers are terminated when this process exits
-        self.pool.shutdown(wait=False)
+        if self.pool is None:
+            return
+        if shutdown_pool:
+            # the local pool's daemonic workers are terminated when this process exits; a
+            # Dask executor kills what runs on its cluster (and closes the cluster it owns)
+            await self.call(self.pool.shutdown, False)
+        else:
+            for run in self.runs.values():
+                for future in run.futures:
+                    self.pool.kill(future)
 
     def wake(self) -> None:
         self._wake.set()
@@ -251,9 +339,9 @@ class Scheduler:
                     group=job.group,
                     charge=Charge(
                         kind=ChargeKind.FIT,
-                        cpu_cores=float(min(self.config.workers, len(todo))),
+                        cpu_cores=float(min(await self.call(self.pool.cores), len(todo))),
                         gpus=int(gpu),
-                        resource="local-pool+gpu" if gpu else "local-pool",
+                        resource=self.pool.resource + ("+gpu" if gpu else ""),
                     ),
                     server_name=job.id,
                 )
@@ -312,11 +400,27 @@ class Scheduler:
     async def _run_batched(
         self, job: JobInfo, task: FitTask, todo: list[int], keys: list[str], run: JobRun
     ) -> tuple[list[int], dict[int, str]]:
-        """Run the supported patches batched; returns the indices left for pyhf and why."""
+        """Run the supported patches batched, one task per chunk (as many chunks as workers;
+        one on a GPU); returns the indices left for pyhf and why."""
+        gpu = self.config.batched_device != "cpu"
+        chunks = batch_chunks(todo, 1 if gpu else self.pool.size)
+        outcomes = await asyncio.gather(
+            *(self._run_chunk(job, task, chunk, keys, run) for chunk in chunks)
+        )
+        left: list[int] = []
+        why: dict[int, str] = {}
+        for chunk_left, chunk_why in outcomes:
+            left += chunk_left
+            why.update(chunk_why)
+        return sorted(left), why
+
+    async def _run_chunk(
+        self, job: JobInfo, task: FitTask, todo: list[int], keys: list[str], run: JobRun
+    ) -> tuple[list[int], dict[int, str]]:
         sub = replace(task, patches=tuple(task.patches[i] for i in todo)) if task.patches else task
         wall = job.wall_seconds * max(1, len(todo))
         future = self.pool.submit(
-            run_batched, sub, self.config.workers, self.config.batched_device, wall_seconds=wall
+            run_batched, sub, 1, self.config.batched_device, wall_seconds=wall
         )
         run.futures.append(future)
         try:
@@ -354,7 +458,7 @@ class Scheduler:
         # at most `workers` patches of one job in the pool's queue at a time, so that the
         # patches of jobs running together interleave (a big patchset does not hold a small
         # job behind all of its patches)
-        window = asyncio.Semaphore(self.config.workers)
+        window = asyncio.Semaphore(self.pool.size)
 
         async def one(i: int) -> None:
             async with window:
