@@ -173,10 +173,12 @@ async def run(stores: Stores, policy: CullPolicy, every: float, api_url: str, to
 def main() -> None:
     from traitlets.config import Config
 
-    from afhub.settings import load_settings
+    from afhub.settings import FacilitySettings
 
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s %(name)s] %(message)s")
-    settings = load_settings(Config())  # the hub passes the culling settings as AFHUB_CULL_*
+    # the hub passes the culling settings (already checked) as AFHUB_CULL_*; only the ones
+    # read here are evaluated
+    settings = FacilitySettings(config=Config())
     try:
         asyncio.run(
             run(
