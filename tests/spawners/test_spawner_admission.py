@@ -92,6 +92,9 @@ def test_kube_spawns_fail_fast_and_leave_nothing(db):
     assert "available to your groups" in refused(spawner(url, "eve", gpu), 403)
     message = refused(spawner(url, "ann", {**gpu, "accelerators": "2"}), 403)
     assert "Quota of atlas/higgs/students leaves 1 accelerator" in message
+    bad = refused(spawner(url, "bob", {**gpu, "charge_to": "../../etc"}), 400)
+    assert "charge_to must be a group path" in bad
+    assert "cms" in refused(spawner(url, "bob", {**gpu, "charge_to": "cms"}), 403)
     form = asyncio.run(spawner(url, "ann", {}).options_form(spawner(url, "ann", {})))
     assert "Your quota leaves 1 GPU." in form
     assert stores.ledger.open_intervals() == [] and devices.allocations() == []

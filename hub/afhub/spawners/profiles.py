@@ -253,7 +253,7 @@ class ProfilesMixin(HasTraits):
         try:
             path = stores.groups.resolve_charge_group(self.user.name, group)
             return remaining(stores.ledger.status(path))
-        except StoreError:
+        except (StoreError, ValueError):  # not a member, no such group: admission says so
             return None
 
     async def _units(self, registry: Registry, group: str | None):
@@ -296,8 +296,9 @@ class ProfilesMixin(HasTraits):
         except ProfileError as exc:
             self.log.warning("Refused spawn options for %s: %s", self.user.name, exc)
             raise web.HTTPError(403, str(exc)) from None
-        charge_to = options.get("charge_to") if isinstance(options, Mapping) else None
-        units, room = await self._units(registry, charge_to if isinstance(charge_to, str) else None)
+        # the charged group's quota; a malformed charge_to is a 400 here, as at admission
+        charge_to = self.charge_group_option() if getattr(self, "charging", False) else None
+        units, room = await self._units(registry, charge_to)
         if units:
             try:
                 resolve_user_options(build_profile_list(registry, groups, units), options, extra)
