@@ -66,7 +66,7 @@ def fac(tmp_path_factory):
         env={
             "AFHUB_CHECKPOINT_INTERVAL": "1",
             "AFHUB_GRACE_PERIOD": "2",
-            "AFHUB_DASK_IDLE_TIMEOUT": "10",
+            "AFHUB_DASK_IDLE_TIMEOUT": "20",
         },
     )
     facility.start(timeout=180)
@@ -135,6 +135,7 @@ def test_budget_idle_and_hub_crash(fac):
     # the hub crashes: the gateway exits with it and leaves the cluster running
     before = {i.id for i in dask_intervals(fac, busy.name) if i.state == "running"}
     assert len(before) == 2  # scheduler and worker
+    busy_client.close()  # the fire-and-forget task keeps running without it
     fac.kill()
     wait_for(lambda: not gateway_processes(fac), 20, "the gateway to exit with its hub")
     gateway.close()
@@ -156,7 +157,6 @@ def test_budget_idle_and_hub_crash(fac):
         assert len(client.scheduler_info()["workers"]) == 1
     after = {i.id for i in dask_intervals(fac, busy.name) if i.state == "running"}
     assert after == before  # the same ledger intervals, still charging
-    busy_client.close()
     again.shutdown()
     wait_for(stopped(busy.name), 40, "the cluster to stop")
     gateway.close()
