@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
 from pathlib import Path
@@ -294,3 +295,23 @@ def test_removing_a_resource_in_use_refused(data):
     more = copy.deepcopy(data)
     gpu(more)["node_count"] = 5
     check_update(old, parse_registry(more), {"a100-80gb": 1})  # growing a pool is fine
+
+
+JUNK_VALUES = [[], {}, {"a": 1}, None, 1.5, -1, True, "", [1], ["x", {}], "\x00", 10**30]
+
+
+@pytest.mark.parametrize("junk", JUNK_VALUES, ids=repr)
+def test_any_junk_in_any_field_is_a_registry_error(data, junk):
+    """Whatever type a field holds, the answer is a RegistryError (a 400), never a crash."""
+    fields = {f for entry in data["resources"] for f in entry} | {"provider", "node_count"}
+    for fieldname in sorted(fields):
+        for i in range(len(data["resources"])):
+            broken = copy.deepcopy(data)
+            broken["resources"][i][fieldname] = junk
+            with contextlib.suppress(RegistryError):
+                parse_registry(broken)
+    for fieldname in ("name", "institution", "contacts"):
+        broken = copy.deepcopy(data)
+        broken["providers"][0][fieldname] = junk
+        with contextlib.suppress(RegistryError):
+            parse_registry(broken)

@@ -304,7 +304,7 @@ def parse_resource(entry: Any, index: int, providers: Mapping[str, Provider]) ->
         raise RegistryError(f"{where}: unknown fields {sorted(map(str, unknown))}")
     name = _name(where, entry.get("name"))
     provider = entry.get("provider")
-    if provider not in providers:
+    if not isinstance(provider, str) or provider not in providers:
         raise _err(where, "provider", f"is {provider!r}, not one of the declared providers")
     site = _text(where, entry, "site")
     kind = entry.get("kind")
