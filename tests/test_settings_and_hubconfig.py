@@ -97,6 +97,14 @@ def test_cli_reports_bad_settings_without_traceback(env, capsys):
     assert "AFHUB_AUTHENTICATOR='nope'" in err and "Traceback" not in err
 
 
+def test_bad_value_in_yaml_config_is_a_settings_error(env):
+    from afhub.settings import SettingsError, load_settings
+
+    config = Config({"FacilitySettings": {"cull_timeout_gpu": -5}})
+    with pytest.raises(SettingsError, match="cull_timeout_gpu"):
+        load_settings(config)
+
+
 def test_missing_yaml_config_is_empty(tmp_path):
     assert load_config_file(tmp_path / "nope.yaml") == Config()
 

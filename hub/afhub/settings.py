@@ -405,8 +405,9 @@ def load_settings(config: Config | None = None) -> FacilitySettings:
 
     Raises :class:`SettingsError` with a message naming the bad setting.
     """
-    settings = FacilitySettings(config=load_config_file() if config is None else config)
     try:
+        # values from afhub.yaml are validated in the constructor, environment defaults below
+        settings = FacilitySettings(config=load_config_file() if config is None else config)
         for name in settings.trait_names(config=True):
             getattr(settings, name)  # evaluate every default now, not in the middle of a run
     except TraitError as exc:
