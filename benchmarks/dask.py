@@ -13,6 +13,7 @@ Run: ``make bench-dask`` (``.venv/bin/python benchmarks/dask.py --rounds 5``).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -76,6 +77,8 @@ def main() -> None:
 
     from dask_gateway import Gateway, JupyterHubAuth
 
+    load0 = os.getloadavg()[0]
+
     times: dict[str, dict[str, list[float]]] = {
         "gateway": {"ready": [], "work": []},
         "local": {"ready": [], "work": []},
@@ -119,9 +122,14 @@ def main() -> None:
         f"{lr['median']:.2f} | {lr['p95']:.2f} | {gr['median'] / lr['median']:.2f} |\n"
         f"| workload | {gw['median']:.2f} | {gw['p95']:.2f} | {lw['median']:.2f} | "
         f"{lw['p95']:.2f} | **{gw['median'] / lw['median']:.2f}** |\n\n"
-        "The gateway's cluster runs its scheduler and workers as separate processes started "
-        "by the gateway, talks TLS through the gateway's proxy and charges every process to "
-        "the ledger; the workload ratio is the cost of that path once the cluster runs.\n"
+        "The gateway's cluster runs its scheduler and workers as processes started by the "
+        "gateway, talks TLS through the gateway's proxy and charges every process to the "
+        "ledger; LocalCluster's scheduler runs inside the benchmark's own process, next to "
+        "the client. Time to ready includes the gateway's admission of the scheduler and "
+        "each worker in the ledger and the TLS handshake through its proxy. "
+        f"Load average of the machine during the run: {load0:.1f} at start, "
+        f"{os.getloadavg()[0]:.1f} at the end (the machine is shared); with few rounds, "
+        "ratios within about 20% of 1 are noise.\n"
     )
     print(body)
     if not args.no_write:
