@@ -320,7 +320,7 @@ sampled every 5 s; the machine has {os.cpu_count()} cores and is shared with oth
 |---|---:|---:|---:|---:|---:|---:|---|
 {chr(10).join(rows)}
 
-{chr(10).join(notes)}
+{chr(10).join("- " + note for note in notes)}
 {overhead}"""
 
 
@@ -361,9 +361,8 @@ def main() -> None:
         if 0 < args.scaling_patches < len(names):
             scaling = spread(names, args.scaling_patches, salt="scaling")
         st.update(names=names, scaling=scaling)
-        st["phases"] = ["local", "sequential"] + ([] if args.no_dask else ["dask"]) + ["one"]
-        if scaling != names:
-            st["phases"].append("many")
+        st["phases"] = ["local", "one"] + (["many"] if scaling != names else [])
+        st["phases"] += ["sequential"] + ([] if args.no_dask else ["dask"])
 
         def body(which: list[str], engine: str = "pyhf") -> dict:
             return {
@@ -399,13 +398,18 @@ def main() -> None:
             }
 
         home = Path(tmp)
-        # in order of importance: a run stopped early still reports the first phases
+        # the cheap phases first, so that a run stopped early still reports them
         st["local"] = grid_on(
             home / "local", "local", workers, body(names), load, extra=overhead_and_batched
         )
         if scaling == names:
             st["many"] = st["local"]
         report()
+        st["one"] = grid_on(home / "one", "local", 1, body(scaling), load)
+        report()
+        if scaling != names:
+            st["many"] = grid_on(home / "many", "local", workers, body(scaling), load)
+            report()
         mark = load.mark()
         seq_wall, seq_values, seq_times = sequential_pyhf(bkg, patches, names)
         st["sequential"] = {
@@ -417,11 +421,6 @@ def main() -> None:
         report()
         if not args.no_dask:
             st["dask"] = grid_on(home / "dask", "dask", workers, body(names), load)
-            report()
-        st["one"] = grid_on(home / "one", "local", 1, body(scaling), load)
-        report()
-        if scaling != names:
-            st["many"] = grid_on(home / "many", "local", workers, body(scaling), load)
             report()
     load.stop()
 

@@ -221,7 +221,7 @@ def test_results_equal_pyhf_and_identical_requests_come_from_the_cache(facility,
         ),
     }
     direct = _direct_pyhf(sbottom, scan)
-    out, _ = direct.communicate(timeout=180)
+    out, _ = direct.communicate(timeout=600)  # the shared machine may be loaded
     ref = json.loads(out)
 
     rel = {"rel": 1e-6}
