@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.afhub-installed
 CHP := node_modules/.bin/configurable-http-proxy
 
-.PHONY: up install test lint format bench bench-spawn bench-batched bench-fitting bench-quota bench-profiles bench-dask clean
+.PHONY: up install test lint format bench bench-spawn bench-batched bench-fitting bench-quota bench-profiles bench-dask bench-spawn-form clean
 
 up: install
 	$(BIN)/afhub up
@@ -35,7 +35,7 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: bench-spawn bench-quota bench-batched bench-fitting bench-profiles bench-dask
+bench: bench-spawn bench-quota bench-batched bench-fitting bench-profiles bench-dask bench-spawn-form
 
 bench-quota: install
 	$(BIN)/python benchmarks/quota.py
@@ -48,6 +48,9 @@ bench-dask: install
 
 bench-spawn: install
 	$(BIN)/python benchmarks/spawn.py
+
+bench-spawn-form: install
+	$(BIN)/python benchmarks/spawn_form.py
 
 bench-batched: install
 	$(BIN)/python benchmarks/batched.py
