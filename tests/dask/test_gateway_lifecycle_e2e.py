@@ -115,27 +115,36 @@ def test_budget_idle_and_hub_crash(fac):
     busy_client.wait_for_workers(1, timeout=60)
     # a task that outlives its client keeps the cluster from idling while the hub is down
     fire_and_forget(busy_client.submit(time.sleep, 300, pure=False))
-    # an idle cluster, and one whose group's budget runs out
-    idle = gateway.new_cluster(charge_to="users", shutdown_on_close=False)
-    spent = gateway.new_cluster(charge_to="dbudget", shutdown_on_close=False)
+    # an idle cluster, and one whose group's budget runs out (plain REST: no client objects)
+    rest = urljoin(fac.url, "services/dask-gateway/api/v1/clusters/")
+    auth = {"Authorization": f"jupyterhub {token}"}
+
+    def create(group):
+        body = {"cluster_options": {"charge_to": group}}
+        return requests.post(rest, json=body, headers=auth, timeout=30)
+
+    idle, spent = create("users").json()["name"], create("dbudget").json()["name"]
 
     def stopped(name):
-        return lambda: (
-            name not in {c.name for c in gateway.list_clusters()}
-            and all(i.state in ("closed", "failed") for i in dask_intervals(fac, name))
-        )
+        def check():
+            listed = requests.get(rest, headers=auth, timeout=30).json()
+            return name not in listed and all(
+                i.state in ("closed", "failed") for i in dask_intervals(fac, name)
+            )
 
-    wait_for(stopped(spent.name), 40, "the over-budget cluster to be stopped")
-    (closed,) = dask_intervals(fac, spent.name)
+        return check
+
+    wait_for(stopped(spent), 40, "the over-budget cluster to be stopped")
+    (closed,) = dask_intervals(fac, spent)
     assert closed.group == "dbudget" and closed.cpu_cores == 1.0
-    with pytest.raises(ValueError, match=r"dbudget.*CPU core-hours"):
-        gateway.new_cluster(charge_to="dbudget")
-    wait_for(stopped(idle.name), 40, "the idle cluster to stop")
+    refused = create("dbudget")
+    assert refused.status_code == 422
+    assert "dbudget" in refused.json()["error"] and "CPU core-hours" in refused.json()["error"]
+    wait_for(stopped(idle), 40, "the idle cluster to stop")
 
     # the hub crashes: the gateway exits with it and leaves the cluster running
     before = {i.id for i in dask_intervals(fac, busy.name) if i.state == "running"}
     assert len(before) == 2  # scheduler and worker
-    busy_client.close()  # the fire-and-forget task keeps running without it
     fac.kill()
     wait_for(lambda: not gateway_processes(fac), 20, "the gateway to exit with its hub")
     gateway.close()
@@ -157,6 +166,7 @@ def test_budget_idle_and_hub_crash(fac):
         assert len(client.scheduler_info()["workers"]) == 1
     after = {i.id for i in dask_intervals(fac, busy.name) if i.state == "running"}
     assert after == before  # the same ledger intervals, still charging
+    busy_client.close(timeout=10)
     again.shutdown()
     wait_for(stopped(busy.name), 40, "the cluster to stop")
     gateway.close()
