@@ -89,7 +89,7 @@ class Facility:
 
     # -- life cycle --
 
-    def start(self, timeout: float = 60) -> Facility:
+    def start(self, timeout: float = 150) -> Facility:
         if self.config is not None:
             (self.home / "afhub.yaml").write_text(yaml.safe_dump(self.config))
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
