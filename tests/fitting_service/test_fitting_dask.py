@@ -236,7 +236,7 @@ def test_wall_clock_limit_and_cancellation_kill_the_fits(stores, dask_pool, sbot
     names = sorted(sbottom["patches"])
     long_scan = {"engine": "pyhf", "scan": [0.0, 5.0, 41]}
     over_limit = sbottom_task(sbottom, [REFERENCE_PATCH], "upper_limit", **long_scan)
-    to_cancel = sbottom_task(sbottom, names[:4], "upper_limit", **long_scan)
+    to_cancel = sbottom_task(sbottom, names[:2], "upper_limit", **long_scan)
 
     async def scenario():
         scheduler = Scheduler(fits, stores.ledger, config, pool=dask_pool)
