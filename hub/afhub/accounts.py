@@ -13,8 +13,7 @@ from nativeauthenticator.orm import UserInfo
 from sqlalchemy import create_engine, inspect
 from sqlalchemy.orm import Session
 
-from afhub.auth.local import hash_password
-from afhub.passwords import generate_password
+from afhub.passwords import generate_password, hash_password
 
 #: usernames afhub creates: lower-case letters, digits, ``.``, ``_`` and ``-``
 USERNAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")

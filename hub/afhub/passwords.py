@@ -10,6 +10,13 @@ from pathlib import Path
 PASSWORD_BYTES = 18
 
 
+def hash_password(password: str) -> bytes:
+    """bcrypt hash of ``password``, as NativeAuthenticator stores it."""
+    import bcrypt
+
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt())
+
+
 def generate_password() -> str:
     """A new random password, URL-safe, 24 characters."""
     return secrets.token_urlsafe(PASSWORD_BYTES)

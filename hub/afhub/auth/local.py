@@ -11,20 +11,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import bcrypt
 from nativeauthenticator import NativeAuthenticator
 from nativeauthenticator.orm import UserInfo
 from traitlets import Unicode, default
 
-from afhub.passwords import read_secret_file
+from afhub.passwords import hash_password, read_secret_file
 
 #: the facility administrator's account name
 ADMIN_USERNAME = "admin"
-
-
-def hash_password(password: str) -> bytes:
-    """bcrypt hash of ``password``, as NativeAuthenticator stores it."""
-    return bcrypt.hashpw(password.encode(), bcrypt.gensalt())
 
 
 class AfhubLocalAuthenticator(NativeAuthenticator):
