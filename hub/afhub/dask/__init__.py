@@ -6,6 +6,16 @@ gateway backend (:mod:`afhub.services.gateway`) feeds it the charged group's cha
 the ledger and acts on its answers.
 """
 
+from afhub.dask.gpus import (
+    NO_GPU_RESOURCE,
+    GpuOffer,
+    cap_by_slots,
+    gpu_ceiling,
+    gpu_offer,
+    gpu_resources,
+    slots_notice,
+    validate_gpus,
+)
 from afhub.dask.policy import (
     ClusterRequest,
     DaskPolicy,
@@ -19,12 +29,20 @@ from afhub.dask.policy import (
 )
 
 __all__ = [
+    "NO_GPU_RESOURCE",
     "ClusterRequest",
     "DaskPolicy",
+    "GpuOffer",
     "OptionsRefused",
+    "cap_by_slots",
     "core_ceiling",
+    "gpu_ceiling",
+    "gpu_offer",
+    "gpu_resources",
     "scale_notice",
     "scheduler_charge",
+    "slots_notice",
+    "validate_gpus",
     "validate_request",
     "worker_charge",
     "workers_that_fit",

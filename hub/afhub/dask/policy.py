@@ -14,9 +14,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from afhub.quotas.decisions import Decision, NodeState, decide
 from afhub.quotas.limits import Charge, ChargeKind, LimitName
+
+if TYPE_CHECKING:
+    from afhub.dask.gpus import GpuOffer
 
 GIB = 1024**3
 
@@ -57,6 +61,8 @@ class ClusterRequest:
     worker_memory_gib: float
     max_workers: int
     worker_gpus: int = 0
+    #: the registry's GPU resource of GPU workers ('' for CPU workers)
+    gpu_resource: str = ""
 
     def config(self, policy: DaskPolicy) -> dict[str, object]:
         """``ClusterConfig`` overrides for these options."""
@@ -86,13 +92,18 @@ def _fmt(value: float) -> str:
 
 
 def validate_request(
-    request: ClusterRequest, chain: Sequence[NodeState], policy: DaskPolicy
-) -> None:
+    request: ClusterRequest,
+    chain: Sequence[NodeState],
+    policy: DaskPolicy,
+    gpus: GpuOffer | None = None,
+) -> str:
     """Refuse options that can never fit the group's quota or the policy.
 
     What is free *now* is not checked here (the ledger's admission does that for the
     scheduler and each worker); this refuses a cluster whose scheduler plus one worker
-    could never fit under the group's ``max_dask_cores``.
+    could never fit under the group's ``max_dask_cores``. GPU workers are checked against
+    ``gpus`` (:func:`afhub.dask.gpus.gpu_offer`; ``None``: none offered). Returns the GPU
+    resource of GPU workers ('' for CPU workers).
     """
     ceiling = core_ceiling(chain)
     if ceiling is not None:
@@ -120,8 +131,9 @@ def validate_request(
             f"max_workers={request.max_workers} is outside 1..{policy.max_workers} "
             "(the facility's bound per cluster)"
         )
-    if request.worker_gpus:
-        raise OptionsRefused("GPU workers are not offered by this facility yet")
+    from afhub.dask.gpus import validate_gpus
+
+    return validate_gpus(request.worker_gpus, request.gpu_resource, gpus)
 
 
 def max_worker_cores_for(chain: Sequence[NodeState], policy: DaskPolicy) -> int:
@@ -148,9 +160,11 @@ def scheduler_charge(policy: DaskPolicy) -> Charge:
     )
 
 
-def worker_charge(worker_cores: int, worker_gpus: int = 0) -> Charge:
+def worker_charge(worker_cores: int, worker_gpus: int = 0, gpu_resource: str = "") -> Charge:
+    """One worker's charge; a GPU worker's ``resource`` is its registry GPU resource."""
+    resource = gpu_resource if worker_gpus and gpu_resource else "dask-worker"
     return Charge(
-        ChargeKind.DASK, cpu_cores=float(worker_cores), gpus=worker_gpus, resource="dask-worker"
+        ChargeKind.DASK, cpu_cores=float(worker_cores), gpus=worker_gpus, resource=resource
     )
 
 
@@ -181,9 +195,11 @@ def workers_that_fit(
     return lo, decide(chain, _times(per_worker, lo + 1), now)
 
 
-def scale_notice(requested: int, granted: int, why: Decision) -> str:
-    """What the user reads when a scale request is capped."""
+def scale_notice(requested: int, granted: int, why: Decision | str) -> str:
+    """What the user reads when a scale request is capped (``why``: the quota's
+    decision, or the reason as text, e.g. no free GPU)."""
+    reason = why if isinstance(why, str) else why.message
     return (
         f"Scale request of {requested} workers exceeds the Dask limits of your group; "
-        f"the cluster runs {granted} workers instead: {why.message}"
+        f"the cluster runs {granted} workers instead: {reason}"
     )

@@ -38,8 +38,9 @@ from dask_gateway_server.backends.local import UnsafeLocalBackend, is_running
 from dask_gateway_server.options import Float as FloatField
 from dask_gateway_server.options import Integer as IntegerField
 from dask_gateway_server.options import Options, Select
-from traitlets import Float, Integer, Unicode
+from traitlets import Dict, Float, Integer, Unicode
 
+from afhub.dask.gpus import NO_GPU_RESOURCE, GpuOffer
 from afhub.dask.policy import (
     ClusterRequest,
     DaskPolicy,
@@ -54,9 +55,9 @@ from afhub.dask.policy import (
 )
 from afhub.quotas.decisions import EnforcementAction, plan_enforcement
 from afhub.services.gateway.auth import INVALID, parse_authorization
+from afhub.services.gateway.workers import WorkerCharging, WorkerRefused, WorkerSpec
 from afhub.stores.errors import StoreError
 from afhub.stores.facade import Stores
-from afhub.stores.ledger import QuotaExceeded
 
 KIND = "dask"
 NO_GROUP = "(no group)"
@@ -104,6 +105,13 @@ class AfhubLocalBackend(UnsafeLocalBackend):
     scheduler_charge_cores = Integer(
         1, help="Cores a scheduler holds and is charged for.", config=True
     )
+    real_devices = Dict(
+        help="""GPU resources of the registry backed by this machine's real GPUs, as
+        ``{resource name: [CUDA device index or UUID per slot]}`` (as the spawner's
+        ``real_devices``). A GPU worker of another resource gets a simulated slot:
+        ``CUDA_VISIBLE_DEVICES`` empty and ``AFHUB_DEVICES_SIMULATED=1``.""",
+        config=True,
+    )
     liveness_period = Float(
         2.0, help="Seconds between checks that running schedulers are alive.", config=True
     )
@@ -129,6 +137,7 @@ class AfhubLocalBackend(UnsafeLocalBackend):
 
     async def setup(self, app: web.Application) -> None:
         self.stores = Stores.open(self.facility_db_url or None, migrate=False)
+        self.workers = WorkerCharging(self.stores)
         self._notices: dict[str, str] = {}
         app.middlewares.append(self._middleware)
         app.router.add_route("*", "/clusters/{cluster_name}", self._dashboard)
@@ -199,9 +208,12 @@ class AfhubLocalBackend(UnsafeLocalBackend):
         info = await asyncio.to_thread(self._user_groups, user.name)
         groups, default = info
         chains = {}
+        offers: dict[str, GpuOffer] = {}
         for group in groups:
             chains[group] = await asyncio.to_thread(self.stores.ledger.status, group)
+            offers[group] = await asyncio.to_thread(self.workers.offer, user.name, chains[group])
         default_chain = chains.get(default, [])
+        default_offer = offers.get(default or (groups[0] if groups else ""), GpuOffer())
         cores_bound = max_worker_cores_for(default_chain, policy)
         workers_bound = max(1, max_workers_for(default_chain, policy, policy.default_worker_cores))
 
@@ -215,8 +227,10 @@ class AfhubLocalBackend(UnsafeLocalBackend):
                 worker_cores=int(options.worker_cores),
                 worker_memory_gib=float(options.worker_memory),
                 max_workers=int(options.max_workers),
+                worker_gpus=int(options.worker_gpus),
+                gpu_resource=str(options.gpu_resource),
             )
-            validate_request(request, chains[request.group], policy)
+            validate_request(request, chains[request.group], policy, offers[request.group])
             return request.config(policy)
 
         return Options(
@@ -246,6 +260,23 @@ class AfhubLocalBackend(UnsafeLocalBackend):
                     f"Maximum workers of this cluster (up to {policy.max_workers}; your "
                     f"group's Dask cores hold {workers_bound} such workers at once)"
                 ),
+            ),
+            IntegerField(
+                "worker_gpus",
+                default=0,
+                # bounds checked by the handler (registry and the group's max_gpus)
+                label=(
+                    "GPUs per worker (0 or 1: one GPU of the chosen GPU resource)"
+                    if default_offer.max_worker_gpus
+                    else f"GPUs per worker (0 only: {default_offer.reason})"
+                ),
+            ),
+            Select(
+                "gpu_resource",
+                default_offer.choices,
+                default=default_offer.default_resource,
+                label="GPU resource of GPU workers"
+                + ("" if default_offer.resources else f" ({NO_GPU_RESOURCE}: none is open to you)"),
             ),
             handler=handler,
         )
@@ -298,11 +329,15 @@ class AfhubLocalBackend(UnsafeLocalBackend):
         self.queue.put(cluster)
         return cluster.name
 
-    async def _fit(self, cluster, extra: int):
-        """How many of ``extra`` more workers of ``cluster`` fit its group's limits now."""
+    async def _fit(self, cluster, extra: int) -> tuple[int, str]:
+        """How many of ``extra`` more workers of ``cluster`` fit its group's limits and
+        (GPU workers) the free device slots now, and why no more."""
         chain = await asyncio.to_thread(self.stores.ledger.status, cluster.options["charge_to"])
-        per_worker = worker_charge(int(cluster.config["worker_cores"]))
-        return workers_that_fit(chain, per_worker, extra, datetime.now(UTC))
+        spec = WorkerSpec.from_options(cluster.options, cluster.config)
+        per_worker = worker_charge(spec.worker_cores, spec.worker_gpus, spec.gpu_resource)
+        fit, why = workers_that_fit(chain, per_worker, extra, datetime.now(UTC))
+        capped, reason = await asyncio.to_thread(self.workers.cap, spec, fit)
+        return capped, (reason if capped < fit else why.message)
 
     async def forward_message_to_scheduler(self, cluster, msg):
         if msg.get("op") == "scale":
@@ -327,19 +362,20 @@ class AfhubLocalBackend(UnsafeLocalBackend):
         if extra <= 0 or cluster.worker_start_failure_count >= self.worker_start_failure_limit:
             await super()._check_cluster_scale(cluster)
             return
-        fit, why = await self._fit(cluster, extra)
+        fit, why_message = await self._fit(cluster, extra)
+        spec = WorkerSpec.from_options(cluster.options, cluster.config)
         admitted = 0
         for _ in range(fit):
             worker = self.db.create_worker(cluster)
             try:
                 await asyncio.to_thread(
-                    self.stores.ledger.admit,
+                    self.workers.admit,
                     user=cluster.username,
-                    charge=worker_charge(int(cluster.config["worker_cores"])),
                     group=cluster.options["charge_to"],
-                    server_name=worker_key(cluster.name, worker.name),
+                    key=worker_key(cluster.name, worker.name),
+                    spec=spec,
                 )
-            except (QuotaExceeded, StoreError) as exc:
+            except WorkerRefused as exc:
                 self.db.update_worker(
                     worker,
                     status=JobStatus.STOPPED,
@@ -351,8 +387,6 @@ class AfhubLocalBackend(UnsafeLocalBackend):
             admitted += 1
             self.log.info("Created worker %s for cluster %s", worker.name, cluster.name)
             self.queue.put(worker)
-        else:
-            why_message = why.message
         if admitted < extra:
             granted = len(cluster.active_workers())
             notice = (
@@ -373,11 +407,6 @@ class AfhubLocalBackend(UnsafeLocalBackend):
         if interval is not None:
             await asyncio.to_thread(self.stores.ledger.mark_running, interval.id)
 
-    async def _close(self, user: str, key: str, note: str) -> None:
-        interval = await self._open_interval(user, key)
-        if interval is not None:
-            await asyncio.to_thread(self.stores.ledger.close, interval.id, None, note)
-
     async def _cluster_to_submitted(self, cluster):
         await super()._cluster_to_submitted(cluster)
         if cluster.status == JobStatus.SUBMITTED and cluster.target == JobStatus.RUNNING:
@@ -386,11 +415,12 @@ class AfhubLocalBackend(UnsafeLocalBackend):
     async def _cluster_to_stopped(self, cluster):
         await super()._cluster_to_stopped(cluster)
         note = "cluster failed" if cluster.status == JobStatus.FAILED else "cluster stopped"
-        prefix = f"{cluster.name}/"
-        opened = await asyncio.to_thread(self.stores.ledger.open_intervals, KIND)
-        for interval in opened:
-            if interval.user == cluster.username and interval.server_name.startswith(prefix):
-                await asyncio.to_thread(self.stores.ledger.close, interval.id, None, note)
+        await asyncio.to_thread(
+            self.workers.release_cluster,
+            user=cluster.username,
+            cluster_name=cluster.name,
+            note=note,
+        )
         self._notices.pop(cluster.name, None)
 
     async def _worker_to_submitted(self, worker):
@@ -402,9 +432,28 @@ class AfhubLocalBackend(UnsafeLocalBackend):
     async def _worker_to_stopped(self, worker):
         await super()._worker_to_stopped(worker)
         note = "worker failed" if worker.status == JobStatus.FAILED else "worker stopped"
-        await self._close(
-            worker.cluster.username, worker_key(worker.cluster.name, worker.name), note
+        await asyncio.to_thread(
+            self.workers.release,
+            user=worker.cluster.username,
+            key=worker_key(worker.cluster.name, worker.name),
+            note=note,
         )
+
+    async def do_start_worker(self, worker):
+        """Upstream's local start, with the worker's devices in its environment."""
+        cluster = worker.cluster
+        cmd = self.get_worker_command(cluster, worker.name)
+        env = self.get_worker_env(cluster)
+        env.update(
+            await asyncio.to_thread(
+                self.workers.environment,
+                user=cluster.username,
+                key=worker_key(cluster.name, worker.name),
+                real_devices=self.real_devices,
+            )
+        )
+        pid = await self.start_process(cluster, cmd, env, f"worker-{worker.name}")
+        yield {"pid": pid}
 
     async def _reconcile_ledger(self) -> None:
         """Square open Dask intervals with the clusters this gateway's database holds (after
@@ -416,6 +465,8 @@ class AfhubLocalBackend(UnsafeLocalBackend):
                 if worker.status < JobStatus.STOPPED:
                     alive.add((cluster.username, worker_key(cluster.name, worker.name)))
         report = await asyncio.to_thread(self.stores.ledger.reconcile, alive, kind=KIND)
+        # slots of workers whose interval was just closed (of servers' too: same rule)
+        await asyncio.to_thread(self.workers.devices.reclaim)
         self.log.info(
             "Ledger reconciled with the gateway: closed %d, failed %d, kept %d, started %d",
             len(report.closed),
