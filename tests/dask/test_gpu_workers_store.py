@@ -12,6 +12,7 @@ from dask_gateway_server.models import User
 
 from afhub.dask.gpus import NO_GPU_RESOURCE, validate_gpus
 from afhub.dask.policy import DaskPolicy, OptionsRefused, scheduler_charge
+from afhub.devices import LOCAL_GPU, LocalGpu, local_resources
 from afhub.quotas.limits import Charge
 from afhub.services.gateway.backend import AfhubLocalBackend
 from afhub.services.gateway.workers import WorkerCharging, WorkerRefused, WorkerSpec
@@ -29,7 +30,6 @@ from afhub.stores.testing import (
 GROUP = "atlas/higgs/students"
 GPU = WorkerSpec(worker_cores=1, worker_gpus=1, gpu_resource="gpu-sim")
 CPU = WorkerSpec(worker_cores=1)
-NO_REAL: dict[str, list[str]] = {}
 
 
 @pytest.fixture(scope="module")
@@ -115,18 +115,19 @@ def test_gpu_workers_hold_a_slot_and_release_it(charging, stores):
         ("c1/w1", 0),
         ("c1/w2", 1),
     ]
-    env = charging.environment(user="sam", key="c1/w2", real_devices=NO_REAL)
+    env = charging.environment(user="sam", key="c1/w2")
     assert env == {
         "AFHUB_DEVICES": "1",
         "AFHUB_DEVICES_SIMULATED": "1",
         "CUDA_VISIBLE_DEVICES": "",
     }
-    real = charging.environment(user="sam", key="c1/w2", real_devices={"gpu-sim": ["3", "7"]})
+    mapped = WorkerCharging(stores, real_devices={"gpu-sim": ["3", "7"]})
+    real = mapped.environment(user="sam", key="c1/w2")
     assert real["CUDA_VISIBLE_DEVICES"] == "7" and real["AFHUB_DEVICES_SIMULATED"] == "0"
     # a CPU worker is charged no GPU and sees none
     cpu = charging.admit(user="sam", group=GROUP, key="c1/w3", spec=CPU)
     assert stores.ledger.get(cpu).gpus == 0
-    assert charging.environment(user="sam", key="c1/w3", real_devices=NO_REAL) == {
+    assert charging.environment(user="sam", key="c1/w3") == {
         "AFHUB_DEVICES": "",
         "AFHUB_DEVICES_SIMULATED": "0",
         "CUDA_VISIBLE_DEVICES": "",
@@ -207,3 +208,23 @@ def test_the_gateway_options_form_offers_and_refuses_gpu_workers(charging, store
     sam = options_for("sam")
     with pytest.raises(OptionsRefused, match="'atlas/higgs'"):
         sam.get_configuration(sam.parse_options({"worker_gpus": 1}), User("sam"))
+
+
+def test_this_machines_gpus_are_offered_to_everyone_with_real_devices(charging, stores):
+    """Local mode: ``local-gpu`` (from ``nvidia-smi -L``) is open to every user, its
+    slots are shared with servers, and its workers see the real CUDA device."""
+    gpu = LocalGpu(0, "NVIDIA H100 80GB HBM3", "GPU-0b1c")
+    local = local_resources(16, 64 * 2**30, [gpu])
+    machine = WorkerCharging(stores, local, {LOCAL_GPU: ["0"]})
+    offer = machine.offer("tom", stores.ledger.status("atlas/top"))
+    assert offer.resources == (LOCAL_GPU,) and offer.max_worker_gpus == 1
+    assert machine.offer("sam", stores.ledger.status(GROUP)).resources == ("gpu-sim", LOCAL_GPU)
+    spec = WorkerSpec(worker_cores=1, worker_gpus=1, gpu_resource=LOCAL_GPU)
+    machine.admit(user="tom", group="atlas/top", key="c9/w1", spec=spec)
+    assert machine.environment(user="tom", key="c9/w1") == {
+        "AFHUB_DEVICES": "0",
+        "AFHUB_DEVICES_SIMULATED": "0",
+        "CUDA_VISIBLE_DEVICES": "0",
+    }
+    with pytest.raises(WorkerRefused, match="'local-gpu'.*1 of 1 in use"):
+        machine.admit(user="tom", group="atlas/top", key="c9/w2", spec=spec)

@@ -38,7 +38,7 @@ from dask_gateway_server.backends.local import UnsafeLocalBackend, is_running
 from dask_gateway_server.options import Float as FloatField
 from dask_gateway_server.options import Integer as IntegerField
 from dask_gateway_server.options import Options, Select
-from traitlets import Dict, Float, Integer, Unicode
+from traitlets import Bool, Dict, Float, Integer, Unicode
 
 from afhub.dask.gpus import NO_GPU_RESOURCE, GpuOffer
 from afhub.dask.policy import (
@@ -55,7 +55,12 @@ from afhub.dask.policy import (
 )
 from afhub.quotas.decisions import EnforcementAction, plan_enforcement
 from afhub.services.gateway.auth import INVALID, parse_authorization
-from afhub.services.gateway.workers import WorkerCharging, WorkerRefused, WorkerSpec
+from afhub.services.gateway.workers import (
+    WorkerCharging,
+    WorkerRefused,
+    WorkerSpec,
+    machine_gpus,
+)
 from afhub.stores.errors import StoreError
 from afhub.stores.facade import Stores
 
@@ -112,6 +117,16 @@ class AfhubLocalBackend(UnsafeLocalBackend):
         ``CUDA_VISIBLE_DEVICES`` empty and ``AFHUB_DEVICES_SIMULATED=1``.""",
         config=True,
     )
+    local_gpus = Bool(
+        True,
+        help="""Offer this machine's GPUs (``nvidia-smi -L``) to GPU workers as the built-in
+        ``local-gpu`` resource, open to everyone, with real ``CUDA_VISIBLE_DEVICES`` (as
+        the local spawner does for servers; they share its slots).""",
+        config=True,
+    )
+    nvidia_smi = Unicode(
+        "nvidia-smi", help="Command listing this machine's GPUs (``-L``).", config=True
+    )
     liveness_period = Float(
         2.0, help="Seconds between checks that running schedulers are alive.", config=True
     )
@@ -137,7 +152,10 @@ class AfhubLocalBackend(UnsafeLocalBackend):
 
     async def setup(self, app: web.Application) -> None:
         self.stores = Stores.open(self.facility_db_url or None, migrate=False)
-        self.workers = WorkerCharging(self.stores)
+        local, ids = machine_gpus(self.nvidia_smi) if self.local_gpus else ({}, [])
+        real = {name: ids for name in local}
+        real.update(self.real_devices)
+        self.workers = WorkerCharging(self.stores, local, real)
         self._notices: dict[str, str] = {}
         app.middlewares.append(self._middleware)
         app.router.add_route("*", "/clusters/{cluster_name}", self._dashboard)
@@ -449,7 +467,6 @@ class AfhubLocalBackend(UnsafeLocalBackend):
                 self.workers.environment,
                 user=cluster.username,
                 key=worker_key(cluster.name, worker.name),
-                real_devices=self.real_devices,
             )
         )
         pid = await self.start_process(cluster, cmd, env, f"worker-{worker.name}")

@@ -12,16 +12,32 @@ ledger and the device store by ``CLUSTER/WORKER`` (its ``server_name``).
   stopped or died); :meth:`WorkerCharging.release_cluster` does it for every process of a
   cluster.
 * :meth:`WorkerCharging.environment` is what the worker process is told about its devices.
+
+In local mode this machine's own GPUs (``nvidia-smi -L``) are the built-in ``local-gpu``
+resource open to everyone, exactly as for servers (:func:`machine_gpus`), so servers and
+GPU workers share its slots.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from afhub.dask.gpus import GpuOffer, cap_by_slots, free_slots, gpu_offer, slots_notice
 from afhub.dask.policy import worker_charge
-from afhub.devices import capacity, device_environment
+from afhub.devices import (
+    EVERYONE,
+    LOCAL_GPU,
+    capacity,
+    device_environment,
+    local_provider,
+    local_resources,
+    parse_nvidia_smi_list,
+    real_device_ids,
+)
 from afhub.quotas.decisions import NodeState
 from afhub.registry.model import Registry, Resource
 from afhub.stores.devices import DevicesBusy, DeviceStore
@@ -30,6 +46,25 @@ from afhub.stores.facade import Stores
 from afhub.stores.ledger import QuotaExceeded
 
 KIND = "dask"
+
+
+def machine_gpus(command: str = "nvidia-smi") -> tuple[dict[str, Resource], list[str]]:
+    """This machine's GPUs as the ``local-gpu`` resource (none when ``command -L`` is
+    missing, fails or lists no GPU) and their ``CUDA_VISIBLE_DEVICES`` ids."""
+    if not command or shutil.which(command) is None:
+        return {}, []
+    try:
+        out = subprocess.run(
+            [command, "-L"], capture_output=True, text=True, timeout=15, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}, []
+    gpus = parse_nvidia_smi_list(out)
+    if not gpus:
+        return {}, []
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    resources = local_resources(os.cpu_count() or 1, memory, gpus)
+    return {LOCAL_GPU: resources[LOCAL_GPU]}, real_device_ids(gpus)
 
 
 class WorkerRefused(Exception):
@@ -57,18 +92,35 @@ class WorkerSpec:
 class WorkerCharging:
     """Ledger intervals and device slots of Dask workers."""
 
-    def __init__(self, stores: Stores) -> None:
+    def __init__(
+        self,
+        stores: Stores,
+        local: Mapping[str, Resource] | None = None,
+        real_devices: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
+        """``local``: this machine's GPU resources (open to everyone, after the
+        registry's); ``real_devices``: ``{resource: [CUDA id per slot]}`` of resources
+        backed by this machine's GPUs (others are simulated)."""
         self.stores = stores
         self.devices = DeviceStore(stores.db)
+        self.local = {name: r for name, r in (local or {}).items() if r.kind == "gpu"}
+        self.real_devices = {name: list(ids) for name, ids in (real_devices or {}).items()}
 
     # -- options -----------------------------------------------------------------------------
 
     def registry(self) -> Registry:
-        return self.stores.registry.load()
+        """The registry plus this machine's GPUs (when not registered under that name)."""
+        registry = self.stores.registry.load()
+        extra = {n: r for n, r in self.local.items() if n not in registry.resources}
+        if not extra:
+            return registry
+        providers = dict(registry.providers)
+        providers.setdefault(local_provider().name, local_provider())
+        return Registry(providers=providers, resources={**registry.resources, **extra})
 
     def offer(self, user: str, chain: Sequence[NodeState]) -> GpuOffer:
         """GPU workers offered to ``user`` charging the group of ``chain``."""
-        groups = set(self.stores.groups.roles_of(user))
+        groups = set(self.stores.groups.roles_of(user)) | {EVERYONE}
         return gpu_offer(self.registry(), groups, chain)
 
     def resource(self, name: str) -> Resource:
@@ -156,13 +208,11 @@ class WorkerCharging:
             return None, []
         return rows[0].resource, [row.slot for row in rows]
 
-    def environment(
-        self, *, user: str, key: str, real_devices: Mapping[str, Sequence[str]]
-    ) -> dict[str, str]:
+    def environment(self, *, user: str, key: str) -> dict[str, str]:
         """``CUDA_VISIBLE_DEVICES``, ``AFHUB_DEVICES`` and ``AFHUB_DEVICES_SIMULATED`` of
-        the worker process: real device ids when ``real_devices`` maps its resource, else
-        simulated (nothing attached); a CPU worker sees no GPU."""
+        the worker process: real device ids when its resource is backed by this machine's
+        GPUs, else simulated (nothing attached); a CPU worker sees no GPU."""
         name, slots = self.held(user=user, key=key)
         resource = self.registry().resources.get(name) if name else None
-        real = real_devices.get(name) if name else None
-        return device_environment(resource, slots, list(real) if real is not None else None)
+        real = self.real_devices.get(name) if name else None
+        return device_environment(resource, slots, real)
