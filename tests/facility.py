@@ -126,8 +126,11 @@ class Facility:
         except psutil.NoSuchProcess:
             return []
 
-    def stop(self, timeout: float = 30) -> None:
-        """Stop as Ctrl-C does (SIGINT); whatever is left after ``timeout`` is killed."""
+    def stop(self, timeout: float = 90) -> None:
+        """Stop as Ctrl-C does (SIGINT); whatever is left after ``timeout`` is killed.
+
+        The hub stops its five services one after the other (each may take JupyterHub's
+        interrupt, terminate and kill timeouts on a loaded machine), then the servers."""
         self._signal_and_reap(signal.SIGINT, timeout)
 
     def kill(self) -> None:

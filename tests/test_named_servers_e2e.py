@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 import uuid
 from urllib.parse import urljoin
 
@@ -75,10 +76,16 @@ def test_named_servers_are_limited_counted_and_charged_separately(facility):
         session.start_server("b", options)
         assert running() == {"", "b"}
 
-        # each server is its own ledger row, named, charged to the group
-        usage = admin("GET", f"groups/{group}/-/usage", params={"since": "2000-01-01"})
-        assert usage.status_code == 200, usage.text
-        rows = {r["server_name"]: r for r in usage.json()["intervals"] if r["user"] == user}
+        # each server is its own ledger row, named, charged to the group; a new server's
+        # interval turns running when the hub has seen it ready (polled by the spawner)
+        deadline = time.monotonic() + 20
+        while True:
+            usage = admin("GET", f"groups/{group}/-/usage", params={"since": "2000-01-01"})
+            assert usage.status_code == 200, usage.text
+            rows = {r["server_name"]: r for r in usage.json()["intervals"] if r["user"] == user}
+            if rows.get("b", {}).get("state") == "running" or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert set(rows) == {"", "a", "b"}
         assert rows["a"]["state"] == "closed" and rows["a"]["stop"] is not None
         assert rows[""]["state"] == rows["b"]["state"] == "running"
