@@ -102,8 +102,12 @@ def test_idle_gpu_server_is_culled_before_the_cpu_one_and_usage_closes(fac):
         time.sleep(0.5)
     else:
         pytest.fail(f"the idle GPU server was not culled:\n{fac.log_tail()}")
-    # the CPU server, started with it and idle about as long, is not past its own timeout
-    assert current.get("", {}).get("ready"), (current, fac.log_tail())
+    # the CPU server, started with it and idle about as long, is not past its own timeout:
+    # still there, ready or (on a loaded machine) still starting, not being stopped
+    cpu_server = current.get("")
+    assert cpu_server is not None, (current, fac.log_tail())
+    starting_or_ready = cpu_server.get("ready") or cpu_server.get("pending") == "spawn"
+    assert starting_or_ready, (current, fac.log_tail())
 
     deadline = time.monotonic() + CPU_TIMEOUT_S + 30
     while time.monotonic() < deadline and servers():
