@@ -17,46 +17,10 @@ from afhub.quotas.limits import Charge
 from afhub.services.gateway.backend import AfhubLocalBackend
 from afhub.services.gateway.workers import WorkerCharging, WorkerRefused, WorkerSpec
 from afhub.stores.devices import DeviceStore
-from afhub.stores.facade import Stores
-from afhub.stores.testing import (
-    POSTGRES_SKIP_REASON,
-    empty_postgres,
-    fresh_sqlite,
-    postgres_database,
-    postgres_server_url,
-    sqlite_template,
-)
 
 GROUP = "atlas/higgs/students"
 GPU = WorkerSpec(worker_cores=1, worker_gpus=1, gpu_resource="gpu-sim")
 CPU = WorkerSpec(worker_cores=1)
-
-
-@pytest.fixture(scope="module")
-def _sqlite_template(tmp_path_factory):
-    with sqlite_template(tmp_path_factory.mktemp("sqlite-template")) as path:
-        yield path
-
-
-@pytest.fixture(scope="module")
-def _postgres_url():
-    server = postgres_server_url()
-    if server is None:
-        pytest.skip(POSTGRES_SKIP_REASON)
-    with postgres_database(server) as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def stores(request, tmp_path, _sqlite_template):
-    if request.param == "sqlite":
-        url = fresh_sqlite(_sqlite_template, tmp_path)
-    else:
-        url = request.getfixturevalue("_postgres_url")
-        empty_postgres(url)
-    opened = Stores.open(url, migrate=False)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

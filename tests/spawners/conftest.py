@@ -3,45 +3,4 @@ is set (the same throw-away databases as tests/stores)."""
 
 from __future__ import annotations
 
-import pytest
-
-from afhub.stores.facade import Stores
-from afhub.stores.testing import (
-    POSTGRES_SKIP_REASON,
-    empty_postgres,
-    fresh_sqlite,
-    postgres_database,
-    postgres_server_url,
-    sqlite_template,
-)
-
-
-@pytest.fixture(scope="session")
-def _sqlite_template(tmp_path_factory):
-    with sqlite_template(tmp_path_factory.mktemp("sqlite-template")) as path:
-        yield path
-
-
-@pytest.fixture(scope="session")
-def _postgres_url():
-    server = postgres_server_url()
-    if server is None:
-        pytest.skip(POSTGRES_SKIP_REASON)
-    with postgres_database(server) as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path, _sqlite_template):
-    if request.param == "sqlite":
-        return fresh_sqlite(_sqlite_template, tmp_path)
-    url = request.getfixturevalue("_postgres_url")
-    empty_postgres(url)
-    return url
-
-
-@pytest.fixture
-def stores(db_url):
-    opened = Stores.open(db_url, migrate=False)
-    yield opened
-    opened.close()
+from tests.store_fixtures import _postgres_url, _sqlite_template, db_url, stores  # noqa: F401
