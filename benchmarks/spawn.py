@@ -47,6 +47,10 @@ c.Spawner.default_url = "/lab"
 class PlainHub(Facility):
     """A plain JupyterHub with SimpleLocalProcessSpawner, started like the facility."""
 
+    def extra_config(self) -> str:
+        """Lines appended to the plain configuration (none here; subclasses add some)."""
+        return ""
+
     def start(self, timeout: float = 60) -> PlainHub:
         config = self.home / "plain_config.py"
         config.write_text(
@@ -58,6 +62,7 @@ class PlainHub(Facility):
                 home=self.home,
                 python=sys.executable,
             )
+            + self.extra_config()
         )
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115
         self.process = subprocess.Popen(

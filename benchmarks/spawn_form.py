@@ -27,22 +27,20 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urljoin
 
-import requests
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.report import summary, write_section  # noqa: E402
-from benchmarks.spawn import PLAIN_CONFIG, PlainHub  # noqa: E402
+from benchmarks.spawn import PlainHub  # noqa: E402
 from tests.browser import CHROMIUM_ARGS, chromium_path  # noqa: E402
-from tests.facility import PROJECT_ROOT, Facility  # noqa: E402
+from tests.facility import Facility  # noqa: E402
 
 USER = "bench"
 RESOURCES = 40
@@ -134,37 +132,10 @@ class StaticFormHub(PlainHub):
         super().__init__(home)
         self.form_html = form_html
 
-    def start(self, timeout: float = 60) -> StaticFormHub:
+    def extra_config(self) -> str:
         form = self.home / "options_form.html"
         form.write_text(self.form_html)
-        config = self.home / "plain_config.py"
-        config.write_text(
-            PLAIN_CONFIG.format(
-                port=self.port,
-                hub_port=self.hub_port,
-                api_port=self.proxy_api_port,
-                chp=str(PROJECT_ROOT / "node_modules" / ".bin" / "configurable-http-proxy"),
-                home=self.home,
-                python=sys.executable,
-            )
-            + f"c.Spawner.options_form = open({str(form)!r}).read()\n"
-        )
-        self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "jupyterhub", "-f", str(config)],
-            cwd=self.home,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(urljoin(self.url, "hub/health"), timeout=2).status_code == 200:
-                    return self
-            except requests.ConnectionError:
-                time.sleep(0.25)
-        raise RuntimeError(f"plain hub not up:\n{self.log_tail()}")
+        return f"c.Spawner.options_form = open({str(form)!r}).read()\n"
 
 
 def browser_login(context, hub: Facility, username: str, password: str) -> None:
