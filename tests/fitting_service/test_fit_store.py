@@ -14,7 +14,7 @@ from afhub.services.fitting.config import FittingService
 from afhub.services.fitting.scheduler import PRELOAD, Scheduler, cache_key, request_of_task
 from afhub.stores.errors import NotFound
 from afhub.stores.facade import Stores
-from afhub.stores.fitting import FitStore, TooManyJobs
+from afhub.stores.fitting import FitStore, TooManyJobs, new_job_id
 from tests.fitting_service.conftest import tiny_workspace
 
 
@@ -48,6 +48,13 @@ def _create(fits: FitStore, owner: str, task, *, per_user: int = 5, per_group: i
         max_per_user=per_user,
         max_per_group=per_group,
     )
+
+
+def test_job_ids_are_unique_letters_and_digits():
+    """An id never starts with ``-`` (``afhub fit status ID`` would read it as an option)."""
+    ids = {new_job_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    assert all(len(i) == 22 and i.isascii() and i.isalnum() for i in ids)
 
 
 def test_limits_ownership_and_recovery(stores):

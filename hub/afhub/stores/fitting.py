@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import string
 import zlib
 from dataclasses import dataclass
 from datetime import datetime
@@ -210,9 +211,17 @@ def unpack_request(blob: bytes) -> dict[str, Any]:
     return json.loads(zlib.decompress(blob).decode("utf-8"))
 
 
+JOB_ID_ALPHABET = string.ascii_letters + string.digits
+JOB_ID_LENGTH = 22  # 22 characters of 62 carry 131 bits
+
+
 def new_job_id() -> str:
-    """A random, URL-safe job id (128 bits)."""
-    return secrets.token_urlsafe(16)
+    """A random job id of letters and digits (131 bits).
+
+    Letters and digits only, so an id is safe in a URL and never starts with ``-``, which a
+    command line (``afhub fit status ID``) would read as an option.
+    """
+    return "".join(secrets.choice(JOB_ID_ALPHABET) for _ in range(JOB_ID_LENGTH))
 
 
 def _active_jobs(session, condition) -> int:
