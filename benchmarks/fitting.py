@@ -9,7 +9,10 @@ In one run, on this machine:
    ``--workers`` workers (default: one per core), once on the ``local`` executor and once on
    the ``dask`` executor (a LocalCluster the service owns, same worker count) — versus a
    sequential loop of ``pyhf.infer.hypotest`` over the same patches in this process (one
-   BLAS thread, as in each worker). Also the same request with ``engine=auto`` (batched).
+   BLAS thread, as in each worker), and versus the same loop body in a plain
+   ``ProcessPoolExecutor`` with as many processes (the upstream way to use the cores, and
+   the ceiling this machine's cores allow). Also the same request with ``engine=auto``
+   (batched).
 2. Scaling: the same kind of request with 1 worker (on ``--scaling-patches`` of them, or
    all), against ``--workers`` workers on the same patches.
 3. The per-request overhead of the service: a tiny one-bin workspace submitted and waited
@@ -20,6 +23,7 @@ The machine's load average is sampled during every run and reported with it.
 
     .venv/bin/python benchmarks/fitting.py               # all 217 patches (long)
     .venv/bin/python benchmarks/fitting.py --patches 16  # a subset
+    .venv/bin/python benchmarks/fitting.py --phases sequential,pool --section fitting-pool
 
 Writes the ``fitting`` section of ``docs/benchmarks.md``.
 """
@@ -103,6 +107,48 @@ def sequential_pyhf(
         values.append(float(pyhf.infer.hypotest(1.0, workspace.data(model), model)))
         times[name] = time.perf_counter() - t
     return time.perf_counter() - t0, values, times
+
+
+PHASES = ("local", "one", "many", "sequential", "pool", "dask")
+_POOL: dict = {}
+
+
+def _pool_init(bkg: dict, patches: dict) -> None:
+    import pyhf
+
+    pyhf.set_backend("numpy", "scipy")
+    _POOL.update(bkg=bkg, patches=patches)
+
+
+def _pool_fit(name: str) -> tuple[str, float, float]:
+    import jsonpatch
+    import pyhf
+
+    t = time.perf_counter()
+    workspace = pyhf.Workspace(jsonpatch.apply_patch(_POOL["bkg"], _POOL["patches"][name]))
+    model = workspace.model()
+    value = float(pyhf.infer.hypotest(1.0, workspace.data(model), model))
+    return name, value, time.perf_counter() - t
+
+
+def pool_pyhf(
+    bkg: dict, patches: dict, names: list[str], workers: int
+) -> tuple[float, list[float], dict[str, float]]:
+    """The plain upstream way to use the cores: the same loop body in a
+    ``ProcessPoolExecutor`` of ``workers`` processes (pool start-up included)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_pool_init,
+        initargs=(bkg, patches),
+    ) as pool:
+        done = {name: (value, seconds) for name, value, seconds in pool.map(_pool_fit, names)}
+    wall = time.perf_counter() - t0
+    return wall, [done[n][0] for n in names], {n: done[n][1] for n in names}
 
 
 class Load:
@@ -206,6 +252,17 @@ def render(args: argparse.Namespace, st: dict) -> str:
         )
 
     seq_wall = None if seq is None else seq["wall"]
+    pool = st.get("pool")
+    if pool is not None:
+        wall = pool["wall"]
+        speed = per_core = ""
+        if seq_wall is not None:
+            speed, per_core = f"{seq_wall / wall:.2f}", f"{seq_wall / wall / workers:.0%}"
+        rows.append(
+            f"| plain pyhf, `ProcessPoolExecutor` of {workers} | {n} | {wall:.1f} | "
+            f"{n / wall:.2f} | {speed} | {per_core} | "
+            f"{sum(pool['times'].values()) / wall:.2f} | {pool['load']} |"
+        )
     if local is not None:
         rows.append(
             line(f"service, `local` executor, {workers} workers", local, n, seq_wall, workers)
@@ -269,6 +326,20 @@ def render(args: argparse.Namespace, st: dict) -> str:
             f"{seq['wall'] / local['wall'] / workers:.0%} of linear per worker core (local), "
             + (f"{seq['wall'] / dask['wall'] / workers:.0%} (dask)." if dask is not None else ".")
         )
+    if pool is not None and seq is not None:
+        per_fit_seq = seq["wall"] / n
+        per_fit_pool = sum(pool["times"].values()) / n
+        notes.append(
+            f"The machine's own ceiling: plain pyhf in {workers} processes runs at "
+            f"{seq['wall'] / pool['wall'] / workers:.0%} of linear against the sequential loop; "
+            f"a fit takes {per_fit_pool:.2f} s in the pool against {per_fit_seq:.2f} s alone "
+            f"({per_fit_pool / per_fit_seq - 1:+.0%}: the cores share caches and memory)."
+        )
+        if local is not None:
+            notes.append(
+                f"The service's `local` executor against the plain pool: "
+                f"{pool['wall'] / local['wall']:.2f}× its speed."
+            )
     notes.append("Target: within 90% of linear in the worker cores.")
     missing = [k for k in st["phases"] if k not in st]
     if missing:
@@ -312,9 +383,11 @@ validation included) to the job's `done`. Executors: `local` (the service's pool
 killable processes) and `dask` (a `distributed.LocalCluster` the service owns, one thread
 per worker, each fit in a killable process inside the task). The 1-worker run (scaling)
 fits the patches{subset}; its speedup compares with the sequential loop's time for the same
-patches. Occupancy: the fits' own times over the wall time (how many workers were busy on
-average). Load: the machine's 1-minute load average during each run (min–max, mean),
-sampled every 5 s; the machine has {os.cpu_count()} cores and is shared with other work.
+patches. The plain pool runs the sequential loop's body in a `ProcessPoolExecutor` with as
+many processes as the service has workers: what the cores allow without a service.
+Occupancy: the fits' own times over the wall time (how many workers were busy on average).
+Load: the machine's 1-minute load average during each run (min–max, mean), sampled every 5 s;
+the machine has {os.cpu_count()} cores and is shared with other work.
 
 | run | patches | wall (s) | fits/s | speedup vs sequential | per worker core | occupancy | load |
 |---|---:|---:|---:|---:|---:|---:|---|
@@ -337,8 +410,20 @@ def main() -> None:
     parser.add_argument("--tiny", type=int, default=20, help="tiny requests for the overhead")
     parser.add_argument("--no-dask", action="store_true", help="skip the Dask executor run")
     parser.add_argument("--no-write", action="store_true", help="do not update the docs")
+    parser.add_argument(
+        "--phases",
+        default=",".join(PHASES),
+        help=f"comma-separated phases to run, of {','.join(PHASES)} (default: all)",
+    )
+    parser.add_argument(
+        "--section", default="fitting", help="section of docs/benchmarks.md to write"
+    )
     args = parser.parse_args()
     workers = args.workers
+    chosen = [p.strip() for p in args.phases.split(",") if p.strip()]
+    unknown = sorted(set(chosen) - set(PHASES))
+    if unknown:
+        parser.error(f"unknown phase(s) {', '.join(unknown)}; choose from {', '.join(PHASES)}")
 
     load = Load()
     st: dict = {
@@ -351,7 +436,7 @@ def main() -> None:
         table = render(args, st)
         print(table, flush=True)
         if not args.no_write:
-            print(f"written to {write_section('fitting', table)}", flush=True)
+            print(f"written to {write_section(args.section, table)}", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="afhub-bench-fitting-") as tmp:
         root = extract_sbottom(Path(tmp) / "data")
@@ -361,8 +446,13 @@ def main() -> None:
         if 0 < args.scaling_patches < len(names):
             scaling = spread(names, args.scaling_patches, salt="scaling")
         st.update(names=names, scaling=scaling)
-        st["phases"] = ["local", "one"] + (["many"] if scaling != names else [])
-        st["phases"] += ["sequential"] + ([] if args.no_dask else ["dask"])
+        st["phases"] = [
+            p
+            for p in PHASES
+            if p in chosen
+            and not (p == "many" and scaling == names)
+            and not (p == "dask" and args.no_dask)
+        ]
 
         def body(which: list[str], engine: str = "pyhf") -> dict:
             return {
@@ -398,28 +488,32 @@ def main() -> None:
             }
 
         home = Path(tmp)
+        phases = st["phases"]
         # the cheap phases first, so that a run stopped early still reports them
-        st["local"] = grid_on(
-            home / "local", "local", workers, body(names), load, extra=overhead_and_batched
-        )
-        if scaling == names:
-            st["many"] = st["local"]
-        report()
-        st["one"] = grid_on(home / "one", "local", 1, body(scaling), load)
-        report()
-        if scaling != names:
+        if "local" in phases:
+            st["local"] = grid_on(
+                home / "local", "local", workers, body(names), load, extra=overhead_and_batched
+            )
+            if scaling == names:
+                st["many"] = st["local"]
+            report()
+        if "one" in phases:
+            st["one"] = grid_on(home / "one", "local", 1, body(scaling), load)
+            report()
+        if "many" in phases:
             st["many"] = grid_on(home / "many", "local", workers, body(scaling), load)
             report()
-        mark = load.mark()
-        seq_wall, seq_values, seq_times = sequential_pyhf(bkg, patches, names)
-        st["sequential"] = {
-            "wall": seq_wall,
-            "values": seq_values,
-            "times": seq_times,
-            "load": load.since(mark),
-        }
-        report()
-        if not args.no_dask:
+        for phase, loop in (
+            ("sequential", sequential_pyhf),
+            ("pool", lambda *a: pool_pyhf(*a, workers)),
+        ):
+            if phase in phases:
+                mark = load.mark()
+                wall, values, times = loop(bkg, patches, names)
+                st[phase] = {"wall": wall, "values": values, "times": times}
+                st[phase]["load"] = load.since(mark)
+                report()
+        if "dask" in phases:
             st["dask"] = grid_on(home / "dask", "dask", workers, body(names), load)
             report()
     load.stop()
