@@ -323,8 +323,8 @@ def render(args: argparse.Namespace, st: dict) -> str:
     if local is not None and seq is not None:
         notes.append(
             f"Against the sequential loop (one core): "
-            f"{seq['wall'] / local['wall'] / workers:.0%} of linear per worker core (local), "
-            + (f"{seq['wall'] / dask['wall'] / workers:.0%} (dask)." if dask is not None else ".")
+            f"{seq['wall'] / local['wall'] / workers:.0%} of linear per worker core (local)"
+            + (f", {seq['wall'] / dask['wall'] / workers:.0%} (dask)." if dask is not None else ".")
         )
     if pool is not None and seq is not None:
         per_fit_seq = seq["wall"] / n
@@ -370,7 +370,12 @@ the worker round trip).
     command = f"--patches {args.patches} --workers {workers}"
     if scaling != names:
         command += f" --scaling-patches {args.scaling_patches}"
-    return f"""## Fitting service
+    if args.phases != ",".join(PHASES):
+        command += f" --phases {args.phases}"
+    if args.section != "fitting":
+        command += f" --section {args.section}"
+    title = "" if args.section == "fitting" else f" (`{args.section}`)"
+    return f"""## Fitting service{title}
 
 `.venv/bin/python benchmarks/fitting.py {command}` (`make bench-fitting`), started
 {st["started"]} UTC; load average before: {st["load_before"]}
