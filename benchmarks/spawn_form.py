@@ -252,9 +252,10 @@ def main() -> None:
         f"**{a['p95'] / p['p95']:.2f}** | | | {sa['median'] / sp['median']:.2f} | "
         f"{sa['p95'] / sp['p95']:.2f} |\n\n"
         "Server = the browser's Navigation Timing, request start to the first response "
-        "byte. The machine is shared with other work and was loaded: load average "
-        f"{load_before[0]:.1f} before and {load_after[0]:.1f} after the run, on "
-        f"{os.cpu_count()} cores; absolute times are inflated by that, the ratio less so.\n"
+        "byte. Load average (1 min) "
+        f"{load_before[0]:.1f} before and {load_after[0]:.1f} after the run (Chromium and "
+        f"both hubs included), on {os.cpu_count()} cores; the machine is shared with other "
+        "work, and load inflates absolute times more than the ratio.\n"
     )
     print(table)
     if not args.no_write:
