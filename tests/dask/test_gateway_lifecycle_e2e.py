@@ -115,6 +115,9 @@ def test_budget_idle_and_hub_crash(fac):
     busy_client.wait_for_workers(1, timeout=60)
     # a task that outlives its client keeps the cluster from idling while the hub is down
     fire_and_forget(busy_client.submit(time.sleep, 300, pure=False))
+    # the client goes now: its connection runs through the gateway that dies with the hub,
+    # and a client closed after that fails in its own reconnect
+    busy_client.close(timeout=10)
     # an idle cluster, and one whose group's budget runs out (plain REST: no client objects)
     rest = urljoin(fac.url, "services/dask-gateway/api/v1/clusters/")
     auth = {"Authorization": f"jupyterhub {token}"}
@@ -166,7 +169,6 @@ def test_budget_idle_and_hub_crash(fac):
         assert len(client.scheduler_info()["workers"]) == 1
     after = {i.id for i in dask_intervals(fac, busy.name) if i.state == "running"}
     assert after == before  # the same ledger intervals, still charging
-    busy_client.close(timeout=10)
     again.shutdown()
     wait_for(stopped(busy.name), 40, "the cluster to stop")
     gateway.close()
