@@ -31,6 +31,12 @@ class FacilityAPI:
         )
 
 
+def server_log(facility, user: str) -> str:
+    """The hub's log lines about this user's servers and the ledger (for a failure)."""
+    lines = facility.log_path.read_text(errors="replace").splitlines()
+    return "\n".join(line for line in lines if user in line or "ledger interval" in line)[-8000:]
+
+
 def test_named_servers_are_limited_counted_and_charged_separately(facility):
     admin = FacilityAPI(facility, facility.admin_token())
     group = f"named-{uuid.uuid4().hex[:8]}"
@@ -86,7 +92,7 @@ def test_named_servers_are_limited_counted_and_charged_separately(facility):
             if rows.get("b", {}).get("state") == "running" or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
-        assert set(rows) == {"", "a", "b"}
+        assert set(rows) == {"", "a", "b"}, server_log(facility, user)
         assert rows["a"]["state"] == "closed" and rows["a"]["stop"] is not None
         assert rows[""]["state"] == rows["b"]["state"] == "running"
         assert {r["group"] for r in rows.values()} == {group}

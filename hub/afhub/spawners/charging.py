@@ -76,6 +76,8 @@ class ChargingMixin(HasTraits):
 
     interval_id: int | None = None
     _stopping_live_server = False
+    _mark_running_task: asyncio.Task | None = None
+    _mark_in_flight = False
 
     # -- what is charged --
 
@@ -178,15 +180,38 @@ class ChargingMixin(HasTraits):
             self.interval_id = None
             await self.release_resources()
             raise
-        asyncio.ensure_future(self._mark_running_when_ready(self.interval_id))
+        # kept, so that a stop settles it first: a server stopped moments after it came up
+        # must still be marked running (and closed), not failed as if it never started
+        self._mark_running_task = asyncio.ensure_future(
+            self._mark_running_when_ready(self.interval_id)
+        )
         return result
 
     async def _mark_running_when_ready(self, interval_id: int) -> None:
-        """Usage accrues from the moment the hub sees the server ready."""
-        while self.pending == "spawn":
-            await asyncio.sleep(0.2)
-        if self.ready and self.interval_id == interval_id:
+        """Usage accrues from the moment the hub sees the server ready.
+
+        The hub's own future for this spawn (start, wait until up, add to the proxy) is
+        awaited when there is one, so the mark starts the instant the spawn succeeds, before
+        the hub answers the request that started it; otherwise ``pending`` is polled.
+        """
+        spawn = self._spawn_future
+        try:
+            if spawn is not None:
+                await asyncio.shield(spawn)  # never cancel the hub's future with this task
+            else:
+                while self.pending == "spawn" and self.interval_id == interval_id:
+                    await asyncio.sleep(0.2)
+        except Exception:  # the spawn failed: the stop that follows fails the interval
+            return
+        if self.interval_id != interval_id or (spawn is None and not self.ready):
+            return
+        self._mark_in_flight = True
+        try:
             await asyncio.to_thread(self.stores.ledger.mark_running, interval_id, datetime.now(UTC))
+        except Exception:  # a stop must never fail on it; the close still settles the row
+            self.log.exception("ledger interval %s not marked running", interval_id)
+        finally:
+            self._mark_in_flight = False
 
     async def stop(self, now: bool = False):
         self._stopping_live_server = True
@@ -202,9 +227,16 @@ class ChargingMixin(HasTraits):
         interval (a spawn that never became ready) is marked failed and charged nothing.
         """
         stopped_by_hub, self._stopping_live_server = self._stopping_live_server, False
+        # a mark not begun yet sees the interval gone and ends; one in flight lands first
+        interval_id, self.interval_id = self.interval_id, None
+        marking, self._mark_running_task = self._mark_running_task, None
+        if marking is not None and not marking.done():
+            if self._mark_in_flight:
+                await marking  # the mark lands before the close; it logs its own failure
+            else:
+                marking.cancel()  # the spawn never succeeded (this stop may be part of it)
         await self.release_resources()
-        if self.interval_id is not None:
-            interval_id, self.interval_id = self.interval_id, None
+        if interval_id is not None:
             await asyncio.to_thread(self._close, interval_id, stopped_by_hub)
         return await maybe_future(super().run_post_stop_hook())
 
