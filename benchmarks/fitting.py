@@ -90,22 +90,30 @@ class Service:
         return time.perf_counter() - t0, job, self.results(job_id)
 
 
+def fit_patch(bkg: dict, patch: list) -> tuple[float, float]:
+    """The loop body, the same in the sequential loop and the plain pool: one patched
+    workspace, ``hypotest`` at mu=1; CLs_obs and the seconds it took."""
+    import jsonpatch
+    import pyhf
+
+    t = time.perf_counter()
+    workspace = pyhf.Workspace(jsonpatch.apply_patch(bkg, patch))
+    model = workspace.model()
+    return float(pyhf.infer.hypotest(1.0, workspace.data(model), model)), time.perf_counter() - t
+
+
 def sequential_pyhf(
     bkg: dict, patches: dict, names: list[str]
 ) -> tuple[float, list[float], dict[str, float]]:
     """The sequential loop: wall time, CLs_obs per patch, seconds per patch."""
-    import jsonpatch
     import pyhf
 
     pyhf.set_backend("numpy", "scipy")
     values, times = [], {}
     t0 = time.perf_counter()
     for name in names:
-        t = time.perf_counter()
-        workspace = pyhf.Workspace(jsonpatch.apply_patch(bkg, patches[name]))
-        model = workspace.model()
-        values.append(float(pyhf.infer.hypotest(1.0, workspace.data(model), model)))
-        times[name] = time.perf_counter() - t
+        value, times[name] = fit_patch(bkg, patches[name])
+        values.append(value)
     return time.perf_counter() - t0, values, times
 
 
@@ -121,14 +129,7 @@ def _pool_init(bkg: dict, patches: dict) -> None:
 
 
 def _pool_fit(name: str) -> tuple[str, float, float]:
-    import jsonpatch
-    import pyhf
-
-    t = time.perf_counter()
-    workspace = pyhf.Workspace(jsonpatch.apply_patch(_POOL["bkg"], _POOL["patches"][name]))
-    model = workspace.model()
-    value = float(pyhf.infer.hypotest(1.0, workspace.data(model), model))
-    return name, value, time.perf_counter() - t
+    return name, *fit_patch(_POOL["bkg"], _POOL["patches"][name])
 
 
 def pool_pyhf(
