@@ -138,6 +138,30 @@ class Resource:
     def is_accelerated(self) -> bool:
         return self.kind != "cpu"
 
+    def payable_by(self, group: str) -> bool:
+        """Whether ``group`` may pay for this resource: access and payment must agree.
+
+        A resource opened to a group may be charged to that group or any group below it;
+        one opened to everyone (:data:`afhub.devices.EVERYONE`, ``:everyone``) to any group.
+        """
+        return any(
+            allowed == ":everyone" or group == allowed or group.startswith(allowed + "/")
+            for allowed in self.allowed_groups
+        )
+
+    def payer_refusal(self, group: str) -> str | None:
+        """None when ``group`` may pay for this resource, else a sentence that says which
+        groups may (for a 403 body)."""
+        if self.payable_by(group):
+            return None
+        payers = ", ".join(f"{g!r}" for g in self.allowed_groups)
+        return (
+            f"resource {self.name!r} is open to {payers} and can only be charged to "
+            f"{'that group' if len(self.allowed_groups) == 1 else 'one of those groups'} "
+            f"or a group below it, not to {group!r}: choose such a group under "
+            f"'Charge to group'"
+        )
+
 
 @dataclass(frozen=True)
 class Registry:
