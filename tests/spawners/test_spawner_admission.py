@@ -119,3 +119,30 @@ def test_kube_spawns_fail_fast_and_leave_nothing(db):
     admitted(cat)
     assert sorted((a.user, a.slot) for a in devices.allocations()) == [("bob", 1), ("cat", 0)]
     assert {i.user for i in stores.ledger.open_intervals()} == {"bob", "cat"}
+
+
+def test_a_resource_is_paid_only_by_a_group_it_is_open_to(db):
+    """Issue 11, finding 3: access to a resource and the group that pays for it agree."""
+    url, stores = db
+    stores.groups.create("users")
+    stores.groups.add_member("users", "ann")  # ann's default group stays atlas/higgs/students
+    stores.groups.add_member("users", "dan")  # dan joined users first: it is his default
+    stores.groups.add_member("atlas/higgs/students", "dan")
+    gpu = {"profile": "gpu", "accelerators": "1"}
+    message = refused(spawner(url, "ann", {**gpu, "charge_to": "users"}), 403)
+    assert "'atlas/higgs'" in message and "not to 'users'" in message, message
+    assert "your groups that may pay: atlas/higgs/students" in message, message
+    # a malformed charge_to is a 400 that says why, never a 500
+    for bad in ("atlas/../users", "atlas//higgs", "/atlas", "Atlas"):
+        assert "charge_to must be a group path" in refused(
+            spawner(url, "ann", {**gpu, "charge_to": bad}), 400
+        )
+    assert stores.ledger.open_intervals() == []
+    # no choice made: dan's default group (users) may not pay, his one group that may does
+    dan = spawner(url, "dan", gpu)
+    interval = admitted(dan)
+    assert stores.ledger.get(interval).group == "atlas/higgs/students"
+    # the form marks the groups that may not pay for a profile
+    form = asyncio.run(dan.options_form(dan))
+    assert 'value="users" data-cannot-pay="gpu">users (cannot pay for gpu)' in form, form
+    assert 'value="atlas/higgs/students" data-cannot-pay="">' in form, form

@@ -12,7 +12,6 @@ part of the spawner's state, so a hub restart keeps charging the same interval.
 from __future__ import annotations
 
 import asyncio
-import re
 import threading
 from datetime import UTC, datetime
 
@@ -20,6 +19,7 @@ from jupyterhub.utils import maybe_future
 from tornado import web
 from traitlets import Bool, Float, HasTraits, Unicode, default
 
+from afhub.groups.names import InvalidGroupName, validate_path
 from afhub.quotas.limits import Charge, ChargeKind
 from afhub.stores.database import default_url
 from afhub.stores.errors import StoreError
@@ -28,7 +28,6 @@ from afhub.stores.ledger import QuotaExceeded
 
 #: the user option (spawn form field and REST ``user_options`` key) naming the group
 CHARGE_OPTION = "charge_to"
-_GROUP_PATH = re.compile(r"^[a-z0-9][a-z0-9._/-]{0,254}$")
 
 _stores_lock = threading.Lock()
 _stores: dict[str, Stores] = {}
@@ -43,12 +42,18 @@ def stores_for(url: str) -> Stores:
 
 
 def parse_charge_option(value: object) -> str | None:
-    """The ``charge_to`` user option: a group path, or None for the default group."""
+    """The ``charge_to`` user option: a group path, or None for the default group.
+
+    Checked with the group-name rules (:func:`afhub.groups.names.validate_path`): a value
+    that cannot name a group (``..``, ``//``, a list) is an HTTP 400 that says why."""
     if value in (None, ""):
         return None
-    if not isinstance(value, str) or not _GROUP_PATH.match(value):
-        raise web.HTTPError(400, f"{CHARGE_OPTION} must be a group path such as atlas/higgs")
-    return value
+    try:
+        return validate_path(value)
+    except InvalidGroupName as exc:
+        raise web.HTTPError(
+            400, f"{CHARGE_OPTION} must be a group path such as atlas/higgs: {exc}"
+        ) from None
 
 
 class ChargingMixin(HasTraits):
@@ -95,9 +100,12 @@ class ChargingMixin(HasTraits):
 
     # -- spawn form: the "charge to" choice --
 
-    def charge_form_html(self) -> str:
+    def charge_form_html(self, cannot_pay: dict[str, list[str]] | None = None) -> str:
         """A select of the groups the user may charge, default group first; nothing when
-        there is no choice to make (then the server starts at once, without a form)."""
+        there is no choice to make (then the server starts at once, without a form).
+
+        ``cannot_pay`` maps a group to the offered profiles it may not pay for (a resource
+        opened to a group is paid by that group or one below it): such options say so."""
         from html import escape
 
         roles = self.stores.groups.roles_of(self.user.name)
@@ -107,12 +115,22 @@ class ChargingMixin(HasTraits):
             default_group = self.stores.groups.resolve_charge_group(self.user.name)
         except StoreError:
             default_group = None
+        cannot_pay = cannot_pay or {}
         paths = sorted(roles, key=lambda p: (p != default_group, p))
-        options = "".join(f'<option value="{escape(p)}">{escape(p)}</option>' for p in paths)
+        options = []
+        for path in paths:
+            barred = cannot_pay.get(path) or []
+            label = path if not barred else f"{path} (cannot pay for {', '.join(barred)})"
+            options.append(
+                f'<option value="{escape(path)}"'
+                f' data-cannot-pay="{escape(" ".join(barred))}">{escape(label)}</option>'
+            )
         return (
             '<label for="afhub-charge-to">Charge to group</label>'
             f'<select class="form-control" id="afhub-charge-to" name="{CHARGE_OPTION}">'
-            f"{options}</select>"
+            f"{''.join(options)}</select>"
+            '<p class="help-block">A resource opened to a group is paid by that group or '
+            "a group below it.</p>"
         )
 
     @default("options_form")

@@ -35,7 +35,7 @@ class AfhubKubeSpawner(ProfilesMixin, ChargingMixin, KubeSpawner):
         async def form(spawner: AfhubKubeSpawner) -> str:
             profiles = await spawner.afhub_profile_list()
             html = render_profile_form(profiles, spawner.user_options or {}) if profiles else ""
-            return html + (spawner.charge_form_html() if spawner.charging else "")
+            return html + await spawner.charge_form(profiles)
 
         return form
 

@@ -56,6 +56,7 @@ from afhub.profiles.build import (
 from afhub.quotas.limits import Charge, ChargeKind
 from afhub.quotas.remaining import Remaining, ResourceKind, describe, remaining, units_left
 from afhub.registry.model import Registry, Resource, load_registry, parse_registry
+from afhub.spawners.charging import CHARGE_OPTION, parse_charge_option
 from afhub.stores.devices import DevicesBusy, DeviceStore
 from afhub.stores.errors import StoreError
 
@@ -210,6 +211,7 @@ class ProfilesMixin(HasTraits):
     _afhub_allowed: list[dict] | None = None
     _afhub_resource: Resource | None = None
     _afhub_slots: tuple[int, ...] = ()
+    _afhub_payer: str | None = None
 
     # -- where profiles come from --
 
@@ -297,13 +299,20 @@ class ProfilesMixin(HasTraits):
             self.log.warning("Refused spawn for %s: no resource for their groups", self.user.name)
             raise web.HTTPError(403, "No resource of this facility is available to your groups")
         extra = self._extra_keys()
+        self._afhub_payer = None
         try:
             resolved = resolve_user_options(allowed, options, extra)
         except ProfileError as exc:
             self.log.warning("Refused spawn options for %s: %s", self.user.name, exc)
             raise web.HTTPError(403, str(exc)) from None
-        # the charged group's quota; a malformed charge_to is a 400 here, as at admission
-        charge_to = self.charge_group_option() if getattr(self, "charging", False) else None
+        resource = registry.resources.get(resolved.profile or "")
+        # the charged group; a malformed charge_to is a 400 here, as at admission
+        charge_to = None
+        if getattr(self, "charging", False):
+            charge_to = parse_charge_option(options.get(CHARGE_OPTION))
+            if resource is not None:
+                charge_to = await asyncio.to_thread(self.choose_payer, resource, charge_to)
+                self._afhub_payer = charge_to
         units, room = await self._units(registry, charge_to)
         if units:
             try:
@@ -315,8 +324,61 @@ class ProfilesMixin(HasTraits):
                 raise web.HTTPError(403, message) from None
         self._afhub_resolved = resolved
         self._afhub_allowed = allowed
-        self._afhub_resource = registry.resources.get(resolved.profile or "")
+        self._afhub_resource = resource
         return resolved
+
+    def choose_payer(self, resource: Resource, requested: str | None) -> str:
+        """The group that pays for a server on ``resource``: access and payment agree.
+
+        A resource opened to a group may only be charged to that group or one below it
+        (:meth:`Resource.payable_by`). ``requested`` (the ``charge_to`` option) must be
+        such a group of the user's, else HTTP 403 naming the groups that may pay. Without a
+        request the user's default group pays when it may; otherwise their one group that
+        may, and with several the user is asked to choose.
+        """
+        user = self.user.name
+        groups = self.stores.groups
+        try:
+            group = groups.resolve_charge_group(user, requested)
+        except StoreError as exc:
+            if requested:  # not a member of it, or no such group
+                raise web.HTTPError(exc.status, str(exc)) from None
+            group = None
+        if group is not None and resource.payable_by(group):
+            return group
+        payable = sorted(p for p in groups.roles_of(user) if resource.payable_by(p))
+        if not requested and len(payable) == 1:
+            return payable[0]
+        if group is not None:
+            reason = resource.payer_refusal(group) or ""
+        else:
+            reason = f"choose the group to charge for resource {resource.name!r}"
+        if payable:
+            reason += f" (your groups that may pay: {', '.join(payable)})"
+        else:
+            reason += " (none of your groups may pay for it)"
+        self.log.warning("Refused spawn for %s: %s", user, reason)
+        raise web.HTTPError(403, reason[0].upper() + reason[1:])
+
+    def charge_group_option(self) -> str | None:
+        """The group admission charges: the payer chosen at resolution, when there is one."""
+        if self._afhub_payer is not None:
+            return self._afhub_payer
+        return super().charge_group_option()
+
+    def cannot_pay(self, registry: Registry, profiles: list[dict]) -> dict[str, list[str]]:
+        """For the spawn form: each of the user's groups -> the offered profiles it may not
+        pay for."""
+        paths = self.stores.groups.roles_of(self.user.name)
+        out: dict[str, list[str]] = {}
+        for path in paths:
+            out[path] = [
+                p["slug"]
+                for p in profiles
+                if p["slug"] in registry.resources
+                and not registry.resources[p["slug"]].payable_by(path)
+            ]
+        return out
 
     async def prepare_start(self) -> None:
         """Resolve the request before anything is admitted or started."""
@@ -399,9 +461,20 @@ class ProfilesMixin(HasTraits):
 
     # -- the spawn form (local mode; kubespawner renders its own) --
 
+    async def charge_form(self, profiles: list[dict]) -> str:
+        """The "charge to group" select, marking the groups that may not pay for a profile."""
+        if not getattr(self, "charging", False):
+            return ""
+
+        def build() -> str:
+            registry, _ = self.offered_registry()
+            return self.charge_form_html(self.cannot_pay(registry, profiles))
+
+        return await asyncio.to_thread(build)
+
     async def profile_form(self) -> str:
         profiles = await self.afhub_profile_list()
-        charge = self.charge_form_html() if getattr(self, "charging", False) else ""
+        charge = await self.charge_form(profiles)
         single = len(profiles) == 1 and not any(
             len(option.get("choices") or {}) > 1
             for key, option in (profiles[0].get("profile_options") or {}).items()
