@@ -263,3 +263,36 @@ def test_prometheus_metrics_for_facility_admins(facility):
     assert 'afhub_ledger_open_intervals{kind="server",state="pending"} 1.0' in text
     error_of(facility.user("tom")("GET", "metrics"), 403)
     error_of(facility.client(None)("GET", "metrics"), 401)
+
+
+BODY_ENDPOINTS = [
+    ("POST", "api/groups"),
+    ("PATCH", "api/groups/atlas/top"),
+    ("PUT", "api/groups/atlas/-/quota"),
+    ("PUT", "api/groups/atlas/top/-/members/tom"),
+    ("POST", "api/groups/atlas/-/invitations"),
+    ("POST", "api/invitations/redeem"),
+    ("PATCH", "api/users/root"),
+    ("POST", "api/resources"),
+    ("PUT", "api/resources/x"),
+    ("POST", "api/providers"),
+    ("PUT", "api/providers/x"),
+    ("PUT", "api/registry"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), BODY_ENDPOINTS)
+def test_every_body_goes_through_one_parser_with_limits(facility, method, path):
+    """Issue 11, finding 5: deeply nested JSON (a RecursionError in the decoder) and
+    NaN are a 400 with a message on every endpoint that reads a body, never a 500."""
+    root = facility.user("root", admin=True)
+    deep = '{"path": ' + "[" * 20000 + "]" * 20000 + "}"
+    assert "nests arrays and objects 20001 deep; the limit is 32" in error_of(
+        root(method, path, data=deep), 400
+    )
+    assert "NaN and Infinity are not JSON" in error_of(
+        root(method, path, data='{"gpu_hours": NaN, "name": NaN}'), 400
+    )
+    limit = 1024 * 1024 if path == "api/registry" else 64 * 1024
+    assert "over the limit" in error_of(root(method, path, data="[" * (limit + 1)), 413)
+    assert "not valid JSON" in error_of(root(method, path, data=b'{"a": "\xff"}'), 400)

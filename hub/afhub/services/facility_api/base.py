@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +26,11 @@ from afhub.stores.facade import Stores
 log = logging.getLogger("afhub.facility_api")
 T = TypeVar("T")
 MAX_BODY_BYTES = 64 * 1024
+#: deepest nesting of arrays and objects a JSON body may have (the deepest the API reads is
+#: 3: a registry document's resources, a toleration in a resource, its fields)
+MAX_BODY_DEPTH = 32
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_JSON_BRACKETS = re.compile(rb"[\[\]{}]")
 
 
 class ApiError(web.HTTPError):
@@ -47,6 +53,65 @@ def _status_of(exc: BaseException) -> tuple[int, str] | None:
     if isinstance(exc, web.HTTPError):
         return exc.status_code, exc.log_message or exc.reason or "request refused"
     return None
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def json_depth(raw: bytes) -> int:
+    """How deeply arrays and objects nest in the JSON text ``raw`` (0 for a scalar).
+
+    One pass over the text with strings blanked out, so its cost is linear in the size of
+    the body whatever the nesting (the JSON decoder itself recurses, and fails with a
+    RecursionError on a deep enough body)."""
+    depth = deepest = 0
+    for bracket in _JSON_BRACKETS.findall(_JSON_STRING.sub(b'""', raw)):
+        if bracket in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def parse_json_body(
+    raw: bytes | None,
+    *,
+    max_bytes: int = MAX_BODY_BYTES,
+    max_depth: int = MAX_BODY_DEPTH,
+    required: bool = False,
+) -> dict[str, Any]:
+    """A request body as a JSON object, within the limits, else :class:`ApiError` (4xx)
+    with a message that says what is wrong. The one body parser of the facility API.
+
+    Limits, checked before the body is decoded: ``max_bytes`` (413) and nesting depth
+    ``max_depth`` (400). NaN and Infinity are refused (not JSON); an empty body is ``{}``
+    unless ``required``."""
+    raw = raw or b""
+    if not raw.strip():
+        if required:
+            raise ApiError(400, "a JSON object is required in the request body")
+        return {}
+    if len(raw) > max_bytes:
+        raise ApiError(
+            413, f"request body is {len(raw)} bytes, over the limit of {max_bytes} bytes"
+        )
+    depth = json_depth(raw)
+    if depth > max_depth:
+        raise ApiError(
+            400,
+            f"the request body nests arrays and objects {depth} deep; the limit is {max_depth}",
+        )
+    try:
+        body = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ApiError(
+            400, "the request body is not valid JSON (UTF-8; NaN and Infinity are not JSON)"
+        ) from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    return body
 
 
 class FacilityHandler(HubOAuthenticated, web.RequestHandler):
@@ -130,16 +195,11 @@ class FacilityHandler(HubOAuthenticated, web.RequestHandler):
 
     # --- input ------------------------------------------------------------------------------
 
-    def json_body(self) -> dict[str, Any]:
-        if not self.request.body:
-            return {}
-        try:
-            body = json.loads(self.request.body)
-        except (ValueError, UnicodeDecodeError):
-            raise ApiError(400, "the request body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise ApiError(400, "the request body must be a JSON object")
-        return body
+    def json_body(self, *, required: bool = False) -> dict[str, Any]:
+        """The body as a JSON object within the limits (:func:`parse_json_body`)."""
+        return parse_json_body(
+            self.request.body, max_bytes=self.max_body_bytes(), required=required
+        )
 
     @staticmethod
     def field(

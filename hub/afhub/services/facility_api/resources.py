@@ -9,7 +9,6 @@ are changed in that file.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from afhub.groups.tree import PermissionDenied
@@ -37,10 +36,6 @@ PUBLIC_FIELDS = (
 )
 
 
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
 class RegistryHandler(FacilityHandler):
     """Shared by the registry handlers: admin checks, strict JSON, entry views."""
 
@@ -48,19 +43,9 @@ class RegistryHandler(FacilityHandler):
         if not self.actor.is_facility_admin:
             raise PermissionDenied(f"only facility admins may {what}")
 
-    def json_body(self) -> dict[str, Any]:
-        """The body as a JSON object; NaN and Infinity (not JSON) are refused."""
-        if not self.request.body:
-            raise ApiError(400, "a JSON object is required in the request body")
-        try:
-            body = json.loads(self.request.body, parse_constant=_reject_constant)
-        except (ValueError, UnicodeDecodeError):
-            raise ApiError(
-                400, "the request body is not valid JSON (NaN and Infinity are not JSON)"
-            ) from None
-        if not isinstance(body, dict):
-            raise ApiError(400, "the request body must be a JSON object")
-        return body
+    def json_body(self, *, required: bool = True) -> dict[str, Any]:
+        """The body as a JSON object (required here), within the base's limits."""
+        return super().json_body(required=required)
 
     def source_argument(self) -> str | None:
         source = self.get_query_argument("source", None)
