@@ -41,7 +41,9 @@ def test_code4_matches_pyhf(hi, lo):
     expected = np.asarray(interp(np.array([ALPHAS])))[0, 0, :, 0]
     a = torch.tensor(ALPHAS)
     coef = torch.tensor(code4_coefficients(np.full(a.shape, hi), np.full(a.shape, lo)))
-    log_val, d1, d2 = code4(a, torch.full_like(a, np.log(hi)), torch.full_like(a, np.log(lo)), coef)
+    log_val, d1, d2, _ = code4(
+        a, torch.full_like(a, np.log(hi)), torch.full_like(a, np.log(lo)), coef
+    )
     np.testing.assert_allclose(torch.exp(log_val).numpy(), expected, rtol=1e-12)
     # derivatives by central differences of pyhf's own interpolation (away from +-1 kinks)
     h = 1e-5

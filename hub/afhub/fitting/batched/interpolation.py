@@ -41,11 +41,16 @@ def code4_coefficients(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
 
 def code4(
     a: torch.Tensor, log_hi: torch.Tensor, log_lo: torch.Tensor, coef: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Value, first and second derivative of ``log(code4 factor)`` at ``a``.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``log|factor|`` of code4 at ``a`` with its first and second derivative, and ``factor < 0``.
 
     ``coef`` has one more trailing axis (6) than the other arguments. Working with the log
-    makes products of factors sums; code4 factors are positive for positive ``hi``/``lo``.
+    makes products of factors sums. The factor is positive outside ``[-1, 1]``, but pyhf's
+    polynomial in between can change sign for strongly asymmetric ``hi``/``lo`` (seen in a
+    published likelihood: ``hi = 105.6``, ``lo = 0.01`` gives a negative factor for some
+    ``a`` in ``(-1, 0)``); pyhf then multiplies the yield by the negative factor, and so does
+    this model (the fourth value says where the factor is negative). The derivatives of
+    ``log|p|`` are those of ``log p`` (``p'/p`` and ``p''/p - (p'/p)^2``) for either sign.
     """
     # polynomial branch, Horner's scheme for p, p', p''
     p = torch.zeros_like(a)
@@ -60,7 +65,7 @@ def code4(
     d2 = 2 * dp + a * d2p
     d1 = p + a * dp
     val = 1 + a * p
-    inner_log = torch.log(val)
+    inner_log = torch.log(val.abs())
     inner_d1 = d1 / val
     inner_d2 = d2 / val - inner_d1**2
     up = a >= 1
@@ -69,7 +74,8 @@ def code4(
     log_val = torch.where(up, a * log_hi, torch.where(down, -a * log_lo, inner_log))
     d1_val = torch.where(up, log_hi, torch.where(down, -log_lo, inner_d1))
     d2_val = torch.where(up | down, zero, inner_d2)
-    return log_val, d1_val, d2_val
+    negative = ~(up | down) & (val < 0)
+    return log_val, d1_val, d2_val, negative
 
 
 def code4p_weights(a: torch.Tensor) -> tuple[torch.Tensor, ...]:

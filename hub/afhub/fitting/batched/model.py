@@ -235,10 +235,16 @@ class BatchedModel:
         w_up, w_dn, *_ = code4p_weights(x)
         a = self.nominal + (self.h_up @ w_up.unsqueeze(-1) + self.h_dn @ w_dn.unsqueeze(-1))[..., 0]
         alpha = self._gather(xe, self.ns_par)
-        log_e, _, _ = code4(alpha, self.ns_log_hi, self.ns_log_lo, self.ns_coef)
+        log_e, _, _, neg = code4(alpha, self.ns_log_hi, self.ns_log_lo, self.ns_coef)
         log_e = (self.ns_cells @ log_e.unsqueeze(-1))[..., 0]
         g = self._gather(xe, self.f_par).prod(-1)
-        return a * torch.exp(log_e) * g
+        return a * self._signed_exp(log_e, neg) * g
+
+    def _signed_exp(self, log_e: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        """``prod`` of the normsys factors of every cell from ``sum log|f|`` and ``f < 0``."""
+        n_neg = (self.ns_cells @ neg.to(log_e.dtype).unsqueeze(-1))[..., 0]
+        sign = 1 - 2 * torch.remainder(torch.round(n_neg), 2)
+        return sign * torch.exp(log_e)
 
     def expected_main(self, x: torch.Tensor) -> torch.Tensor:
         """Expected bin yields ``[B, N]`` (padded bins are 0)."""
@@ -289,10 +295,10 @@ class BatchedModel:
         a_p = self.h_up * dw_up.unsqueeze(1) + self.h_dn * dw_dn.unsqueeze(1)  # [B,C,P]
         # normsys (log-additive)
         alpha = self._gather(xe, self.ns_par)
-        l0, l1, l2 = code4(alpha, self.ns_log_hi, self.ns_log_lo, self.ns_coef)
+        l0, l1, l2, neg = code4(alpha, self.ns_log_hi, self.ns_log_lo, self.ns_coef)
         log_e = (self.ns_cells @ l0.unsqueeze(-1))[..., 0]
         l_p = self.ns_cells @ (l1.unsqueeze(-1) * self.ns_onehot)  # [B,C,P]
-        e = torch.exp(log_e)
+        e = self._signed_exp(log_e, neg)
         # linear factors
         theta = self._gather(xe, self.f_par)  # [B,C,K]
         K = theta.shape[-1]
