@@ -85,9 +85,9 @@ class BatchedModel:
     ns_par: torch.Tensor  # [B, E] long (into P + 2)
     ns_log_hi: torch.Tensor  # [B, E]
     ns_log_lo: torch.Tensor  # [B, E]
-    ns_coef: torch.Tensor  # [B, E, 6]
-    ns_cells: torch.Tensor  # [B, C, E] 0/1: entry e multiplies cell c
-    ns_onehot: torch.Tensor  # [B, E, P] 0/1: entry e belongs to parameter p
+    ns_coef: torch.Tensor  # [B, E, 6] (entry E - 1 is padding: the factor 1)
+    cell_ns: torch.Tensor  # [B, C, KN] long: the normsys entries of each cell
+    cell_ns_par: torch.Tensor  # [B, C, KN] long: their parameters (into P + 2)
     f_par: torch.Tensor  # [B, C, K] long (into P + 2)
     g_par: torch.Tensor  # [B, NG] long
     g_sigma: torch.Tensor  # [B, NG]
@@ -128,7 +128,8 @@ class BatchedModel:
         N = max(m.n_bins for m in models)
         ONE, ZERO = P, P + 1
 
-        E = max([1] + [len(m.ns_par) for m in models])
+        E = max([0] + [len(m.ns_par) for m in models]) + 1  # the last entry pads
+        KN = max([1] + [_max_per_cell(m.ns_map_cell, m.n_cells) for m in models])
         K = max([1] + [_max_per_cell(m.f_cell, m.n_cells) for m in models])
         NG = max([1] + [len(m.gauss_par) for m in models])
         NQ = max([1] + [len(m.pois_par) for m in models])
@@ -142,8 +143,7 @@ class BatchedModel:
         ns_par = np.full((B, E), ZERO, dtype=np.int64)
         ns_hi = np.ones((B, E))
         ns_lo = np.ones((B, E))
-        ns_cells = np.zeros((B, C, E))
-        ns_onehot = np.zeros((B, E, P))
+        cell_ns = np.full((B, C, KN), E - 1, dtype=np.int64)
         f_par = np.full((B, C, K), ONE, dtype=np.int64)
         g_par = np.full((B, NG), ZERO, dtype=np.int64)
         g_aux = np.zeros((B, NG))
@@ -169,8 +169,7 @@ class BatchedModel:
             h_dn[b, m.histo_cell, m.histo_par] = m.histo_dn
             ne = len(m.ns_par)
             ns_par[b, :ne], ns_hi[b, :ne], ns_lo[b, :ne] = m.ns_par, m.ns_hi, m.ns_lo
-            ns_cells[b, m.ns_map_cell, m.ns_map_entry] = 1.0
-            ns_onehot[b, np.arange(ne), m.ns_par] = 1.0
+            cell_ns[b, m.ns_map_cell, _slots(m.ns_map_cell)] = m.ns_map_entry
             f_par[b, m.f_cell, _slots(m.f_cell)] = m.f_par
             ng, nq = len(m.gauss_par), len(m.pois_par)
             g_par[b, :ng], g_aux[b, :ng], g_sigma[b, :ng] = (
@@ -201,8 +200,11 @@ class BatchedModel:
             ns_log_hi=t(np.log(ns_hi)),
             ns_log_lo=t(np.log(ns_lo)),
             ns_coef=t(code4_coefficients(ns_hi, ns_lo)),
-            ns_cells=t(ns_cells),
-            ns_onehot=t(ns_onehot),
+            cell_ns=t(cell_ns, torch.long),
+            cell_ns_par=t(
+                np.take_along_axis(ns_par, cell_ns.reshape(B, -1), 1).reshape(cell_ns.shape),
+                torch.long,
+            ),
             f_par=t(f_par, torch.long),
             g_par=t(g_par, torch.long),
             g_sigma=t(g_sigma),
@@ -235,16 +237,27 @@ class BatchedModel:
         w_up, w_dn, *_ = code4p_weights(x)
         a = self.nominal + (self.h_up @ w_up.unsqueeze(-1) + self.h_dn @ w_dn.unsqueeze(-1))[..., 0]
         alpha = self._gather(xe, self.ns_par)
-        log_e, _, _, neg = code4(alpha, self.ns_log_hi, self.ns_log_lo, self.ns_coef)
-        log_e = (self.ns_cells @ log_e.unsqueeze(-1))[..., 0]
+        l0, _, _, neg = code4(alpha, self.ns_log_hi, self.ns_log_lo, self.ns_coef)
         g = self._gather(xe, self.f_par).prod(-1)
-        return a * self._signed_exp(log_e, neg) * g
+        return a * self._signed_exp(l0, neg) * g
 
-    def _signed_exp(self, log_e: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-        """``prod`` of the normsys factors of every cell from ``sum log|f|`` and ``f < 0``."""
-        n_neg = (self.ns_cells @ neg.to(log_e.dtype).unsqueeze(-1))[..., 0]
-        sign = 1 - 2 * torch.remainder(torch.round(n_neg), 2)
+    def _per_cell(self, per_entry: torch.Tensor) -> torch.Tensor:
+        """``[B, C, KN]``: a per-normsys-entry quantity ``[B, E]`` at the entries of each cell."""
+        return self._gather(per_entry, self.cell_ns)
+
+    def _signed_exp(self, l0: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        """Product of the normsys factors of every cell from ``log|f|`` and ``f < 0``."""
+        log_e = self._per_cell(l0).sum(-1)
+        n_neg = self._per_cell(neg.to(l0.dtype)).sum(-1)
+        sign = 1 - 2 * torch.remainder(n_neg, 2)
         return sign * torch.exp(log_e)
+
+    def _per_cell_par(self, per_entry: torch.Tensor, P: int) -> torch.Tensor:
+        """``[B, C, P]``: per cell and parameter, the sum of ``per_entry`` over its entries."""
+        B, C, _ = self.cell_ns.shape
+        out = torch.zeros(B, C, P + 2, dtype=per_entry.dtype, device=per_entry.device)
+        out.scatter_add_(2, self.cell_ns_par, self._per_cell(per_entry))
+        return out[..., :P]
 
     def expected_main(self, x: torch.Tensor) -> torch.Tensor:
         """Expected bin yields ``[B, N]`` (padded bins are 0)."""
@@ -296,9 +309,8 @@ class BatchedModel:
         # normsys (log-additive)
         alpha = self._gather(xe, self.ns_par)
         l0, l1, l2, neg = code4(alpha, self.ns_log_hi, self.ns_log_lo, self.ns_coef)
-        log_e = (self.ns_cells @ l0.unsqueeze(-1))[..., 0]
-        l_p = self.ns_cells @ (l1.unsqueeze(-1) * self.ns_onehot)  # [B,C,P]
-        e = self._signed_exp(log_e, neg)
+        l_p = self._per_cell_par(l1, P)  # [B,C,P]
+        e = self._signed_exp(l0, neg)
         # linear factors
         theta = self._gather(xe, self.f_par)  # [B,C,K]
         K = theta.shape[-1]
@@ -350,7 +362,7 @@ class BatchedModel:
         hess = hess + cross + cross.transpose(1, 2)
         # diagonal second derivatives of the one-dimensional functions
         a_pp = self.h_up * d2w_up.unsqueeze(1) + self.h_dn * d2w_dn.unsqueeze(1)
-        l_pp = self.ns_cells @ (l2.unsqueeze(-1) * self.ns_onehot)
+        l_pp = self._per_cell_par(l2, P)
         diag = (oe * (a_pp * g.unsqueeze(-1) + b.unsqueeze(-1) * l_pp)).sum(1)
         # second derivatives of the linear-factor products (k != k')
         if K > 1:
