@@ -329,7 +329,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = isub.add_parser("list", help="invitations to a group and its subgroups")
     p.add_argument("path")
     p = isub.add_parser("revoke", help="revoke an invitation")
-    p.add_argument("id", type=int)
+    p.add_argument("id", help="the invitation's id, as 'afhub invite list' shows it")
     invite.set_defaults(handler=cmd_invite)
 
     usage = subparsers.add_parser("usage", help="usage of a group and its subgroups")

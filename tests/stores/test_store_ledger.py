@@ -251,3 +251,32 @@ def test_all_states_match_each_chain(tree):
     assert everything["atlas"].usage.holdings.servers == 1
     assert everything["atlas/top"].usage.cpu_core_hours == pytest.approx(6.0)
     assert tree.ledger.open_counts() == {("server", "running"): 1}
+
+
+def test_a_group_made_again_under_a_deleted_name_is_another_identity(tree):
+    """Issue 11, finding 6: usage, ledger rows (with job ids) and invitations belong to a
+    group's identity, not its name."""
+    since = T0 - hours(1)
+    later = T0 + hours(10)
+    run(tree, "sam", GPU, T0, T0 + hours(1), server_name="job-of-sam")
+    tree.invitations.create("atlas/higgs/students")
+    tree.groups.remove_member("atlas/higgs/students", "sam")
+    tree.groups.remove_member("atlas/higgs/students", "sue")
+    tree.groups.delete("atlas/higgs/students")
+    # the deleted subgroup's charge stays with the ancestors that survived it
+    assert tree.ledger.usage("atlas/higgs", since, later, now=later).gpu_hours == pytest.approx(1)
+    # a new group under the same name starts empty: no usage, no rows, no invitations
+    tree.groups.create("atlas/higgs/students")
+    tree.groups.add_member("atlas/higgs/students", "new")
+    fresh = tree.ledger.usage("atlas/higgs/students", since, later, now=later)
+    assert (fresh.gpu_hours, fresh.intervals) == (0, [])
+    assert tree.invitations.list("atlas/higgs/students") == []
+    assert tree.ledger.status("atlas/higgs/students", now=later)[-1].usage.gpu_hours == 0
+    # the whole tree deleted and made again: nothing of the old one shows
+    tree.groups.remove_member("atlas/higgs/students", "new")
+    tree.groups.remove_member("atlas/top", "tom")
+    tree.groups.delete("atlas", recursive=True)
+    for path in ("atlas", "atlas/higgs"):
+        tree.groups.create(path)
+        report = tree.ledger.usage(path, since, later, now=later)
+        assert (report.gpu_hours, report.intervals) == (0, []), path

@@ -62,3 +62,68 @@ def test_processes_starting_together_migrate_one_after_the_other(tmp_path):
     db = Database(url)
     assert "afhub_ledger" in inspect(db.engine).get_table_names()
     db.dispose()
+
+
+def test_0005_gives_invitations_random_ids_and_orphan_charges_an_identity(tmp_path):
+    """Existing data stays correct: invitations get random ids; a charge of a deleted group
+    goes to the deepest ancestor that existed when it was admitted, never to a group made
+    later under a deleted name."""
+    from sqlalchemy import text
+
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    upgrade(url, "0004_devices")
+    db = Database(url)
+    old, new = "2026-01-01 00:00:00", "2026-06-01 00:00:00"
+    jan, mar = 1767225600.0, 1772323200.0  # 2026-01-01, 2026-03-01 (UTC)
+    with db.engine.begin() as conn:
+        for gid, path, parent, created in [
+            (1, "atlas", None, old),
+            (2, "atlas/higgs", 1, new),  # made again after its namesake was deleted
+            (3, "cms", None, new),  # made again: the old cms is gone
+        ]:
+            conn.execute(
+                text(
+                    "INSERT INTO afhub_groups (id, path, name, parent_id, depth, created_at) "
+                    "VALUES (:i, :p, :n, :par, :d, :c)"
+                ),
+                {
+                    "i": gid,
+                    "p": path,
+                    "n": path.rsplit("/")[-1],
+                    "par": parent,
+                    "d": path.count("/") + 1,
+                    "c": created,
+                },
+            )
+        for lid, path in [(1, "atlas/higgs/students"), (2, "cms"), (3, "atlas/higgs")]:
+            conn.execute(
+                text(
+                    "INSERT INTO afhub_ledger (id, user_name, group_id, group_path, kind, "
+                    "resource, server_name, cpu_cores, gpus, state, admitted_ts, start_ts, "
+                    "stop_ts, note) VALUES (:i, 'u', NULL, :p, 'server', '', '', 1, 0, "
+                    "'closed', :a, :a, :a + 60, '')"
+                ),
+                {"i": lid, "p": path, "a": mar if lid == 1 else jan},
+            )
+        for iid in (1, 2):
+            conn.execute(
+                text(
+                    "INSERT INTO afhub_invitations (id, group_id, token_hash, role, expires_at, "
+                    "max_uses, uses_left, created_at) VALUES (:i, 1, :h, 'member', :c, 1, 1, :c)"
+                ),
+                {"i": iid, "h": str(iid) * 64, "c": old},
+            )
+    db.dispose()
+    upgrade(url)
+    db = Database(url)
+    with db.engine.connect() as conn:
+        orphans = dict(conn.execute(text("SELECT id, orphan_of_id FROM afhub_ledger")).all())
+        ids = [r[0] for r in conn.execute(text("SELECT public_id FROM afhub_invitations"))]
+    db.dispose()
+    # students (March): atlas/higgs was made in June, after it: the charge goes to atlas
+    # cms (January): the cms of today was made in June: no group has it
+    # the old atlas/higgs (January): the new one is not it; atlas is
+    assert orphans == {1: 1, 2: None, 3: 1}
+    assert len(set(ids)) == 2 and all(len(i) == 22 and i.isalnum() for i in ids)
+    downgrade(url, "0004_devices")  # and back
+    upgrade(url)

@@ -12,6 +12,7 @@ from afhub.stores.errors import (
     InvitationRevoked,
     InvitationUsedUp,
     InvitationWrongEmail,
+    NotFound,
     StoreError,
 )
 from afhub.stores.facade import Stores
@@ -117,8 +118,15 @@ def test_invitation_creation_rules(tree):
     hana = tree.groups.actor("hana")
     with pytest.raises(PermissionDenied):
         tree.invitations.create("atlas/top", actor=hana)
-    with pytest.raises(PermissionDenied):
-        tree.invitations.revoke(tree.invitations.create("atlas/top").info.id, actor=hana)
+    # an invitation the actor may not manage reads like one that does not exist (issue 11)
+    other = tree.invitations.create("atlas/top").info.id
+    with pytest.raises(NotFound) as refused:
+        tree.invitations.revoke(other, actor=hana)
+    with pytest.raises(NotFound) as missing:
+        tree.invitations.revoke("A" * 22, actor=hana)
+    assert str(refused.value).replace(other, "ID") == str(missing.value).replace("A" * 22, "ID")
+    assert "atlas" not in str(refused.value)
+    assert tree.invitations.get(other).revoked_at is None
     for kwargs in (
         {"uses": 0},
         {"uses": -1},

@@ -241,6 +241,15 @@ class GroupStore:
                     f"group {path!r} has {running} running or starting server(s)/job(s) "
                     "charged to it or its subgroups; stop them before deleting the group"
                 )
+            # the subtree's charges (and charges of groups deleted under it before) stay with
+            # the ancestor that survives, by id: a group created later under a deleted
+            # group's name is another identity and sees none of them
+            session.execute(
+                update(LedgerInterval)
+                .where(LedgerInterval.group_id.in_(ids) | LedgerInterval.orphan_of_id.in_(ids))
+                .values(orphan_of_id=row.parent_id)
+                .execution_options(synchronize_session=False)
+            )
             rows = list(
                 session.scalars(select(Group).where(Group.id.in_(ids)).order_by(Group.depth.desc()))
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import string
 import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -38,6 +39,26 @@ MIN_EXPIRY = timedelta(minutes=1)
 MAX_EXPIRY = timedelta(days=365)
 DEFAULT_EXPIRY = timedelta(days=7)
 _EMAIL_RE = re.compile(r"[^@\s<>\"'&]{1,64}@[^@\s<>\"'&]{1,255}\.[^@\s<>\"'&]{1,63}")
+PUBLIC_ID_ALPHABET = string.ascii_letters + string.digits
+PUBLIC_ID_LENGTH = 22  # 22 characters of 62 carry 131 bits
+_PUBLIC_ID_RE = re.compile(r"[A-Za-z0-9]{1,32}")
+
+
+def new_public_id() -> str:
+    """A random invitation id of letters and digits (131 bits): it says nothing about how
+    many invitations exist, cannot be guessed, is safe in a URL, and never starts with
+    ``-`` (which a command line would read as an option)."""
+    return "".join(secrets.choice(PUBLIC_ID_ALPHABET) for _ in range(PUBLIC_ID_LENGTH))
+
+
+def not_found(invitation_id: object) -> NotFound:
+    """The one answer for an id that does not exist and for one the caller may not manage:
+    the same 404, naming no group."""
+    shown = invitation_id if isinstance(invitation_id, str) and len(invitation_id) <= 32 else "?"
+    return NotFound(
+        f"invitation {shown!r} does not exist or is not one you may manage; "
+        "list the invitations of your group to find its id"
+    )
 
 
 def hash_token(token: str) -> str:
@@ -57,7 +78,7 @@ def validate_email(email: object) -> str:
 
 @dataclass(frozen=True)
 class InvitationInfo:
-    id: int
+    id: str
     group: str
     email: str | None
     role: Role
@@ -104,7 +125,7 @@ class CreatedInvitation:
 
 def _info(row: Invitation, path: str) -> InvitationInfo:
     return InvitationInfo(
-        id=row.id,
+        id=row.public_id or "",
         group=path,
         email=row.email,
         role=Role(row.role),
@@ -146,6 +167,7 @@ class InvitationStore:
         with self.db.write() as session:
             group = group_row(session, path)
             row = Invitation(
+                public_id=new_public_id(),
                 group_id=group.id,
                 token_hash=hash_token(token),
                 email=email,
@@ -180,27 +202,35 @@ class InvitationStore:
                 query = query.where(Group.id == group.id)
             return [_info(row, p) for row, p in session.execute(query.order_by(Invitation.id))]
 
-    def get(self, invitation_id: int) -> InvitationInfo:
+    def get(self, invitation_id: str, *, actor: Actor | None = None) -> InvitationInfo:
+        """The invitation with public id ``invitation_id``; with ``actor``, only one they may
+        manage. Otherwise the same :class:`NotFound` whether it exists or not."""
+        if not isinstance(invitation_id, str) or not _PUBLIC_ID_RE.fullmatch(invitation_id):
+            raise not_found(invitation_id)
         with self.db.read() as session:
             found = session.execute(
                 select(Invitation, Group.path)
                 .join(Group, Group.id == Invitation.group_id)
-                .where(Invitation.id == invitation_id)
+                .where(Invitation.public_id == invitation_id)
             ).first()
-            if found is None:
-                raise NotFound(f"invitation {invitation_id} does not exist")
-            return _info(*found)
+            info = _info(*found) if found is not None else None
+        if info is None:
+            raise not_found(invitation_id)
+        if actor is not None:
+            try:
+                tree.require(actor, Action.MANAGE_INVITATIONS, info.group)
+            except tree.PermissionDenied:
+                raise not_found(invitation_id) from None
+        return info
 
     def revoke(
-        self, invitation_id: int, *, actor: Actor | None = None, now: datetime | None = None
+        self, invitation_id: str, *, actor: Actor | None = None, now: datetime | None = None
     ) -> InvitationInfo:
-        info = self.get(invitation_id)
-        if actor is not None:
-            tree.require(actor, Action.MANAGE_INVITATIONS, info.group)
+        self.get(invitation_id, actor=actor)
         with self.db.write() as session:
             session.execute(
                 update(Invitation)
-                .where(Invitation.id == invitation_id, Invitation.revoked_at.is_(None))
+                .where(Invitation.public_id == invitation_id, Invitation.revoked_at.is_(None))
                 .values(revoked_at=now or datetime.now(UTC))
             )
         return self.get(invitation_id)

@@ -813,10 +813,12 @@ class LedgerStore:
             in_subtree = LedgerInterval.group_id.in_(
                 select(GroupClosure.descendant_id).where(GroupClosure.ancestor_id == top.id)
             )
-            # charges of subgroups deleted since keep the group's name, not its id
-            of_deleted_subgroup = LedgerInterval.group_id.is_(None) & (
-                (LedgerInterval.group_path == top.path)
-                | LedgerInterval.group_path.startswith(top.path + "/", autoescape=True)
+            # charges of subgroups deleted since stay with the ancestor that survived them
+            # (by identity: a new group given a deleted group's name never sees its charges)
+            of_deleted_subgroup = LedgerInterval.group_id.is_(
+                None
+            ) & LedgerInterval.orphan_of_id.in_(
+                select(GroupClosure.descendant_id).where(GroupClosure.ancestor_id == top.id)
             )
             in_window = (
                 LedgerInterval.start_ts.is_not(None),

@@ -149,6 +149,9 @@ class Invitation(Base):
     __tablename__ = "afhub_invitations"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: the id people see (API, CLI): random letters and digits, never sequential, so an id
+    #: says nothing about how many invitations exist (:func:`new_public_id`)
+    public_id: Mapped[str | None] = mapped_column(String(32), unique=True, index=True)
     group_id: Mapped[int] = mapped_column(
         ForeignKey("afhub_groups.id", ondelete="CASCADE"), index=True
     )
@@ -193,6 +196,10 @@ class LedgerInterval(Base):
     #: NULL once the group is deleted; ``group_path`` keeps the name for reports
     group_id: Mapped[int | None] = mapped_column(ForeignKey("afhub_groups.id", ondelete="SET NULL"))
     group_path: Mapped[str] = mapped_column(String(255))
+    #: once the charged group is deleted: the nearest ancestor that survived it (NULL when
+    #: none did). The charge stays in that ancestor's usage; a new group given the deleted
+    #: one's name is another identity and never sees it (set by ``GroupStore.delete``)
+    orphan_of_id: Mapped[int | None] = mapped_column(Integer, index=True)
     #: ``server``, ``dask`` or ``fit``
     kind: Mapped[str] = mapped_column(String(16))
     #: profile slug or cluster option the charge came from

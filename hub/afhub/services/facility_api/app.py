@@ -70,7 +70,7 @@ def routes(prefix: str) -> list[tuple]:
         (api + r"groups/" + GROUP + r"/-/invitations", GroupInvitationsHandler),
         (api + r"groups/" + GROUP, GroupHandler),
         (api + r"invitations/redeem", RedeemHandler),
-        (api + r"invitations/(?P<invitation_id>[0-9]{1,9})", InvitationHandler),
+        (api + r"invitations/(?P<invitation_id>[A-Za-z0-9]{1,32})", InvitationHandler),
         (api + r"resources", ResourcesHandler),
         (api + r"resources/(?P<name>[^/]+)", ResourceHandler),
         (api + r"providers", ProvidersHandler),

@@ -53,7 +53,7 @@ class GroupInvitationsHandler(FacilityHandler):
 class InvitationHandler(FacilityHandler):
     async def delete(self, invitation_id: str) -> None:
         """Revoke an invitation."""
-        info = await self.call(self.stores.invitations.revoke, int(invitation_id), actor=self.actor)
+        info = await self.call(self.stores.invitations.revoke, invitation_id, actor=self.actor)
         self.send(info.to_dict())
 
 
