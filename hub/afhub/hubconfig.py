@@ -7,6 +7,7 @@ their own ``configure_*`` function here (services, hooks), each reading only set
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -267,10 +268,36 @@ def build_config(settings: FacilitySettings, overrides: Config | None = None) ->
     return c
 
 
+#: umask of the facility's processes (the hub, its services, the servers it starts): every
+#: file they create is private to the facility's user (databases, secrets, logs: 0600)
+PRIVATE_UMASK = 0o077
+
+
 def prepare_home(settings: FacilitySettings) -> None:
-    """Create the state folders, private to the facility's user."""
+    """Create the state folders, private to the facility's user, and keep them so.
+
+    ``mkdir`` leaves a folder that already exists as it is, so folders made before (an
+    ``$AFHUB_HOME`` made 0755 by hand, by ``mkdir -p``, by an older afhub) are tightened
+    to 0700, and files already in them that others could read (a database or secret
+    created 0644 earlier) to 0600. The process umask becomes 0077, so that what the hub
+    and the services it starts create from now on is private too.
+    """
+    os.umask(PRIVATE_UMASK)
     for path in (settings.home_path, settings.logs_path, settings.user_homes_path):
-        Path(path).mkdir(parents=True, exist_ok=True, mode=0o700)
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _tighten(folder, 0o700)
+    for folder in (settings.home_path, settings.logs_path):
+        for entry in folder.iterdir():
+            if entry.is_file() and not entry.is_symlink():
+                _tighten(entry, 0o600)
+
+
+def _tighten(path: Path, mode: int) -> None:
+    """Remove group and other permission bits from ``path`` (never follows a link)."""
+    current = path.lstat().st_mode & 0o777
+    if current & 0o077:
+        os.chmod(path, current & mode, follow_symlinks=False)
 
 
 def apply_registry_file(settings: FacilitySettings) -> dict[str, list[str]] | None:
