@@ -37,13 +37,17 @@ def configure_paths_and_ports(c: Config, settings: FacilitySettings) -> None:
 def configure_logging(c: Config, settings: FacilitySettings) -> None:
     """Log to the terminal and to ``$AFHUB_HOME/logs/jupyterhub.log``."""
     c.JupyterHub.logging_config = {
+        # no credential in a log line, whatever logs it (issue 11)
+        "filters": {"afhub_secrets": {"()": "afhub.services.logfilter.ScrubSecrets"}},
         "handlers": {
+            "console": {"filters": ["afhub_secrets"]},
             "afhub_file": {
                 "class": "logging.FileHandler",
                 "formatter": "console",
                 "level": "INFO",
                 "filename": str(settings.logs_path / "jupyterhub.log"),
-            }
+                "filters": ["afhub_secrets"],
+            },
         },
         "loggers": {"JupyterHub": {"level": "INFO", "handlers": ["console", "afhub_file"]}},
     }
@@ -236,6 +240,8 @@ def configure_dask_gateway(c: Config, settings: FacilitySettings) -> None:
             "url": f"http://127.0.0.1:{settings.gateway_proxy_port}",
             "command": [sys.executable, "-m", "afhub.services.gateway"],
             "environment": env,
+            # dashboards in a browser: the viewer logs in through the hub (OAuth)
+            "oauth_no_confirm": True,
         },
     ]
     scopes = list(

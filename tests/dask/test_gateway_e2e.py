@@ -163,9 +163,12 @@ def test_student_cluster_from_notebook_computes_hits_limit_and_is_charged(facili
     assert r.status_code == 403 and "lacks permissions" in r.json()["error"]
     r = gw(facility, "GET", f"clusters/{cluster}/status", None)
     assert r.status_code == 401 and "token" in r.json()["error"]
-    # the owner opens the dashboard (a browser: ?token= once, then the gateway's cookie)
-    r = requests.get(gateway_url(facility) + f"clusters/{cluster}/status?token={token}", timeout=30)
+    # the owner opens the dashboard (a browser logs in through the hub: see
+    # tests/security/test_gateway_dashboard.py); a token in the URL is refused
+    r = gw(facility, "GET", f"clusters/{cluster}/status", token)
     assert r.status_code == 200 and "bokeh" in r.text.lower()
+    r = requests.get(gateway_url(facility) + f"clusters/{cluster}/status?token={token}", timeout=30)
+    assert r.status_code == 400 and "tokens in URLs are refused" in r.json()["error"]
 
     # bad tokens: 401 with a message, never 500
     for header in ("jupyterhub not-a-token", "garbage", "token "):

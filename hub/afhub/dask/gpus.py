@@ -56,6 +56,9 @@ class GpuOffer:
     resources: tuple[str, ...] = ()
     max_worker_gpus: int = 0
     reason: str = "no GPU resource of the registry is open to your groups"
+    #: resources open to the user that the charged group may not pay for, and why
+    #: (:meth:`afhub.registry.model.Resource.payer_refusal`)
+    unpayable: tuple[tuple[str, str], ...] = ()
 
     @property
     def default_resource(self) -> str:
@@ -63,18 +66,32 @@ class GpuOffer:
 
     @property
     def choices(self) -> list[str]:
-        """The ``gpu_resource`` select's choices (never empty)."""
-        return list(self.resources) or [NO_GPU_RESOURCE]
+        """The ``gpu_resource`` select's choices (never empty); resources the group may
+        not pay for are listed too, so that choosing one is refused with the reason."""
+        unpayable = [name for name, _ in self.unpayable if name not in self.resources]
+        return (list(self.resources) or [NO_GPU_RESOURCE]) + unpayable
 
 
 def gpu_offer(
     registry: Registry, user_groups: Iterable[str], chain: Sequence[NodeState]
 ) -> GpuOffer:
     """GPU workers for a user in ``user_groups`` charging the group whose chain is
-    ``chain``: offered when the registry opens a GPU resource to one of the user's groups
-    and no group on the chain sets ``max_gpus`` below one GPU."""
-    names = tuple(r.name for r in gpu_resources(registry, user_groups))
+    ``chain`` (root first, the charged group last): offered when the registry opens a GPU
+    resource to one of the user's groups that the charged group may pay for (access and
+    payment agree: :meth:`~afhub.registry.model.Resource.payable_by`) and no group on the
+    chain sets ``max_gpus`` below one GPU."""
+    payer = chain[-1].path if chain else None
+    open_to_user = gpu_resources(registry, user_groups)
+    unpayable = tuple(
+        (r.name, r.payer_refusal(payer) or "")
+        for r in open_to_user
+        if payer is not None and not r.payable_by(payer)
+    )
+    refused = {name for name, _ in unpayable}
+    names = tuple(r.name for r in open_to_user if r.name not in refused)
     if not names:
+        if unpayable:
+            return GpuOffer((), 0, unpayable[0][1], unpayable)
         return GpuOffer()
     ceiling = gpu_ceiling(chain)
     if ceiling is not None and ceiling[0] < GPUS_PER_WORKER:
@@ -83,8 +100,9 @@ def gpu_offer(
             0,
             f"group {ceiling[1]!r} allows {ceiling[0]} concurrent GPUs (max_gpus); ask an "
             f"admin of {ceiling[1]!r}",
+            unpayable,
         )
-    return GpuOffer(names, GPUS_PER_WORKER, "")
+    return GpuOffer(names, GPUS_PER_WORKER, "", unpayable)
 
 
 def validate_gpus(worker_gpus: int, gpu_resource: str, offer: GpuOffer | None) -> str:
@@ -94,6 +112,11 @@ def validate_gpus(worker_gpus: int, gpu_resource: str, offer: GpuOffer | None) -
         raise OptionsRefused(f"worker_gpus={worker_gpus!r} must be 0 or 1")
     if worker_gpus == 0:
         return ""
+    refusals = dict(offer.unpayable) if offer is not None else {}
+    if gpu_resource in refusals:
+        raise OptionsRefused(f"worker_gpus={worker_gpus} refused: {refusals[gpu_resource]}")
+    if offer is not None and not offer.resources and offer.unpayable:
+        raise OptionsRefused(f"worker_gpus={worker_gpus} refused: {offer.reason}")
     if offer is None or not offer.resources:
         raise OptionsRefused(
             f"worker_gpus={worker_gpus} refused: GPU workers need a GPU resource of the "

@@ -33,6 +33,27 @@ _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _JSON_BRACKETS = re.compile(rb"[\[\]{}]")
 
 
+#: query parameters that carry credentials: refused, and scrubbed from the access log
+URL_CREDENTIALS = frozenset({"token", "access_token", "api_token"})
+_SECRET_IN_URI = re.compile(
+    r"((?:[?&](?:token|access_token|api_token|code|state)=)[^&#]*)|(/join/)[A-Za-z0-9_-]+",
+    re.IGNORECASE,
+)
+
+
+def scrub_uri(uri: str) -> str:
+    """``uri`` with credential parameters' values and invitation tokens of join links
+    replaced by ``[secret]`` (for logs)."""
+
+    def hide(match: re.Match) -> str:
+        kept = match.group(1) or match.group(2)
+        if match.group(1):
+            kept = kept[: kept.index("=") + 1]
+        return kept + "[secret]"
+
+    return _SECRET_IN_URI.sub(hide, uri)
+
+
 class ApiError(web.HTTPError):
     """An error with a message for the caller."""
 
@@ -128,6 +149,11 @@ class FacilityHandler(HubOAuthenticated, web.RequestHandler):
     def stores(self) -> Stores:
         return self.settings["afhub_stores"]
 
+    def _request_summary(self) -> str:
+        """The access log's request, without credentials (tornado logs the full URI)."""
+        uri = scrub_uri(self.request.uri or "")
+        return f"{self.request.method} {uri} ({self.request.remote_ip})"
+
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
@@ -144,6 +170,13 @@ class FacilityHandler(HubOAuthenticated, web.RequestHandler):
         if len(body) > limit:
             raise ApiError(
                 413, f"request body is {len(body)} bytes, over the limit of {limit} bytes"
+            )
+        if any(name.lower() in URL_CREDENTIALS for name in self.request.query_arguments):
+            # a link with a token acts as its owner for whoever opens it (issue 11)
+            raise ApiError(
+                400,
+                "tokens in URLs are refused (they end up in logs, browser history and links "
+                "sent to others): send 'Authorization: token <JupyterHub API token>'",
             )
         if self.anonymous:
             return

@@ -80,7 +80,13 @@ def main() -> None:
         if section in overrides:
             config[section].merge(overrides[section])
 
-    from dask_gateway_server.app import DaskGateway
+    import dask_gateway_server.app as gateway_app
+
+    from afhub.services.gateway.logs import ScrubbingAccessLogger
+
+    # the access log names the path without credentials (a refused ?token= included)
+    gateway_app.AccessLogger = ScrubbingAccessLogger
+    DaskGateway = gateway_app.DaskGateway
 
     try:
         DaskGateway.launch_instance(argv=[], config=config)

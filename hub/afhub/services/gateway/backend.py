@@ -18,8 +18,17 @@ in the cluster's options:
   persistent database holds.
 
 Dashboards are not routed by the gateway's proxy straight to the scheduler (upstream
-serves them to anyone who knows the URL): they go through the gateway, which checks that
-the caller owns the cluster.
+serves them to anyone who knows the URL): they go through the gateway, which serves a
+cluster's dashboard only to its owner as identified by the viewer's own credentials (an
+``Authorization`` header, or the dashboard session the hub's OAuth set up; never a token
+from the link), only from the loopback port the backend chose for that scheduler (a
+scheduler re-reporting its ``dashboard_address`` changes nothing), and with
+``Content-Security-Policy: sandbox`` (no ``allow-same-origin``): scripts a scheduler
+serves run in an opaque origin and cannot read the hub's pages or call its API with the
+viewer's cookies.
+
+A cluster started from a user's server (the server's own token) stops with that server,
+unless it was started with ``outlive_server=True``.
 """
 
 from __future__ import annotations
@@ -28,13 +37,16 @@ import asyncio
 import contextvars
 import os
 import signal
+import socket
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
+import psutil
 from aiohttp import web
 from dask_gateway_server.backends.base import PublicException
 from dask_gateway_server.backends.db_base import JobStatus, timestamp
 from dask_gateway_server.backends.local import UnsafeLocalBackend, is_running
+from dask_gateway_server.options import Bool as BoolField
 from dask_gateway_server.options import Float as FloatField
 from dask_gateway_server.options import Integer as IntegerField
 from dask_gateway_server.options import Options, Select
@@ -54,7 +66,12 @@ from afhub.dask.policy import (
     workers_that_fit,
 )
 from afhub.quotas.decisions import EnforcementAction, plan_enforcement
-from afhub.services.gateway.auth import INVALID, parse_authorization
+from afhub.services.gateway.auth import (
+    INVALID,
+    URL_CREDENTIALS_REFUSED,
+    has_secret_parameter,
+    parse_authorization,
+)
 from afhub.services.gateway.workers import (
     WorkerCharging,
     WorkerRefused,
@@ -66,6 +83,46 @@ from afhub.stores.facade import Stores
 
 KIND = "dask"
 NO_GROUP = "(no group)"
+#: the ledger's kind of a user's notebook server (a cluster may stop with one)
+SERVER_KIND = "server"
+#: the options keys the backend adds: the server that started a cluster and its interval
+STARTED_BY = "afhub_started_by"
+SERVER_INTERVAL = "afhub_server_interval"
+#: headers of every dashboard response: the scheduler's content runs in an opaque origin
+DASHBOARD_HEADERS = {
+    "Content-Security-Policy": (
+        "sandbox allow-scripts allow-forms allow-popups allow-downloads; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+#: headers of the scheduler's responses never passed on (besides hop-by-hop ones): a
+#: scheduler may not set cookies on the hub's origin, loosen the policy or allow CORS
+_DASHBOARD_DROPPED = {
+    "set-cookie",
+    "content-security-policy",
+    "content-security-policy-report-only",
+    "x-frame-options",
+    "access-control-allow-origin",
+    "access-control-allow-credentials",
+    "access-control-allow-headers",
+    "access-control-allow-methods",
+    "access-control-expose-headers",
+    "x-content-type-options",
+    "cache-control",
+    "referrer-policy",
+    "cross-origin-opener-policy",
+}
+#: methods that change something: refused when the browser says the request is cross-site
+_SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+CROSS_SITE = (
+    "cross-site request refused: the Dask gateway's API takes requests from API clients "
+    "(dask_gateway.Gateway, with 'Authorization: jupyterhub TOKEN'), not from other sites' "
+    "pages"
+)
 #: a capped scale request's message, read by the middleware for the response
 _scale_notices: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
     "afhub_scale_notices", default=None
@@ -93,6 +150,39 @@ def scheduler_key(cluster_name: str) -> str:
 
 def worker_key(cluster_name: str, worker_name: str) -> str:
     return f"{cluster_name}/{worker_name}"
+
+
+def is_cross_site(request: web.Request) -> bool:
+    """Whether a browser sent ``request`` from another site's page (or from a sandboxed
+    dashboard, whose origin is ``null``): ``Sec-Fetch-Site`` when the browser sends it,
+    else an ``Origin`` other than the one the request was made to. API clients send
+    neither header."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site not in ("same-origin", "none"):
+        return True
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return False
+    host = request.headers.get("X-Forwarded-Host") or request.host
+    return origin == "null" or origin.split("://", 1)[-1].rstrip("/") != host
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on now (a scheduler's dashboard)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listens_on(pid: int, port: int) -> bool:
+    """Whether process ``pid`` listens on loopback ``port`` (its own dashboard)."""
+    try:
+        connections = psutil.Process(pid).net_connections(kind="tcp")
+    except (psutil.Error, OSError):
+        return False
+    return any(
+        c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in connections
+    )
 
 
 class AfhubLocalBackend(UnsafeLocalBackend):
@@ -164,6 +254,7 @@ class AfhubLocalBackend(UnsafeLocalBackend):
         await super().setup(app)
         await self._reconcile_ledger()
         self.task_pool.spawn(self._loop(self.liveness_period, self.check_schedulers))
+        self.task_pool.spawn(self._loop(self.liveness_period, self.stop_orphaned_clusters))
         self.task_pool.spawn(self._loop(self.enforcement_period, self.enforce_budgets))
 
     async def cleanup(self) -> None:
@@ -187,6 +278,11 @@ class AfhubLocalBackend(UnsafeLocalBackend):
         scale request answers ``ok: false`` with the reason (the client warns)."""
         if request.path == "/api/v1/routes":  # the gateway's own proxy, token-checked
             return await handler(request)
+        if request.path != "/oauth_callback" and has_secret_parameter(request.query):
+            return web.json_response({"error": URL_CREDENTIALS_REFUSED}, status=400)
+        if request.method not in _SAFE_METHODS and is_cross_site(request):
+            self.log.warning("Refused a cross-site %s %s", request.method, request.path)
+            return web.json_response({"error": CROSS_SITE}, status=403)
         header = request.headers.get("Authorization")
         if header is not None and parse_authorization(header) is None:
             return web.json_response(
@@ -296,6 +392,14 @@ class AfhubLocalBackend(UnsafeLocalBackend):
                 label="GPU resource of GPU workers"
                 + ("" if default_offer.resources else f" ({NO_GPU_RESOURCE}: none is open to you)"),
             ),
+            BoolField(
+                "outlive_server",
+                default=False,
+                label=(
+                    "Keep running after the server that started it stops (until idle or "
+                    "shut down; it is charged meanwhile)"
+                ),
+            ),
             handler=handler,
         )
 
@@ -315,6 +419,7 @@ class AfhubLocalBackend(UnsafeLocalBackend):
 
     async def start_cluster(self, user, cluster_options):
         options, config = await self.process_cluster_options(user, cluster_options)
+        options = {**options, **(await self._started_by(user))}
         group = options["charge_to"]
         charge = scheduler_charge(self.policy)
         try:
@@ -346,6 +451,49 @@ class AfhubLocalBackend(UnsafeLocalBackend):
         )
         self.queue.put(cluster)
         return cluster.name
+
+    async def _started_by(self, user) -> dict:
+        """The server whose token started a cluster and its ledger interval (the cluster
+        stops when that interval closes); nothing for a token of no single server."""
+        server = getattr(user, "started_by", None)
+        if server is None:
+            return {}
+        interval = await asyncio.to_thread(
+            self.stores.ledger.find_open, kind=SERVER_KIND, user=user.name, server_name=server
+        )
+        if interval is None:
+            return {}
+        return {STARTED_BY: server, SERVER_INTERVAL: interval.id}
+
+    async def stop_orphaned_clusters(self) -> list[str]:
+        """Stop the clusters whose starting server stopped (its ledger interval closed),
+        unless they were started with ``outlive_server``; returns their names."""
+        tied = [
+            c
+            for c in self.db.active_clusters()
+            if c.target <= JobStatus.RUNNING
+            and c.options.get(SERVER_INTERVAL) is not None
+            and not c.options.get("outlive_server")
+        ]
+        if not tied:
+            return []
+        open_ids = {
+            i.id for i in await asyncio.to_thread(self.stores.ledger.open_intervals, SERVER_KIND)
+        }
+        stopped = []
+        for cluster in tied:
+            if cluster.options[SERVER_INTERVAL] in open_ids:
+                continue
+            server = cluster.options.get(STARTED_BY) or "(default server)"
+            self.log.info(
+                "Stopping cluster %s of %s: the server %s that started it stopped",
+                cluster.name,
+                cluster.username,
+                server,
+            )
+            await self.stop_cluster(cluster.name)
+            stopped.append(cluster.name)
+        return stopped
 
     async def _fit(self, cluster, extra: int) -> tuple[int, str]:
         """How many of ``extra`` more workers of ``cluster`` fit its group's limits and
@@ -562,7 +710,25 @@ class AfhubLocalBackend(UnsafeLocalBackend):
 
     async def _dashboard(self, request: web.Request) -> web.StreamResponse:
         auth = request.app["authenticator"]
-        return await auth.authenticate_and_handle(request, self._dashboard_for_owner)
+        request["user"] = await auth.dashboard_user(request)
+        return await self._dashboard_for_owner(request)
+
+    def dashboard_target(self, cluster) -> str:
+        """The one address a cluster's dashboard is fetched from: the loopback port the
+        backend chose when it started the scheduler, while the scheduler's own process
+        listens on it (never an address the scheduler reported)."""
+        port = cluster.state.get("dashboard_port")
+        pid = cluster.state.get("pid")
+        if port is None or pid is None:
+            raise web.HTTPConflict(
+                reason=f"cluster {cluster.name} has no dashboard the gateway started; start a "
+                "new cluster"
+            )
+        if not listens_on(int(pid), int(port)):
+            raise web.HTTPConflict(
+                reason=f"the dashboard of cluster {cluster.name} is not up (yet); try again"
+            )
+        return f"http://127.0.0.1:{int(port)}"
 
     async def _dashboard_for_owner(self, request: web.Request) -> web.StreamResponse:
         user = request["user"]
@@ -574,28 +740,40 @@ class AfhubLocalBackend(UnsafeLocalBackend):
             raise web.HTTPForbidden(
                 reason=f"User {user.name} lacks permissions to view cluster {name}"
             )
-        if cluster.status != JobStatus.RUNNING or not cluster.dashboard_address:
+        if cluster.status != JobStatus.RUNNING:
             raise web.HTTPConflict(reason=f"cluster {name} is not running")
+        if request.method not in ("GET", "HEAD"):
+            raise web.HTTPMethodNotAllowed(
+                request.method, ["GET", "HEAD"], reason="dashboards are read-only: GET only"
+            )
+        base = await asyncio.to_thread(self.dashboard_target, cluster)
         tail = request.match_info.get("tail", "")
-        query = [(k, v) for k, v in request.query.items() if k != "token"]
-        target = f"{cluster.dashboard_address}/{tail}"
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        target = f"{base}/{tail}"
+        query = list(request.query.items())
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() not in _HOP_BY_HOP and not k.lower().startswith("x-forwarded")
+        }
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await self._proxy_websocket(request, target, query)
         async with self.session.request(
-            request.method,
-            target,
-            params=query,
-            headers=headers,
-            data=await request.read(),
-            allow_redirects=False,
+            request.method, target, params=query, headers=headers, allow_redirects=False
         ) as upstream:
             body = await upstream.read()
-            out = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP}
+            out = {
+                k: v
+                for k, v in upstream.headers.items()
+                if k.lower() not in _HOP_BY_HOP and k.lower() not in _DASHBOARD_DROPPED
+            }
+            location = out.pop("Location", None)
+            if location is not None and "//" not in location and "\\" not in location:
+                out["Location"] = location  # only a path on this origin
+            out.update(DASHBOARD_HEADERS)
             return web.Response(status=upstream.status, body=body, headers=out)
 
     async def _proxy_websocket(self, request, target, query) -> web.WebSocketResponse:
-        server = web.WebSocketResponse()
+        server = web.WebSocketResponse(headers=DASHBOARD_HEADERS)
         await server.prepare(request)
         url = "ws" + target[len("http") :]
         async with self.session.ws_connect(url, params=query) as client:
@@ -618,6 +796,37 @@ class AfhubLocalBackend(UnsafeLocalBackend):
                 task.cancel()
         await server.close()
         return server
+
+    async def do_start_cluster(self, cluster):
+        """Upstream's local start, with the dashboard on a loopback port chosen here and
+        recorded in the cluster's state (the only address the dashboard proxy uses)."""
+        workdir = self.setup_working_directory(cluster)
+        port = free_port()
+        yield {"workdir": workdir, "dashboard_port": port}
+        command = list(self.get_scheduler_command(cluster))
+        if "--dashboard-address" in command:
+            command[command.index("--dashboard-address") + 1] = f"127.0.0.1:{port}"
+        pid = await self.start_process(
+            cluster, command, self.get_scheduler_env(cluster), "scheduler"
+        )
+        yield {"workdir": workdir, "pid": pid, "dashboard_port": port}
+
+    async def on_cluster_heartbeat(self, cluster_name, msg):
+        """The scheduler's heartbeat, with the dashboard address the backend chose in
+        place of the one reported (a scheduler holds its cluster's API token and could
+        report any address)."""
+        cluster = self.db.get_cluster(cluster_name)
+        port = cluster.state.get("dashboard_port") if cluster is not None else None
+        reported = msg.get("dashboard_address")
+        pinned = f"http://127.0.0.1:{port}" if port is not None else ""
+        if reported and reported != pinned:
+            self.log.warning(
+                "Cluster %s reported dashboard address %r; the gateway uses %r",
+                cluster_name,
+                reported,
+                pinned,
+            )
+        await super().on_cluster_heartbeat(cluster_name, {**msg, "dashboard_address": pinned})
 
     async def _check_cluster_proxied(self, cluster):
         """Only the scheduler's TLS route goes into the proxy; dashboards are served by

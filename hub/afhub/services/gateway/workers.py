@@ -161,6 +161,9 @@ class WorkerCharging:
         interval's id. Raises :class:`WorkerRefused` (nothing held afterwards)."""
         charge = worker_charge(spec.worker_cores, spec.worker_gpus, spec.gpu_resource)
         resource = self.resource(spec.gpu_resource) if spec.worker_gpus else None
+        if resource is not None and not resource.payable_by(group):
+            # the registry may have changed since the cluster's options were checked
+            raise WorkerRefused(resource.payer_refusal(group) or "")
         try:
             admission = self.stores.ledger.admit(
                 user=user, charge=charge, group=group, server_name=key
