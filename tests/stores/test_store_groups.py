@@ -104,8 +104,12 @@ def test_memberships_roles_and_default_group(stores):
     stores.groups.set_default_group("hana", "atlas/top")
     assert stores.groups.resolve_charge_group("hana") == "atlas/top"
     assert stores.groups.resolve_charge_group("hana", "atlas/higgs") == "atlas/higgs"
-    with pytest.raises(NotAMember, match="not a member"):
+    with pytest.raises(NotAMember, match="not a member") as existing:
         stores.groups.resolve_charge_group("hana", "cms")
+    # a group that does not exist reads like one hana is not in: no existence oracle
+    with pytest.raises(NotAMember, match="not a member") as missing:
+        stores.groups.resolve_charge_group("hana", "nosuch")
+    assert str(missing.value).replace("nosuch", "G") == str(existing.value).replace("cms", "G")
     with pytest.raises(NotAMember):
         stores.groups.set_default_group("hana", "cms")
     stores.groups.remove_member("atlas/top", "hana")

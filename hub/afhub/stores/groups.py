@@ -511,8 +511,10 @@ def resolve_charge_group_in(session: Session, user: str, requested: str | None) 
             f"{user} is not a member of any group; ask a group admin for an invitation"
         )
     if requested:
-        group = group_row(session, requested)
-        if session.get(Membership, (group.id, row.id)) is None:
+        # a group that does not exist and one the user is not in read alike (no existence
+        # oracle for other people's groups)
+        group = session.scalar(select(Group).where(Group.path == requested))
+        if group is None or session.get(Membership, (group.id, row.id)) is None:
             raise NotAMember(
                 f"{user} cannot charge group {requested!r}: not a member of it "
                 f"(member of: {', '.join(sorted(roles_of(session, user))) or 'no group'})"
