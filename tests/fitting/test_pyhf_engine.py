@@ -234,12 +234,17 @@ def test_hypotest_settings_equal_pyhf(backend, test_stat, normsys, histosys):
         backend=backend,
     )
     result = PyhfEngine().run_one(task, 0)
-    assert result.status == "converged", result.diagnostics
+    # pyhf's SLSQP stops early on one fit of the code1/code0 model (Newton decrement about
+    # 7e-4 in 2 NLL): the certificate refuses it and keeps pyhf's numbers aside
+    if result.status != "converged":
+        assert result.diagnostics["reason"].startswith("no certificate"), result.diagnostics
+        assert not result.certificate["ok"]
+    values = result.values or result.diagnostics["uncertified_values"]
     assert result.provenance["backend"] == backend
     for i, mu in enumerate((0.5, 1.5)):
         obs, exp = direct_hypotest(task.workspace, task.settings, mu, backend)
-        assert result.values["cls_obs"][i] == pytest.approx(obs, rel=RTOL)
-        assert result.values["cls_exp"][i] == pytest.approx(exp, rel=RTOL)
+        assert values["cls_obs"][i] == pytest.approx(obs, rel=RTOL)
+        assert values["cls_exp"][i] == pytest.approx(exp, rel=RTOL)
     assert pyhf.get_backend()[0].name == "numpy"  # the engine restores the backend
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import pyhf
 import scipy
 
+from afhub.fitting.certificate import FitPoint, PyhfEvaluator, certify_points
 from afhub.fitting.types import FitSettings, FitTask, PatchResult, all_finite
 from afhub.fitting.validation import apply_patch
 
@@ -69,12 +70,39 @@ def stalled(rec: dict[str, Any]) -> bool:
     return nit is not None and nit <= STALL_MAX_NIT and (grad is None or grad > STALL_GRAD_TOL)
 
 
-class RecordingScipyOptimizer(pyhf.optimize.scipy_optimizer):
+class _PointCapture:
+    """Keeps, for every minimisation, what a certificate needs: the data fitted, the fixed
+    parameters, the bounds and the reported minimum (pyhf's parameter order)."""
+
+    points: list[dict[str, Any]]
+
+    def minimize(self, objective, data, pdf, init_pars, par_bounds, fixed_vals=None, **kwargs):
+        self._current = {
+            "data": np.asarray(pyhf.tensorlib.tolist(data), dtype=float),
+            "bounds": np.asarray(par_bounds, dtype=float),
+            "fixed": [(int(i), float(v)) for i, v in (fixed_vals or [])],
+        }
+        return super().minimize(objective, data, pdf, init_pars, par_bounds, fixed_vals, **kwargs)
+
+    def _internal_postprocess(self, fitresult, stitch_pars, return_uncertainties=False):
+        result = super()._internal_postprocess(
+            fitresult, stitch_pars, return_uncertainties=return_uncertainties
+        )
+        current = getattr(self, "_current", None)
+        if current is not None:
+            x = np.asarray(pyhf.tensorlib.tolist(result.x), dtype=float).ravel()
+            self.points.append({**current, "x": x})
+            self._current = None
+        return result
+
+
+class RecordingScipyOptimizer(_PointCapture, pyhf.optimize.scipy_optimizer):
     """pyhf's SciPy optimizer that keeps the diagnostics of every minimisation."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.records: list[dict[str, Any]] = []
+        self.points = []
 
     def _minimize(
         self, minimizer, func, x0, do_grad=False, bounds=None, fixed_vals=None, options=None
@@ -99,7 +127,7 @@ def make_optimizer(settings: FitSettings) -> Any:
     if settings.optimizer == "minuit":
         base = pyhf.optimize.minuit_optimizer
 
-        class RecordingMinuit(base):  # type: ignore[misc, valid-type]
+        class RecordingMinuit(_PointCapture, base):  # type: ignore[misc, valid-type]
             def _minimize(self, minimizer, func, x0, **kwargs):
                 result = super()._minimize(minimizer, func, x0, **kwargs)
                 self.records.append(_record(result, None, None))
@@ -107,6 +135,7 @@ def make_optimizer(settings: FitSettings) -> Any:
 
         opt = RecordingMinuit(tolerance=settings.tolerance or 0.1, maxiter=settings.maxiter)
         opt.records = []
+        opt.points = []
         return opt
     raise ValueError(f"unknown optimizer {settings.optimizer!r}")
 
@@ -127,6 +156,11 @@ class PyhfEngine:
     """Fit each patch with pyhf, one model at a time (the reference for every other engine)."""
 
     name = "pyhf"
+
+    def __init__(self, certify: bool = True) -> None:
+        #: judge every result with a certificate (``afhub.fitting.certificate``); off only
+        #: for timing pyhf itself
+        self.certify = certify
 
     def run(self, task: FitTask) -> list[PatchResult]:
         """One result per patch (or one for the bare workspace when there are no patches)."""
@@ -162,8 +196,12 @@ class PyhfEngine:
             t1 = time.perf_counter()
             result.timings["build"] = t1 - t0
             values = self._operation(task.operation, data, model, settings, result)
-            result.timings["compute"] = time.perf_counter() - t1
+            t2 = time.perf_counter()
+            result.timings["compute"] = t2 - t1
             self._judge(result, values, optimizer.records)
+            if self.certify:
+                self._certify(result, task, spec, model, data, optimizer.points)
+                result.timings["certificate"] = time.perf_counter() - t2
         except pyhf.exceptions.FailedMinimization as exc:
             result.timings.setdefault("compute", time.perf_counter() - t0)
             fit = getattr(exc, "result", None)
@@ -280,6 +318,33 @@ class PyhfEngine:
         result.values = values
         result.diagnostics.update(summary)
 
+    def _certify(
+        self,
+        result: PatchResult,
+        task: FitTask,
+        spec: dict[str, Any],
+        model: Any,
+        data: Any,
+        captured: list[dict[str, Any]],
+    ) -> None:
+        """Attach the certificate; a result without a passing one is not ``converged``."""
+        settings = task.settings
+        evaluator = PyhfEvaluator(
+            spec,
+            task.measurement,
+            {
+                "normsys": {"interpcode": settings.normsys_interpcode},
+                "histosys": {"interpcode": settings.histosys_interpcode},
+            },
+        )
+        points = fit_points(model, evaluator.observed, captured)
+        result.certificate = certify_points(evaluator, points)
+        if result.status == "converged" and not result.certificate["ok"]:
+            result.status = "not_converged"
+            result.diagnostics["reason"] = "no certificate: " + result.certificate["why"]
+            result.diagnostics["uncertified_values"] = result.values
+            result.values = {}
+
     @staticmethod
     def _provenance(task: FitTask, patch: dict[str, Any] | None) -> dict[str, Any]:
         settings = task.settings
@@ -369,6 +434,34 @@ def _finite_difference_hessian(
                 + f(best - e_i - e_j)
             ) / (4 * steps[i] * steps[j])
     return hess
+
+
+def fit_points(model: Any, observed: np.ndarray, captured: list[dict[str, Any]]) -> list[FitPoint]:
+    """The captured minimisations as labelled :class:`FitPoint` objects."""
+    poi = model.config.poi_index
+    points = []
+    for c in captured:
+        fixed = np.zeros(len(c["x"]), dtype=bool)
+        fixed_poi = None
+        for i, v in c["fixed"]:
+            fixed[i] = True
+            if i == poi:
+                fixed_poi = v
+        if poi is not None and model.config.suggested_fixed()[poi]:
+            fixed_poi = None
+        same = c["data"].shape == observed.shape and np.array_equal(c["data"], observed)
+        points.append(
+            FitPoint(
+                dataset="data" if same else "asimov",
+                poi=fixed_poi,
+                x=c["x"],
+                data=c["data"],
+                fixed=fixed,
+                lower=c["bounds"][:, 0],
+                upper=c["bounds"][:, 1],
+            )
+        )
+    return points
 
 
 def run_patch(task: FitTask, patch_index: int) -> PatchResult:

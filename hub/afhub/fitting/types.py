@@ -94,6 +94,10 @@ class PatchResult:
     #: ``{"pyhf": version, "backend": name, "backend_version": v, "workspace_sha256": h,
     #: "settings": {...}, "engine": name, "device": "cpu" | "cuda:0"}``
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: the check that the reported minima are minima (``afhub.fitting.certificate``):
+    #: ``{"ok": bool, "thresholds": {...}, "worst": {...}, "fits": [...], ...}``; a result is
+    #: ``converged`` only with ``ok`` true
+    certificate: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
