@@ -219,3 +219,78 @@ def test_api_sets_no_cookie_and_cross_site_posts_change_nothing(facility, alice_
         gateway.scale_cluster(name, 0)
     finally:
         gateway.close()
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    from tests.browser import CHROMIUM_ARGS, chromium_path
+
+    path = chromium_path()
+    if path is None:
+        pytest.fail("Chromium is missing: .ci/run installs it (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def browser_of(chromium, person: Person, facility: Facility):
+    """A browser context holding ``person``'s hub login (their session's cookies)."""
+    context = chromium.new_context()
+    context.add_cookies(
+        [
+            {"name": c.name, "value": c.value, "url": urljoin(facility.url, c.path or "/")}
+            for c in person.browser.cookies
+        ]
+    )
+    return context
+
+
+#: what a script served by a scheduler tries first: read the hub's home page (its XSRF
+#: token) with the viewer's cookies
+READ_HUB = """
+() => fetch('/hub/home', {credentials: 'include'})
+    .then(r => r.text())
+    .then(t => 'READ ' + (t.includes('_xsrf') || t.includes('xsrf') ? 'xsrf' : t.length),
+          e => 'BLOCKED ' + e)
+"""
+
+
+@pytest.mark.browser
+def test_in_a_browser_the_link_attack_fails_and_dashboard_scripts_are_isolated(
+    facility, alice_cluster, chromium
+):
+    alice, bob, name = alice_cluster
+    # Bob opens Alice's link (her token in it) in his logged-in browser
+    context = browser_of(chromium, bob, facility)
+    try:
+        page = context.new_page()
+        response = page.goto(f"{dashboard(facility, name)}?token={alice.token}")
+        assert response.status == 400, response.status
+        assert "tokens in URLs are refused" in page.content()
+        # without the token: the hub's login identifies Bob, who does not own the cluster
+        response = page.goto(dashboard(facility, name))
+        assert response.status == 403 and bob.name in page.content()
+    finally:
+        context.close()
+    # Alice opens her own dashboard: shown, but what her scheduler serves runs in an
+    # opaque origin and cannot use her hub session
+    context = browser_of(chromium, alice, facility)
+    try:
+        page = context.new_page()
+        response = page.goto(dashboard(facility, name))
+        assert response.status == 200, (response.status, page.url)
+        assert page.url == dashboard(facility, name)
+        assert page.evaluate("() => window.origin") == "null"
+        result = page.evaluate(READ_HUB)
+        assert result.startswith("BLOCKED"), result
+        assert page.evaluate(
+            "() => { try { return document.cookie } catch (e) { return 'X' } }"
+        ) in (
+            "",
+            "X",
+        )
+    finally:
+        context.close()

@@ -116,6 +116,10 @@ _DASHBOARD_DROPPED = {
     "referrer-policy",
     "cross-origin-opener-policy",
 }
+#: a dashboard's upstream: connect within 10 s, some bytes at least every 60 s
+DASHBOARD_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60)
+#: bytes of a dashboard response held in memory at once
+DASHBOARD_CHUNK = 64 * 1024
 #: methods that change something: refused when the browser says the request is cross-site
 _SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 CROSS_SITE = (
@@ -165,6 +169,15 @@ def is_cross_site(request: web.Request) -> bool:
         return False
     host = request.headers.get("X-Forwarded-Host") or request.host
     return origin == "null" or origin.split("://", 1)[-1].rstrip("/") != host
+
+
+async def _safe_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer of the gateway (JSON errors included) is never sniffed into a page
+    and, unless a dashboard's own policy is set, renders as nothing that can run."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault(
+        "Content-Security-Policy", "default-src 'none'; sandbox; frame-ancestors 'none'"
+    )
 
 
 def free_port() -> int:
@@ -248,6 +261,7 @@ class AfhubLocalBackend(UnsafeLocalBackend):
         self.workers = WorkerCharging(self.stores, local, real)
         self._notices: dict[str, str] = {}
         app.middlewares.append(self._middleware)
+        app.on_response_prepare.append(_safe_headers)
         app.router.add_route("*", "/clusters/{cluster_name}", self._dashboard)
         app.router.add_route("*", "/clusters/{cluster_name}/{tail:.*}", self._dashboard)
         self._parent = os.getppid()
@@ -758,9 +772,13 @@ class AfhubLocalBackend(UnsafeLocalBackend):
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await self._proxy_websocket(request, target, query)
         async with self.session.request(
-            request.method, target, params=query, headers=headers, allow_redirects=False
+            request.method,
+            target,
+            params=query,
+            headers=headers,
+            allow_redirects=False,
+            timeout=DASHBOARD_TIMEOUT,
         ) as upstream:
-            body = await upstream.read()
             out = {
                 k: v
                 for k, v in upstream.headers.items()
@@ -770,7 +788,13 @@ class AfhubLocalBackend(UnsafeLocalBackend):
             if location is not None and "//" not in location and "\\" not in location:
                 out["Location"] = location  # only a path on this origin
             out.update(DASHBOARD_HEADERS)
-            return web.Response(status=upstream.status, body=body, headers=out)
+            # streamed: the gateway holds one chunk of a page at a time, whatever its size
+            response = web.StreamResponse(status=upstream.status, headers=out)
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_chunked(DASHBOARD_CHUNK):
+                await response.write(chunk)
+            await response.write_eof()
+            return response
 
     async def _proxy_websocket(self, request, target, query) -> web.WebSocketResponse:
         server = web.WebSocketResponse(headers=DASHBOARD_HEADERS)
