@@ -36,7 +36,7 @@ _JSON_BRACKETS = re.compile(rb"[\[\]{}]")
 #: query parameters that carry credentials: refused, and scrubbed from the access log
 URL_CREDENTIALS = frozenset({"token", "access_token", "api_token"})
 _SECRET_IN_URI = re.compile(
-    r"((?:[?&](?:token|access_token|api_token|code|state)=)[^&#]*)|(/join/)[A-Za-z0-9_-]+",
+    r"((?:[?&](?:token|access_token|api_token|code)=)[^&#]*)|(/join/)[A-Za-z0-9_-]+",
     re.IGNORECASE,
 )
 

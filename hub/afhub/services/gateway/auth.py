@@ -63,8 +63,9 @@ DASHBOARD_LOGIN = (
     "log in to the hub to see this dashboard: open it in a browser (you are sent to the "
     "hub's login), or send your JupyterHub token as 'Authorization: jupyterhub TOKEN'"
 )
-#: query parameters that carry credentials (refused in requests, scrubbed from logs)
-SECRET_PARAMETERS = frozenset({"token", "access_token", "api_token", "code", "state"})
+#: query parameters that carry credentials (refused in requests, scrubbed from logs; the
+#: OAuth ``code`` is taken on the OAuth callback only)
+SECRET_PARAMETERS = frozenset({"token", "access_token", "api_token", "code"})
 #: the dashboard session cookie (the API never reads a cookie)
 SESSION_COOKIE = "afhub-dask-dashboard"
 #: the OAuth state cookie (binds the hub's answer to the browser that asked)
