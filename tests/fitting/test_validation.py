@@ -549,3 +549,140 @@ def test_any_corruption_is_a_validation_error_or_a_valid_task(location, value):
 def test_arbitrary_bytes_never_crash(raw):
     with contextlib.suppress(ValidationError):
         validate_request(raw)
+
+
+# ----------------------------------------------------------------------------- bounded work
+
+
+def amplification_body(copies: int = 21) -> bytes:
+    """The issue's request bomb: about 1.5 kB whose ``copy`` operations each double the
+    workspace (21 of them cost 6.8 s and 440 MiB before the cap)."""
+    ops = [{"op": "copy", "from": "/channels", "path": "/channels/-"} for _ in range(copies)]
+    return body(patches=[{"name": "boom", "patch": ops}])
+
+
+def test_a_doubling_patch_is_refused_fast_with_bounded_memory():
+    raw = amplification_body()
+    assert len(raw) < 2500
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        start = time.perf_counter()
+        with pytest.raises(ValidationError) as info:
+            validate_request(raw)
+        elapsed = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    message = info.value.message
+    assert info.value.status == 413 and info.value.field == "patches"
+    assert "'boom' is too large" in message and "copy operations" in message
+    assert str(validation.DEFAULT_LIMITS.max_copied_nodes) in message
+    assert elapsed < 0.5, elapsed
+    assert peak < 8 * 1024 * 1024, peak
+
+
+def test_the_document_size_cap_holds_for_values_the_patch_carries():
+    big = {"op": "add", "path": "/measurements/0/config/extra", "value": list(range(500))}
+    msg = rejected(
+        body(patches=[[big]]), "more than 400 JSON values", limits=Limits(max_document_nodes=400)
+    )
+    assert "patch_0" in msg
+
+
+def test_operations_and_work_per_request_are_capped_before_any_patch_is_applied():
+    patches = [signal_patch(f"p{i}", [1.0, 2.0]) for i in range(20)]
+    nodes = validation.Sizer().measure(small_workspace())[0]
+    msg = rejected(
+        body(patches=patches),
+        "20 patches",
+        f"{20 * nodes} units of work",
+        "split the patches",
+        limits=Limits(max_work_nodes=19 * nodes),
+    )
+    assert f"limit of {19 * nodes}" in msg
+    rejected(
+        body(patches=patches),
+        "20 JSON Patch operations",
+        "limit of 19 per request",
+        limits=Limits(max_operations=19),
+    )
+    many = [{"op": "add", "path": f"/measurements/0/config/k{i}", "value": i} for i in range(6)]
+    rejected(
+        body(patches=[many]), "6 operations", "limit of 5", limits=Limits(max_patch_operations=5)
+    )
+    # 10**4 patches of a large workspace: refused up front, without applying one (what it
+    # costs is the schema check of each patch, proportional to the body)
+    start = time.perf_counter()
+    rejected(
+        {
+            "workspace": small_workspace(),
+            "patches": [signal_patch(f"q{i}", [1.0, 2.0]) for i in range(10_000)],
+        },
+        "10000 patches",
+        limits=Limits(max_work_nodes=10**5),
+    )
+    assert time.perf_counter() - start < 5.0
+
+
+def test_a_patched_document_cannot_nest_past_the_depth_cap():
+    nest = [{"op": "copy", "from": "/measurements/0/config", "path": "/measurements/0/config/x"}]
+    rejected(body(patches=[nest * 80]), "levels deep", "limit of 64")
+
+
+def test_the_sbottom_patchset_passes_the_default_caps(sbottom_regionA_bkg, sbottom_dir):
+    patches = [
+        {"name": path.stem, "patch": json.loads(path.read_text())}
+        for path in sorted((sbottom_dir / "RegionA").glob("patch.*.json"))
+    ]
+    assert len(patches) == 217
+    task = validate_payload({"workspace": sbottom_regionA_bkg, "patches": patches})
+    assert len(task.patches) == 217
+
+
+def test_the_depth_scan_is_linear_on_unterminated_strings():
+    # a quote followed by escaped quotes: the old pattern rescanned to the end from every
+    # quote (quadratic: 16 kB took 1 s, 1 MB would take an hour)
+    raw = '"' + '\\"' * 200_000
+    start = time.perf_counter()
+    rejected(raw.encode(), "not valid JSON")
+    assert time.perf_counter() - start < 0.5
+
+
+# ----------------------------------------------------------------------------- patched types
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("/channels/0/name", {"an": "object"}),
+        ("/channels/0/name", ["a", "list"]),
+        ("/channels/1/name", 7),
+        ("/observations/0/name", {"x": 1}),
+        ("/measurements/0/name", []),
+        ("/measurements/0/config/poi", {"mu": 1}),
+        ("/channels/0/samples", {"not": "a list"}),
+        ("/channels/1", "a channel"),
+    ],
+)
+def test_a_patch_that_gives_a_structural_field_the_wrong_type_is_a_400(path, value):
+    patch = [{"op": "replace", "path": path, "value": value}]
+    with pytest.raises(ValidationError) as info:
+        validate_request(body(patches=[patch]))
+    assert info.value.status == 400 and info.value.field == "patches"
+    assert "patched with 'patch_0'" in info.value.message
+
+
+_WORKSPACE_LOCATIONS = [p for p in _paths(small_workspace()) if p]
+
+
+@settings(max_examples=300, deadline=None)
+@given(location=st.sampled_from(_WORKSPACE_LOCATIONS), value=json_values)
+def test_any_patch_value_anywhere_is_a_validation_error_or_a_valid_task(location, value):
+    pointer = "/" + "/".join(str(step).replace("~", "~0").replace("/", "~1") for step in location)
+    raw = body(patches=[[{"op": "replace", "path": pointer, "value": value}]])
+    try:
+        validate_request(raw)
+    except ValidationError as exc:
+        assert exc.message and "Traceback" not in exc.message

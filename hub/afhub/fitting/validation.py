@@ -45,6 +45,14 @@ from typing import Any
 import jsonschema
 import pyhf
 
+from afhub.fitting.jsonpatch import (
+    UNBOUNDED,
+    PatchError,
+    PatchLimits,
+    PatchTooLarge,
+    Sizer,
+    apply_patch_sized,
+)
 from afhub.fitting.types import (
     BACKENDS,
     CALCULATORS,
@@ -73,10 +81,12 @@ REQUEST_KEYS = frozenset(
 class ValidationError(ValueError):
     """A request that cannot be served as sent; ``message`` is safe to show to its sender."""
 
-    def __init__(self, message: str, field: str | None = None):
+    def __init__(self, message: str, field: str | None = None, status: int = 400):
         super().__init__(message)
         self.message = message
         self.field = field
+        #: the HTTP status to answer with: 413 for a request over a size or work limit
+        self.status = status
 
     def to_dict(self) -> dict[str, Any]:
         """JSON body for a 4xx answer."""
@@ -94,6 +104,15 @@ class Limits:
     max_samples: int = 5_000
     max_parameters: int = 10_000
     max_patches: int = 10_000
+    #: JSON Patch operations in one patch, and in all patches of a request
+    max_patch_operations: int = 10_000
+    max_operations: int = 100_000
+    #: JSON values in a patched workspace, and those ``copy`` operations of one patch add
+    max_document_nodes: int = 2_000_000
+    max_copied_nodes: int = 100_000
+    #: work per request: the JSON values of all patched workspaces together (about patches
+    #: times workspace size; each patched workspace is checked whole)
+    max_work_nodes: int = 25_000_000
     max_poi_values: int = 100
     max_scan_points: int = 201
     max_maxiter: int = 1_000_000
@@ -135,7 +154,9 @@ def _is_number(value: Any) -> bool:
 
 # --------------------------------------------------------------------------- raw body
 
-_STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+#: a string (an unterminated one runs to the end of the text: a match never fails after a
+#: long scan, so the scan is linear in the text, never quadratic) or a bracket
+_STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]')
 
 
 def check_depth(text: str, max_depth: int) -> None:
@@ -202,6 +223,7 @@ def parse_body(body: bytes | str, limits: Limits = DEFAULT_LIMITS) -> dict[str, 
         raise ValidationError(
             f"request body is {size} bytes, over the limit of {limits.max_body_bytes} bytes",
             field="body",
+            status=413,
         )
     if isinstance(body, bytes | bytearray | memoryview):
         try:
@@ -705,134 +727,76 @@ def _select_patches(patches: list[dict[str, Any]], names: Any) -> list[dict[str,
     return [by_name[n] for n in dict.fromkeys(names)]
 
 
-class PatchError(ValueError):
-    """A JSON Patch operation that cannot be applied (message safe to show)."""
+def patch_limits(limits: Limits) -> PatchLimits:
+    """The JSON Patch caps of a request's :class:`Limits`."""
+    return PatchLimits(
+        max_operations=limits.max_patch_operations,
+        max_nodes=limits.max_document_nodes,
+        max_depth=limits.max_depth,
+        max_copied_nodes=limits.max_copied_nodes,
+    )
 
 
-def _tokens(pointer: Any) -> list[str]:
-    if not isinstance(pointer, str) or (pointer and not pointer.startswith("/")):
-        raise PatchError(f"{_short(pointer, 60)!r} is not a JSON pointer")
-    if not pointer:
-        return []
-    return [t.replace("~1", "/").replace("~0", "~") for t in pointer[1:].split("/")]
-
-
-def _index(container: list, step: str, *, insert: bool = False) -> int:
-    if insert and step == "-":
-        return len(container)
-    if not step.isdigit() or (len(step) > 1 and step[0] == "0"):
-        raise PatchError(f"{_short(step, 40)!r} is not an array index")
-    index = int(step)
-    if index > len(container) or (index == len(container) and not insert):
-        raise PatchError(f"array index {index} is out of range (length {len(container)})")
-    return index
-
-
-def _child(container: Any, token: str) -> Any:
-    if isinstance(container, dict):
-        if token not in container:
-            raise PatchError(f"member {_short(token, 60)!r} does not exist")
-        return container[token]
-    if isinstance(container, list):
-        return container[_index(container, token)]
-    raise PatchError(f"cannot descend into a {type(container).__name__} at {_short(token, 60)!r}")
-
-
-def _get(doc: Any, tokens: list[str]) -> Any:
-    for token in tokens:
-        doc = _child(doc, token)
-    return doc
-
-
-def _copied_parent(root: Any, tokens: list[str]) -> tuple[Any, Any]:
-    """Copy the containers along ``tokens[:-1]`` (copy-on-write); return (new root, parent)."""
-    root = copy.copy(root)
-    parent = root
-    for token in tokens[:-1]:
-        child = copy.copy(_child(parent, token))
-        if isinstance(parent, dict):
-            parent[token] = child
-        else:
-            parent[_index(parent, token)] = child
-        parent = child
-    return root, parent
-
-
-def _add(doc: Any, tokens: list[str], value: Any) -> Any:
-    if not tokens:
-        return value
-    doc, parent = _copied_parent(doc, tokens)
-    if isinstance(parent, dict):
-        parent[tokens[-1]] = value
-    elif isinstance(parent, list):
-        parent.insert(_index(parent, tokens[-1], insert=True), value)
-    else:
-        raise PatchError(f"cannot add into a {type(parent).__name__}")
-    return doc
-
-
-def _remove(doc: Any, tokens: list[str]) -> Any:
-    if not tokens:
-        raise PatchError("cannot remove the whole document")
-    doc, parent = _copied_parent(doc, tokens)
-    _child(parent, tokens[-1])
-    if isinstance(parent, dict):
-        del parent[tokens[-1]]
-    else:
-        del parent[_index(parent, tokens[-1])]
-    return doc
-
-
-def _apply_op(doc: Any, op: dict[str, Any]) -> Any:
-    kind, tokens = op.get("op"), _tokens(op.get("path"))
-    if kind == "add":
-        return _add(doc, tokens, copy.deepcopy(op["value"]))
-    if kind == "remove":
-        return _remove(doc, tokens)
-    if kind == "replace":
-        _get(doc, tokens)
-        return (
-            _add(_remove(doc, tokens), tokens, copy.deepcopy(op["value"]))
-            if tokens
-            else (copy.deepcopy(op["value"]))
-        )
-    if kind in ("move", "copy"):
-        source = _tokens(op.get("from"))
-        value = _get(doc, source)
-        if kind == "move":
-            if tokens[: len(source)] == source and len(tokens) > len(source):
-                raise PatchError("cannot move a value into one of its own children")
-            doc = _remove(doc, source)
-        else:
-            value = copy.deepcopy(value)
-        return _add(doc, tokens, value)
-    if kind == "test":
-        if _get(doc, tokens) != op.get("value"):
-            raise PatchError(f"test failed at {_short(op.get('path'), 60)!r}")
-        return doc
-    raise PatchError(f"unknown operation {_short(kind, 20)!r}")
-
-
-def apply_patch(workspace: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+def apply_patch(
+    workspace: dict[str, Any],
+    patch: dict[str, Any],
+    limits: PatchLimits = UNBOUNDED,
+    *,
+    sizer: Sizer | None = None,
+    base_nodes: int | None = None,
+) -> dict[str, Any]:
     """Apply one ``{"name", "patch"}`` to ``workspace`` (RFC 6902) or raise ValidationError.
 
-    Copy-on-write: ``workspace`` is never modified, and the result shares every part the
-    patch did not touch with it (treat both as read-only).
+    Copy-on-write (:mod:`afhub.fitting.jsonpatch`): ``workspace`` is never modified, and the
+    result shares every part the patch did not touch with it (treat both as read-only).
+    ``limits`` default to none: the engines apply patches this module has already checked.
     """
-    doc: Any = workspace
-    for number, op in enumerate(patch["patch"]):
-        try:
-            if not isinstance(op, dict):
-                raise PatchError("an operation must be an object")
-            doc = _apply_op(doc, op)
-        except PatchError as exc:
-            where = f"operation {number} ({_short(op.get('op'), 10)} {_short(op.get('path'), 60)})"
-            raise ValidationError(
-                f"patch {_short(patch['name'], 60)!r} does not apply to the workspace: "
-                f"{where}: {exc}",
-                field="patches",
-            ) from None
-    return doc
+    return _apply_sized(workspace, patch, limits, sizer, base_nodes)[0]
+
+
+def _apply_sized(
+    workspace: dict[str, Any],
+    patch: dict[str, Any],
+    limits: PatchLimits,
+    sizer: Sizer | None,
+    base_nodes: int | None,
+) -> tuple[Any, int]:
+    try:
+        return apply_patch_sized(
+            workspace, patch["patch"], limits, sizer=sizer, base_nodes=base_nodes
+        )
+    except PatchTooLarge as exc:
+        raise ValidationError(
+            f"patch {_short(patch['name'], 60)!r} is too large: {exc}", field="patches", status=413
+        ) from None
+    except PatchError as exc:
+        raise ValidationError(
+            f"patch {_short(patch['name'], 60)!r} does not apply to the workspace: {exc}",
+            field="patches",
+        ) from None
+
+
+def _check_patch_work(patches: list[dict[str, Any]], base_nodes: int, limits: Limits) -> None:
+    """Refuse, before applying anything, a request whose patches would cost more than the
+    caps: operations in all, and patches times the workspace's size (each patched workspace
+    is checked whole)."""
+    operations = sum(len(p["patch"]) for p in patches)
+    if operations > limits.max_operations:
+        raise ValidationError(
+            f"the patches hold {operations} JSON Patch operations in all, over the limit of "
+            f"{limits.max_operations} per request; split them over several requests",
+            field="patches",
+            status=413,
+        )
+    work = len(patches) * base_nodes
+    if work > limits.max_work_nodes:
+        raise ValidationError(
+            f"{len(patches)} patches of a workspace of {base_nodes} JSON values make "
+            f"{work} units of work, over the limit of {limits.max_work_nodes} per request "
+            "(patches times workspace size); split the patches over several requests",
+            field="patches",
+            status=413,
+        )
 
 
 # --------------------------------------------------------------------------- request
@@ -878,8 +842,22 @@ def validate_payload(payload: dict[str, Any], limits: Limits = DEFAULT_LIMITS) -
 
     if not patches:
         check_workspace_semantics(workspace, settings, operation, measurement, limits)
+    sizer = Sizer()
+    base_nodes = sizer.measure(workspace)[0]
+    _check_patch_work(patches, base_nodes, limits)
+    caps = patch_limits(limits)
+    work = 0
     for patch in patches:
-        patched = apply_patch(workspace, patch)
+        patched, nodes = _apply_sized(workspace, patch, caps, sizer, base_nodes)
+        work += nodes
+        if work > limits.max_work_nodes:
+            raise ValidationError(
+                f"the patched workspaces hold more than {limits.max_work_nodes} JSON values in "
+                "all (the limit of work per request, patches times workspace size); split the "
+                "patches over several requests",
+                field="patches",
+                status=413,
+            )
         where = f"workspace patched with {_short(patch['name'], 60)!r}"
         if not isinstance(patched, dict) or patched.get("version") != version:
             raise ValidationError(f"{where}: a patch may not change the version", field="patches")
@@ -931,20 +909,27 @@ def _validate_patched(patched: Any, base: dict[str, Any], version: str, where: s
 
 def _changed_parts(patched: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
     """The patched workspace reduced to what a patch added or changed, for a fast schema
-    check (copy-on-write patching keeps untouched parts identical to the validated base)."""
+    check (copy-on-write patching keeps untouched parts identical to the validated base).
+
+    Every top-level field is kept whole, and so is every field of every channel the patch
+    touched (its name, for one) except its samples, reduced to the new ones (or, when none
+    is new, to its first: a channel must have one). Untouched channels are left out.
+    """
     channels = patched.get("channels")
     if not isinstance(channels, list):
         return patched
+    base_channels = {id(ch) for ch in base["channels"]}
     base_samples = {id(s) for ch in base["channels"] for s in ch["samples"]}
     reduced = []
     for channel in channels:
+        if id(channel) in base_channels:
+            continue
         samples = channel.get("samples") if isinstance(channel, dict) else None
         if not isinstance(samples, list):
             reduced.append(channel)
             continue
         new = [s for s in samples if id(s) not in base_samples]
-        if new:
-            reduced.append({**channel, "samples": new})
+        reduced.append({**channel, "samples": new or samples[:1]})
     if not reduced:
         reduced = [min(base["channels"], key=lambda ch: len(ch["samples"]))]
     return {**patched, "channels": reduced}

@@ -18,7 +18,7 @@ import json
 import secrets
 import string
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -163,6 +163,9 @@ class StoredResult:
     engine: str
     cached: bool
     result: dict[str, Any]
+    #: owner and group of the job that stored it (set by :meth:`FitStore.cached_results`)
+    owner: str | None = None
+    group: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, "cached": self.cached, **self.result}
@@ -449,24 +452,48 @@ class FitStore:
                 )
             )
 
-    def cached_results(self, keys: list[str]) -> dict[str, StoredResult]:
+    def cached_results(
+        self,
+        keys: list[str],
+        *,
+        owner: str | None = None,
+        group: str | None = None,
+        prefer_owner: str | None = None,
+    ) -> dict[str, StoredResult]:
         """For each key with a reusable stored result (converged or not converged, never a
-        failure), the most recent one."""
+        failure), the most recent one, with the owner and group of its job.
+
+        ``owner``/``group``: only results of that user's / that group's jobs.
+        ``prefer_owner``: a result of that user's own jobs when there is one (so that what
+        they are told about it, ``cached``, is about their own earlier request).
+        """
         found: dict[str, StoredResult] = {}
         wanted = list(dict.fromkeys(keys))
         with self.db.read() as session:
             for start in range(0, len(wanted), 500):
                 chunk = wanted[start : start + 500]
-                rows = session.scalars(
-                    select(FitPatchResult)
+                query = (
+                    select(FitPatchResult, FitJob.owner, FitJob.group_path)
+                    .join(FitJob, FitJob.id == FitPatchResult.job_id)
                     .where(
                         FitPatchResult.cache_key.in_(chunk),
                         FitPatchResult.status.in_(CACHEABLE_STATUSES),
                     )
                     .order_by(FitPatchResult.id.desc())
                 )
-                for row in rows:
-                    found.setdefault(row.cache_key, _stored(row))
+                if owner is not None:
+                    query = query.where(FitJob.owner == owner)
+                if group is not None:
+                    query = query.where(FitJob.group_path == group)
+                for row, row_owner, row_group in session.execute(query):
+                    stored = replace(_stored(row), owner=row_owner, group=row_group)
+                    have = found.get(row.cache_key)
+                    if have is None or (
+                        prefer_owner is not None
+                        and have.owner != prefer_owner
+                        and row_owner == prefer_owner
+                    ):
+                        found[row.cache_key] = stored
         return found
 
     def delete_job(self, job_id: str) -> None:

@@ -17,13 +17,13 @@ patch to the pyhf engine.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonpatch
 import numpy as np
+
+from afhub.fitting import jsonpatch
 
 SUPPORTED_MODIFIERS = (
     "normfactor",
@@ -209,73 +209,20 @@ class SampleCache:
         return compiled
 
 
-def _copy_on_write_apply(doc: Any, op: dict[str, Any]) -> Any:
-    """Apply one add/remove/replace operation, copying only the containers on its path."""
-    tokens = jsonpatch.JsonPointer(op["path"]).parts
-    if not tokens:
-        if op["op"] in ("add", "replace"):
-            return op["value"]
-        raise Unsupported("cannot remove the whole document")
-    root = copy.copy(doc)
-    parent = root
-    for tok in tokens[:-1]:
-        key = int(tok) if isinstance(parent, list) else tok
-        child = copy.copy(parent[key])
-        parent[key] = child
-        parent = child
-    last = tokens[-1]
-    kind = op["op"]
-    if isinstance(parent, list):
-        if last == "-" and kind == "add":
-            parent.append(op["value"])
-            return root
-        index = int(last)
-        if kind == "add":
-            if index > len(parent):
-                raise IndexError(op["path"])
-            parent.insert(index, op["value"])
-        elif kind == "remove":
-            del parent[index]
-        else:
-            parent[index] = op["value"]
-    else:
-        if kind == "add":
-            parent[last] = op["value"]
-        elif kind == "remove":
-            del parent[last]
-        else:
-            if last not in parent:
-                raise KeyError(op["path"])
-            parent[last] = op["value"]
-    return root
-
-
 def apply_patch(workspace: dict[str, Any], patch_ops: list[dict[str, Any]]) -> dict[str, Any]:
     """Apply a JSON Patch to a workspace spec; the input is left unchanged.
 
-    ``add``, ``remove`` and ``replace`` copy only the containers on their paths, so the result
-    shares every untouched channel and sample with ``workspace`` (which lets
-    :func:`compile_spec` reuse their compiled form). Other operations use ``jsonpatch``.
-    Values that the patch inserts are shared with the patch: treat both as read-only.
+    :mod:`afhub.fitting.jsonpatch` (the one applier, copy-on-write): the result shares every
+    untouched channel and sample with ``workspace`` (which lets :func:`compile_spec` reuse
+    their compiled form), and the values the patch inserts or copies: treat all as
+    read-only. No size caps: the service applies only patches its validation accepted.
     """
     if not patch_ops:
         return workspace
     try:
-        if all(op.get("op") in ("add", "remove", "replace") for op in patch_ops):
-            doc = workspace
-            for op in patch_ops:
-                doc = _copy_on_write_apply(doc, op)
-            return doc
-        return jsonpatch.JsonPatch(patch_ops).apply(workspace, in_place=False)
-    except (
-        jsonpatch.JsonPatchException,
-        jsonpatch.JsonPointerException,
-        KeyError,
-        IndexError,
-        ValueError,
-        TypeError,
-    ) as err:
-        raise Unsupported(f"patch cannot be applied: {err!r}") from err
+        return jsonpatch.apply_patch(workspace, patch_ops, jsonpatch.UNBOUNDED)
+    except jsonpatch.PatchError as err:
+        raise Unsupported(f"patch cannot be applied: {err}") from err
 
 
 def _measurement(spec: dict[str, Any], name: str | None) -> dict[str, Any]:

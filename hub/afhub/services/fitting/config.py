@@ -150,6 +150,21 @@ class FittingService(Configurable):
     def _default_max_body_bytes(self) -> int:
         return int(_env("AFHUB_FIT_MAX_BODY_BYTES", 64 * 1024 * 1024))
 
+    cache_scope = Enum(
+        ["all", "group", "user"],
+        help="""Whose stored results may serve an identical request (same workspace, patch,
+        operation, measurement and settings) without computing it again: ``all`` (anyone's),
+        ``group`` (jobs charged to the same group) or ``user`` (the user's own). A result
+        served from another user's job is reported as this job's own (``cached: false``, this
+        job's timing); what remains visible is only that the job finished faster than a fit
+        takes. ``user`` removes that too, at the cost of computing every user's fits. Env:
+        ``AFHUB_FIT_CACHE_SCOPE``.""",
+    ).tag(config=True)
+
+    @default("cache_scope")
+    def _default_cache_scope(self) -> str:
+        return _env("AFHUB_FIT_CACHE_SCOPE", "all")
+
     batched_device = Enum(
         ["cpu", "cuda"],
         help="""Where the batched engine runs: ``cpu``, or ``cuda`` on workers with a GPU (a
@@ -187,6 +202,55 @@ class FittingService(Configurable):
     def _default_max_patches(self) -> int:
         return int(_env("AFHUB_FIT_MAX_PATCHES", Limits.max_patches))
 
+    max_patch_operations = Integer(
+        help="""JSON Patch operations in one patch (413 beyond).
+        Env: ``AFHUB_FIT_MAX_PATCH_OPERATIONS``.""",
+    ).tag(config=True)
+
+    @default("max_patch_operations")
+    def _default_max_patch_operations(self) -> int:
+        return int(_env("AFHUB_FIT_MAX_PATCH_OPERATIONS", Limits.max_patch_operations))
+
+    max_operations = Integer(
+        help="""JSON Patch operations in all patches of one request (413
+        beyond). Env: ``AFHUB_FIT_MAX_OPERATIONS``.""",
+    ).tag(config=True)
+
+    @default("max_operations")
+    def _default_max_operations(self) -> int:
+        return int(_env("AFHUB_FIT_MAX_OPERATIONS", Limits.max_operations))
+
+    max_document_nodes = Integer(
+        help="""JSON values (objects, arrays, strings, numbers, ...) a patched workspace may
+        hold, counted as each patch operation is applied (413 at the operation that crosses
+        it). Env: ``AFHUB_FIT_MAX_DOCUMENT_NODES``.""",
+    ).tag(config=True)
+
+    @default("max_document_nodes")
+    def _default_max_document_nodes(self) -> int:
+        return int(_env("AFHUB_FIT_MAX_DOCUMENT_NODES", Limits.max_document_nodes))
+
+    max_copied_nodes = Integer(
+        help="""JSON values the ``copy`` operations of one patch may add (the only operation that
+        builds more than the request carries; 413 at the operation that crosses it).
+        Env: ``AFHUB_FIT_MAX_COPIED_NODES``.""",
+    ).tag(config=True)
+
+    @default("max_copied_nodes")
+    def _default_max_copied_nodes(self) -> int:
+        return int(_env("AFHUB_FIT_MAX_COPIED_NODES", Limits.max_copied_nodes))
+
+    max_work_nodes = Integer(
+        help="""Work per request: the JSON values of all its patched workspaces together (about
+        patches times workspace size; validation and each fit read each patched workspace
+        whole; 413 beyond, checked before any patch is applied).
+        Env: ``AFHUB_FIT_MAX_WORK_NODES``.""",
+    ).tag(config=True)
+
+    @default("max_work_nodes")
+    def _default_max_work_nodes(self) -> int:
+        return int(_env("AFHUB_FIT_MAX_WORK_NODES", Limits.max_work_nodes))
+
     def limits(self) -> Limits:
         """The validation caps for these settings."""
         return Limits(
@@ -194,6 +258,11 @@ class FittingService(Configurable):
             max_bins=self.max_bins,
             max_parameters=self.max_parameters,
             max_patches=self.max_patches,
+            max_patch_operations=self.max_patch_operations,
+            max_operations=self.max_operations,
+            max_document_nodes=self.max_document_nodes,
+            max_copied_nodes=self.max_copied_nodes,
+            max_work_nodes=self.max_work_nodes,
         )
 
     def check(self) -> FittingService:

@@ -66,8 +66,7 @@ class JobsHandler(FittingHandler):
                     config.limits(),
                 )
             except ValidationError as exc:
-                status = 413 if "over the limit" in exc.message and exc.field == "body" else 400
-                self.send_invalid(exc.message, exc.field, status)
+                self.send_invalid(exc.message, exc.field, exc.status)
                 return
             job = await self.call(
                 self.fits.create_job,

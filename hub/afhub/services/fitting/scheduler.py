@@ -15,9 +15,18 @@
   the same numbers on either executor with the same number of workers.
 * With ``batched_device: cuda`` the scheduler checks at start, on a worker, that a CUDA
   device is there (:class:`DeviceUnavailable` otherwise: the service does not start).
+* Every value carries a certificate (:mod:`afhub.fitting.certificate`). A patch the batched
+  engine does not certify (not converged, non-finite), and every patch left to pyhf, climbs
+  the fallback ladder (:mod:`afhub.fitting.ladder`: pyhf with SciPy, then with MINUIT) in
+  one worker task; ``not_converged`` is stored only when every rung failed, with each
+  attempt in ``provenance["ladder"]``.
 * Results are stored as they arrive. A patch whose identical request (same workspace hash,
   patch, operation, measurement, settings) already has a stored converged or not-converged
-  result is served from it, without computing.
+  result is served from it, without computing (among the results ``cache_scope`` allows:
+  anyone's, the job's group's or the owner's own). Served from the owner's own earlier job,
+  the result says ``cached: true`` with that computation's timings; served from someone
+  else's, it says ``cached: false`` and carries this job's own timing, so nobody learns that
+  another user ran the same request, or when, or how long it took them.
 * Charging: when a job starts, a ``fit`` charge of the cores it can use (its patches to
   compute, at most the executor's worker cores) is admitted on the owner's group in the
   usage ledger (refused: the job fails with the quota's message); it is closed when the
@@ -32,12 +41,14 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from afhub.fitting.pyhf_engine import run_patch, safe_message
+from afhub.fitting.ladder import certify_batched_result, ladder_patch, needs_ladder
+from afhub.fitting.pyhf_engine import safe_message
 from afhub.fitting.runner import (
     KillablePool,
     PatchJob,
@@ -61,7 +72,7 @@ log = logging.getLogger("afhub.fitting")
 T = TypeVar("T")
 
 #: what each worker imports before taking tasks (the batched engine, torch, where installed)
-PRELOAD = ("pyhf", "afhub.fitting.pyhf_engine", "afhub.services.fitting.work") + (
+PRELOAD = ("pyhf", "afhub.fitting.ladder", "afhub.services.fitting.work") + (
     ("afhub.fitting.batched",) if batched_available() else ()
 )
 
@@ -117,6 +128,18 @@ def cache_key(task: FitTask, index: int) -> str:
     )
 
 
+def own_timings(stored: dict[str, float] | None, elapsed: float) -> dict[str, float]:
+    """Timings for a result served from another user's identical request: this job's own
+    time (``elapsed``) as ``total``, the stored parts scaled to it (the same keys a fresh
+    result has, none of the first computation's durations)."""
+    stored = {k: v for k, v in (stored or {}).items() if isinstance(v, int | float)}
+    total = stored.get("total") or sum(stored.values())
+    scale = elapsed / total if total > 0 else 0.0
+    out = {key: value * scale for key, value in stored.items()}
+    out["total"] = elapsed
+    return out
+
+
 def task_from_request(job: JobInfo, request: dict[str, Any]) -> FitTask:
     """The FitTask of a stored (already validated) job."""
     return FitTask(
@@ -143,6 +166,8 @@ class JobRun:
     cancelled: bool = False
     #: the ledger interval charged while the job runs (closed when it ends)
     interval: int | None = None
+    #: per patch index: the batched engine's uncertified result, the ladder's first attempt
+    previous: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 class Scheduler:
@@ -309,12 +334,29 @@ class Scheduler:
         keys = [cache_key(task, i) for i in range(n)]
         have = await self.call(self.fits.done_indices, job.id)
         todo = [i for i in range(n) if i not in have]
-        hits = await self.call(self.fits.cached_results, [keys[i] for i in todo]) if todo else {}
+        started = time.monotonic()
+        scope = self.config.cache_scope
+        hits = (
+            await self.call(
+                functools.partial(
+                    self.fits.cached_results,
+                    [keys[i] for i in todo],
+                    owner=job.owner if scope == "user" else None,
+                    group=job.group if scope == "group" else None,
+                    prefer_owner=job.owner,
+                )
+            )
+            if todo
+            else {}
+        )
         for i in list(todo):
             hit = hits.get(keys[i])
             if hit is None:
                 continue
+            own = hit.owner == job.owner
             result = dict(hit.result)
+            if not own:
+                result["timings"] = own_timings(result.get("timings"), time.monotonic() - started)
             result["patch"] = task.patches[i]["name"] if task.patches else None
             await self.call(
                 self.fits.add_result,
@@ -325,7 +367,7 @@ class Scheduler:
                 status=hit.status,
                 engine=hit.engine,
                 result=result,
-                cached=True,
+                cached=own,
             )
             todo.remove(i)
 
@@ -443,7 +485,15 @@ class Scheduler:
                 left.append(i)
                 why[i] = reason or "not supported by the batched engine"
                 continue
-            await self._store(job, i, keys[i], PatchResult(**result), run)
+            patch_result = certify_batched_result(PatchResult(**result), sub)
+            if needs_ladder(patch_result):
+                # the ladder (pyhf with SciPy, then MINUIT) gets the patch; this attempt is
+                # its first record
+                run.previous[i] = patch_result.to_dict()
+                left.append(i)
+                why[i] = "the batched engine: " + str(patch_result.diagnostics.get("reason"))
+                continue
+            await self._store(job, i, keys[i], patch_result, run)
         return left, why
 
     async def _run_pyhf(
@@ -465,7 +515,11 @@ class Scheduler:
                 if run.cancelled:
                     return
                 future = self.pool.submit(
-                    run_patch, single_patch_task(task, i), 0, wall_seconds=job.wall_seconds
+                    ladder_patch,
+                    single_patch_task(task, i),
+                    0,
+                    [run.previous[i]] if i in run.previous else None,
+                    wall_seconds=job.wall_seconds,
                 )
                 run.futures.append(future)
                 result = await PatchJob(self.pool, task, i, "pyhf", future).wait()
