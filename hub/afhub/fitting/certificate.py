@@ -28,6 +28,12 @@ the Asimov data and the fit that generates the Asimov data; for ``fit`` the free
     is accurate to :data:`NLL_TOL` (``rounding`` below); otherwise the comparison is recorded
     as not decisive.
 
+``precision``
+    each test statistic ``q`` is a difference of two fits' ``2 NLL``; their decrements bound
+    its error, and the error of ``sqrt(q)`` (what CLs depends on) must be at most
+    :data:`SQRT_Q_TOL`. A vanishing signal (``q`` near ``1e-6``) needs fits far tighter than
+    a large one.
+
 ``rounding`` estimates the float64 rounding of one ``2 NLL`` evaluation (from the sizes of the
 observed and auxiliary data: a stiff Poisson constraint with ``tau = 1e11`` carries terms near
 ``1e12`` whose rounding is about ``1e-4``); comparisons of ``2 NLL`` values are decisive only
@@ -52,6 +58,10 @@ GRAD_TOL = 5e-2
 #: largest Newton decrement g^T H^-1 g of 2 NLL accepted (the point is about half of it above
 #: the minimum)
 DECREMENT_TOL = 1e-5
+#: largest error of sqrt(q) (q: a test statistic, a 2 NLL difference of a fixed-POI and the
+#: free fit) that the fits' Newton decrements allow: CLs moves by at most about
+#: ``0.4 * SQRT_Q_TOL / CLb``. Vanishing signals have tiny q and need tight fits.
+SQRT_Q_TOL = 1e-4
 #: smallest eigenvalue of the reduced Hessian relative to the largest (positive definite)
 PD_RTOL = 1e-12
 #: accuracy of NLL differences a cross-method comparison needs (2 NLL units)
@@ -66,6 +76,7 @@ THRESHOLDS = {
     "grad_tol": GRAD_TOL,
     "decrement_tol": DECREMENT_TOL,
     "pd_rtol": PD_RTOL,
+    "sqrt_q_tol": SQRT_Q_TOL,
     "nll_tol": NLL_TOL,
     "units": "2*NLL",
 }
@@ -171,8 +182,9 @@ def certify_points(evaluator: Evaluator, points: Sequence[FitPoint]) -> dict[str
     with session() if session is not None else contextlib.nullcontext():
         fits = _certify_each(evaluator, points)
     ordering = _ordering(points, fits, evaluator.rounding)
+    prec = precision(fits)
     failed = [f for f in fits if not f["ok"]]
-    ok = bool(fits) and not failed and ordering["ok"]
+    ok = bool(fits) and not failed and ordering["ok"] and prec["ok"]
     cert: dict[str, Any] = {
         "ok": ok,
         "evaluator": getattr(evaluator, "name", type(evaluator).__name__),
@@ -181,6 +193,7 @@ def certify_points(evaluator: Evaluator, points: Sequence[FitPoint]) -> dict[str
         "n_fits": len(fits),
         "worst": _worst(fits),
         "ordering": ordering,
+        "precision": prec,
         "fits": fits[:MAX_FITS],
     }
     if not fits:
@@ -189,6 +202,8 @@ def certify_points(evaluator: Evaluator, points: Sequence[FitPoint]) -> dict[str
         cert["why"] = f"fit {failed[0]['fit']}: {failed[0]['why']}"
     elif not ordering["ok"]:
         cert["why"] = ordering["why"]
+    elif not prec["ok"]:
+        cert["why"] = prec["why"]
     return cert
 
 
@@ -204,6 +219,40 @@ def _certify_each(evaluator: Evaluator, points: Sequence[FitPoint]) -> list[dict
             seen[key] = rec
         fits.append({"fit": p.label, **seen[key]})
     return fits
+
+
+def precision(fits: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """How precisely the fits determine each test statistic ``q`` (fixed-POI fit minus the
+    free fit of the same data set, 2 NLL): each fit is at most half its Newton decrement
+    above its minimum, so ``q`` is within ``e = (dec_fixed + dec_free) / 2`` and ``sqrt(q)``
+    within ``sqrt(q + e) - sqrt(q)``; that must be at most :data:`SQRT_Q_TOL`."""
+    free: dict[str, dict[str, Any]] = {}
+    for f in fits:
+        dataset, _, which = f["fit"].partition(":")
+        if which == "free" and f.get("twice_nll") is not None:
+            free.setdefault(dataset, f)
+    worst: dict[str, Any] | None = None
+    for f in fits:
+        dataset, _, which = f["fit"].partition(":")
+        if which == "free" or dataset not in free or f.get("twice_nll") is None:
+            continue
+        g = free[dataset]
+        dec = (f.get("newton_decrement") or 0.0) + (g.get("newton_decrement") or 0.0)
+        if not math.isfinite(dec):
+            continue  # the fit itself fails its certificate
+        q = max(f["twice_nll"] - g["twice_nll"], 0.0)
+        err = math.sqrt(q + dec / 2) - math.sqrt(q)
+        if worst is None or err > worst["sqrt_q_error"]:
+            worst = {"fit": f["fit"], "q": q, "q_error": dec / 2, "sqrt_q_error": err}
+    if worst is None:
+        return {"ok": True}
+    out = {"ok": worst["sqrt_q_error"] <= SQRT_Q_TOL, **worst}
+    if not out["ok"]:
+        out["why"] = (
+            f"q of {worst['fit']} is {worst['q']:.3g} but the fits determine it only to "
+            f"{worst['q_error']:.3g} (sqrt(q) to {worst['sqrt_q_error']:.3g} > {SQRT_Q_TOL:g})"
+        )
+    return out
 
 
 def _worst(fits: list[dict[str, Any]]) -> dict[str, Any]:
@@ -426,8 +475,10 @@ def certify_batched(
             )
         fits.append(rec)
     failed = [f for f in fits if not f["ok"]]
+    prec = precision(fits)
     cert: dict[str, Any] = {
-        "ok": bool(fits) and not failed,
+        "ok": bool(fits) and not failed and prec["ok"],
+        "precision": prec,
         "evaluator": "batched engine (analytic gradient and Hessian)",
         "thresholds": dict(THRESHOLDS),
         "n_fits": len(fits),
@@ -443,6 +494,8 @@ def certify_batched(
         cert["why"] = f"fit {failed[0]['fit']}: {failed[0]['why']}"
     elif not fits:
         cert["why"] = "no fit diagnostics"
+    elif not prec["ok"]:
+        cert["why"] = prec["why"]
     return cert
 
 

@@ -5,7 +5,9 @@ on, and every patch it does not support, climbs the rungs below in order until o
 certified result (``afhub.fitting.certificate``):
 
 1. ``pyhf-scipy``: pyhf with its SciPy optimizer (the task's tolerance and ``maxiter``);
-2. ``pyhf-minuit``: pyhf with MINUIT (iminuit).
+2. ``pyhf-scipy-tight``: the same with tolerance :data:`TIGHT_TOLERANCE` (skipped when the
+   task's is already that tight);
+3. ``pyhf-minuit``: pyhf with MINUIT (iminuit), tolerance :data:`MINUIT_TOLERANCE`.
 
 When the task asks for MINUIT, the order is the other way round. A rung's result is accepted
 only when its certificate passes and no other method's minimum of a fit to the observed
@@ -27,18 +29,39 @@ from afhub.fitting import certificate
 from afhub.fitting.pyhf_engine import PyhfEngine
 from afhub.fitting.types import FitTask, PatchResult
 
-RUNGS: tuple[str, ...] = ("pyhf-scipy", "pyhf-minuit")
+RUNGS: tuple[str, ...] = ("pyhf-scipy", "pyhf-scipy-tight", "pyhf-minuit")
+#: SLSQP tolerance of the ``pyhf-scipy-tight`` rung
+TIGHT_TOLERANCE = 1e-10
+#: MINUIT tolerance of the ``pyhf-minuit`` rung (EDM goal ``0.002 * tol``; pyhf's default
+#: 0.1 stops far above what the certificate accepts)
+MINUIT_TOLERANCE = 1e-5
 #: a minimum another method found lower than this (2 NLL) rejects a result: what the
 #: certificate's Newton-decrement threshold admits, plus the evaluation's accuracy
 GAP_TOL = certificate.DECREMENT_TOL + certificate.NLL_TOL
-_OPTIMIZER = {"pyhf-scipy": "scipy", "pyhf-minuit": "minuit"}
+_OPTIMIZER = {"pyhf-scipy": "scipy", "pyhf-scipy-tight": "scipy", "pyhf-minuit": "minuit"}
 
 
 def rungs_for(task: FitTask) -> tuple[str, ...]:
     """The rungs in the order this task climbs them."""
+    tol = task.settings.tolerance
+    rungs = [r for r in RUNGS if not (r == "pyhf-scipy-tight" and tol and tol <= TIGHT_TOLERANCE)]
     if task.settings.optimizer == "minuit":
-        return ("pyhf-minuit", "pyhf-scipy")
-    return RUNGS
+        rungs.remove("pyhf-minuit")
+        rungs.insert(0, "pyhf-minuit")
+    return tuple(rungs)
+
+
+def rung_settings(task: FitTask, rung: str) -> Any:
+    """The task's settings as the rung runs them (the user's own optimizer keeps the
+    user's tolerance on its first rung)."""
+    s = replace(task.settings, optimizer=_OPTIMIZER[rung], engine="pyhf")
+    if rung == "pyhf-scipy-tight":
+        return replace(s, tolerance=TIGHT_TOLERANCE)
+    if rung == "pyhf-minuit" and not (task.settings.optimizer == "minuit" and s.tolerance):
+        return replace(s, tolerance=MINUIT_TOLERANCE)
+    if rung == "pyhf-scipy" and task.settings.optimizer != "scipy":
+        return replace(s, tolerance=None)
+    return s
 
 
 def _trim(diagnostics: dict[str, Any]) -> dict[str, Any]:
@@ -51,7 +74,7 @@ def _trim(diagnostics: dict[str, Any]) -> dict[str, Any]:
 
 
 def _cert_summary(cert: dict[str, Any]) -> dict[str, Any]:
-    keys = ("ok", "why", "worst", "evaluator", "rounding", "cross_check", "ordering")
+    keys = ("ok", "why", "worst", "evaluator", "rounding", "cross_check", "ordering", "precision")
     return {k: cert[k] for k in keys if k in cert}
 
 
@@ -142,9 +165,7 @@ def run_ladder(
     others = {r.provenance.get("rung", r.engine): fit_labels(r) for r in previous}
     last: PatchResult | None = None
     for rung in rungs or rungs_for(task):
-        settings = replace(task.settings, optimizer=_OPTIMIZER[rung], engine="pyhf")
-        if rung != "pyhf-scipy" and task.settings.optimizer != _OPTIMIZER[rung]:
-            settings = replace(settings, tolerance=None)
+        settings = rung_settings(task, rung)
         t0 = time.perf_counter()
         result = PyhfEngine().run_one(replace(task, settings=settings), patch_index)
         result.provenance["rung"] = rung
