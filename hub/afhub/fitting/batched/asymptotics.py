@@ -17,7 +17,7 @@ POI's lower bound at 0 this is ``qtilde``), and CLs from the normal distribution
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -68,14 +68,12 @@ def minimize_chunked(
         idx = torch.arange(start, min(B, start + chunk_size), device=x0.device)
         parts.append(minimize(model.take(idx), data.take(idx), x0[idx], free[idx], **kwargs))
     return FitResult(
-        x=torch.cat([p.x for p in parts]),
-        twice_nll=torch.cat([p.twice_nll for p in parts]),
-        converged=torch.cat([p.converged for p in parts]),
-        nit=torch.cat([p.nit for p in parts]),
-        grad_norm=torch.cat([p.grad_norm for p in parts]),
-        newton_decrement=torch.cat([p.newton_decrement for p in parts]),
-        hessian=None if parts[0].hessian is None else torch.cat([p.hessian for p in parts]),
-        working=None if parts[0].working is None else torch.cat([p.working for p in parts]),
+        **{
+            f.name: None
+            if getattr(parts[0], f.name) is None
+            else torch.cat([getattr(p, f.name) for p in parts])
+            for f in fields(FitResult)
+        }
     )
 
 
@@ -93,19 +91,16 @@ def _poi_fixed(free: torch.Tensor, poi_index: torch.Tensor) -> torch.Tensor:
 
 def select_lower(a: FitResult, b: FitResult) -> FitResult:
     """Per item, the converged result with the lower NLL (``a`` where neither converged)."""
-    use_b = b.converged & (~a.converged | (b.twice_nll < a.twice_nll))
+    use_b = b.converged & (~a.converged | (b.deviance() < a.deviance()))
 
     def pick(x, y):
+        if x is None or y is None:
+            return None
         mask = use_b.view(-1, *([1] * (x.dim() - 1)))
         return torch.where(mask, y, x)
 
     return FitResult(
-        x=pick(a.x, b.x),
-        twice_nll=pick(a.twice_nll, b.twice_nll),
-        converged=pick(a.converged, b.converged),
-        nit=pick(a.nit, b.nit),
-        grad_norm=pick(a.grad_norm, b.grad_norm),
-        newton_decrement=pick(a.newton_decrement, b.newton_decrement),
+        **{f.name: pick(getattr(a, f.name), getattr(b, f.name)) for f in fields(FitResult)}
     )
 
 
@@ -123,33 +118,33 @@ def _refit_from_better_points(
     free fit, the free fit stopped in a local minimum and is restarted from the best such
     point. ``candidates`` pairs fit results with the item (patch) index of each of their rows.
     """
-    best = free_fit.twice_nll.clone()
+    best = free_fit.deviance().clone()
     start = free_fit.x.clone()
     for fits, owner in candidates:
-        ok = fits.converged & (fits.twice_nll < best.index_select(0, owner) - 1e-9)
+        dev = fits.deviance()
+        ok = fits.converged & (dev < best.index_select(0, owner) - 1e-9)
         if bool(ok.any()):
             rows = ok.nonzero()[:, 0]
             for r in rows.tolist():
                 b = int(owner[r])
-                if fits.twice_nll[r] < best[b] - 1e-9:
-                    best[b] = fits.twice_nll[r]
+                if dev[r] < best[b] - 1e-9:
+                    best[b] = dev[r]
                     start[b] = fits.x[r]
-    redo = (best < free_fit.twice_nll - 1e-9).nonzero()[:, 0]
+    redo = (best < free_fit.deviance() - 1e-9).nonzero()[:, 0]
     if redo.numel() == 0:
         return free_fit
     again = minimize_chunked(
         model.take(redo), data.take(redo), start[redo], model.free[redo], chunk_size, **fit_kwargs
     )
     merged = FitResult(
-        x=free_fit.x.clone(),
-        twice_nll=free_fit.twice_nll.clone(),
-        converged=free_fit.converged.clone(),
-        nit=free_fit.nit.clone(),
-        grad_norm=free_fit.grad_norm.clone(),
-        newton_decrement=free_fit.newton_decrement.clone(),
+        **{
+            f.name: None if getattr(free_fit, f.name) is None else getattr(free_fit, f.name).clone()
+            for f in fields(FitResult)
+        }
     )
-    for field in ("x", "twice_nll", "converged", "nit", "grad_norm", "newton_decrement"):
-        getattr(merged, field)[redo] = getattr(again, field)
+    for f in fields(FitResult):
+        if getattr(merged, f.name) is not None and getattr(again, f.name) is not None:
+            getattr(merged, f.name)[redo] = getattr(again, f.name)
     return merged
 
 
@@ -230,7 +225,8 @@ def run_fits(
 def _qmu(free: FitResult, fixed: FitResult, poi, mu: torch.Tensor, M: int) -> torch.Tensor:
     B = free.x.shape[0]
     rep = torch.arange(B, device=mu.device).repeat_interleave(M)
-    tmu = torch.clamp(fixed.twice_nll - free.twice_nll[rep], min=0.0)
+    # differences of the deviance form: accurate where the constants are huge (stiff terms)
+    tmu = torch.clamp(fixed.deviance() - free.deviance()[rep], min=0.0)
     muhat = free.x[rep, poi[rep]]
     return torch.where(muhat > mu, torch.zeros_like(tmu), tmu).view(B, M)
 

@@ -35,6 +35,18 @@ from afhub.fitting.batched.spec import CompiledModel
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
+def _u_minus_log1p(u: torch.Tensor) -> torch.Tensor:
+    """``u - log(1 + u)`` without cancellation: its series ``sum (-u)^k / k`` for small ``u``."""
+    small = u.abs() < 0.1
+    us = torch.where(small, u, torch.zeros_like(u))
+    series = torch.zeros_like(u)
+    for k in range(18, 1, -1):  # u^2 (1/2 - u/3 + u^2/4 - ...), truncation below 1e-17
+        series = series * (-us) + 1.0 / k
+    series = series * us * us
+    direct = u - torch.log1p(torch.where(small, torch.zeros_like(u), u))
+    return torch.where(small, series, direct)
+
+
 def _max_per_cell(cells: np.ndarray, n_cells: int) -> int:
     """The largest number of entries that share one cell."""
     return int(np.bincount(cells, minlength=n_cells).max(initial=0)) if len(cells) else 0
@@ -271,33 +283,71 @@ class BatchedModel:
         return Data(self.expected_main(x), aux_g, aux_q)
 
     def nll(self, x: torch.Tensor, data: Data) -> torch.Tensor:
-        """Negative log-likelihood per item, ``[B]`` (pyhf's ``-logpdf``)."""
-        nu = self.expected_main(x)
-        return self._nll_from_nu(x, nu, data)
+        """Negative log-likelihood per item, ``[B]`` (pyhf's ``-logpdf``, constants included).
 
-    def _nll_from_nu(self, x: torch.Tensor, nu: torch.Tensor, data: Data) -> torch.Tensor:
+        Evaluated as :meth:`nll_deviance` plus :meth:`nll_constant`: the same value as pyhf's,
+        with the same float64 rounding of the large constants, so use it for reporting and
+        compare minima with :meth:`nll_deviance`.
+        """
+        return self.nll_deviance(x, data) + self.nll_constant(data)
+
+    def nll_deviance(self, x: torch.Tensor, data: Data) -> torch.Tensor:
+        """The NLL without its data-only constants, accurate for differences, ``[B]``.
+
+        Every term is written relative to its own minimum over the expectation, so that no
+        large constant cancels: a Poisson term ``nu - n ln nu + ln n!`` becomes
+        ``n (u - ln(1 + u))`` with ``u = nu / n - 1`` (``nu`` where ``n = 0``), a Poisson
+        constraint with ``tau`` up to 1e12 becomes ``a (u - ln(1 + u))`` with
+        ``u = gamma tau / a - 1`` (``gamma - 1`` at the nominal auxiliary data ``a = tau``),
+        a Gaussian constraint ``((a - theta) / sigma)^2 / 2``. ``u - ln(1 + u)`` is summed as
+        its series for small ``u``. Differences of this function between two points (same
+        data) equal differences of :meth:`nll` exactly, but are accurate to about 1e-15
+        relative to the deviance itself (pyhf's ``twice_nll`` carries rounding of the
+        constants: about 1e-3 for ``tau`` near 1e11).
+        """
+        return self._deviance_from_nu(x, self.expected_main(x), data)
+
+    def nll_constant(self, data: Data) -> torch.Tensor:
+        """``nll - nll_deviance``: the part of the NLL that depends on the data only, ``[B]``."""
+        mask = self.bin_mask
+        n = data.main
+        main = mask * (n - torch.xlogy(n, n) + torch.lgamma(n + 1))
+        gauss = self.g_mask * (torch.log(self.g_sigma) + _LOG_SQRT_2PI)
+        a = data.aux_poisson
+        pois = self.q_mask * (a - torch.xlogy(a, a) + torch.lgamma(a + 1))
+        return main.sum(-1) + gauss.sum(-1) + pois.sum(-1)
+
+    def _deviance_from_nu(self, x: torch.Tensor, nu: torch.Tensor, data: Data) -> torch.Tensor:
         xe = self._extend(x)
         mask = self.bin_mask
-        nu_s = torch.where(mask > 0, nu, torch.ones_like(nu))
         n = data.main
-        main = mask * (torch.xlogy(n, nu_s) - nu_s - torch.lgamma(n + 1))
+        n_s = torch.where(n > 0, n, torch.ones_like(n))
+        main = torch.where(n > 0, n * _u_minus_log1p((nu - n) / n_s), nu)
+        main = torch.where(mask > 0, main, torch.zeros_like(main))
         th_g = self._gather(xe, self.g_par)
-        gauss = self.g_mask * (
-            -0.5 * ((data.aux_gauss - th_g) / self.g_sigma) ** 2
-            - torch.log(self.g_sigma)
-            - _LOG_SQRT_2PI
+        gauss = self.g_mask * 0.5 * ((data.aux_gauss - th_g) / self.g_sigma) ** 2
+        gam = self._gather(xe, self.q_par)
+        a = data.aux_poisson
+        a_s = torch.where(a > 0, a, torch.ones_like(a))
+        pois = torch.where(
+            a > 0, a * _u_minus_log1p(gam * (self.q_tau / a_s) - 1), gam * self.q_tau
         )
-        rate = self._gather(xe, self.q_par) * self.q_tau
-        aux_q = data.aux_poisson
-        pois = self.q_mask * (torch.xlogy(aux_q, rate) - rate - torch.lgamma(aux_q + 1))
-        out = -(main.sum(-1) + gauss.sum(-1) + pois.sum(-1))
+        pois = self.q_mask * pois
+        out = main.sum(-1) + gauss.sum(-1) + pois.sum(-1)
         bad = ((nu <= 0) & (mask > 0)).any(-1) | ~torch.isfinite(out)
         return torch.where(bad, torch.full_like(out, math.inf), out)
 
     def nll_grad_hess(
-        self, x: torch.Tensor, data: Data, hessian: bool = True
+        self,
+        x: torch.Tensor,
+        data: Data,
+        hessian: bool = True,
+        deviance: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """NLL ``[B]``, its gradient ``[B, P]`` and exact Hessian ``[B, P, P]``."""
+        """NLL ``[B]``, its gradient ``[B, P]`` and exact Hessian ``[B, P, P]``.
+
+        With ``deviance=True`` the value is :meth:`nll_deviance` (what the optimiser uses).
+        """
         B, P = x.shape
         P2 = P + 2
         C = self.nominal.shape[1]
@@ -329,7 +379,9 @@ class BatchedModel:
         dnu_c = e.unsqueeze(-1) * (b_p + b.unsqueeze(-1) * l_p)  # [B,C,P]
         nu = (self.bin_onehot @ nu_c.unsqueeze(-1))[..., 0]
         jac = self.bin_onehot @ dnu_c  # [B,N,P]
-        value = self._nll_from_nu(x, nu, data)
+        value = self._deviance_from_nu(x, nu, data)
+        if not deviance:
+            value = value + self.nll_constant(data)
 
         mask = self.bin_mask
         n = data.main
@@ -343,7 +395,12 @@ class BatchedModel:
         cg.scatter_add_(1, self.g_par, inv_var * (th_g - data.aux_gauss))
         gam = self._gather(xe, self.q_par)
         aux_q = data.aux_poisson
-        cg.scatter_add_(1, self.q_par, self.q_mask * (self.q_tau - aux_q / gam))
+        # tau - a / gamma, written as a u / gamma (u as in nll_deviance): accurate for tau 1e12
+        aux_s = torch.where(aux_q > 0, aux_q, torch.ones_like(aux_q))
+        u = gam * (self.q_tau / aux_s) - 1
+        cg.scatter_add_(
+            1, self.q_par, self.q_mask * torch.where(aux_q > 0, aux_s * u / gam, self.q_tau)
+        )
         grad = grad + cg[:, :P]
         if not hessian:
             return value, grad, None

@@ -22,7 +22,7 @@ the NLL any more while its Hessian is positive definite and its Newton decrement
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -42,19 +42,24 @@ class FitResult:
     #: Hessian of the NLL at the solution (restricted to the working set), if asked for
     hessian: torch.Tensor | None = None
     working: torch.Tensor | None = None  # bool [B, P]
+    #: ``2 * nll_deviance`` at the solution: differences between fits to the same data are
+    #: accurate (``twice_nll`` carries the rounding of the constants, see BatchedModel.nll)
+    twice_nll_deviance: torch.Tensor | None = None
+    #: max over the working set of ``|g_i| / sqrt(H_ii)``: NLL change per standard deviation
+    grad_scaled: torch.Tensor | None = None
 
     def take(self, idx: torch.Tensor) -> FitResult:
         """Items ``idx`` of the result."""
         return FitResult(
-            x=self.x[idx],
-            twice_nll=self.twice_nll[idx],
-            converged=self.converged[idx],
-            nit=self.nit[idx],
-            grad_norm=self.grad_norm[idx],
-            newton_decrement=self.newton_decrement[idx],
-            hessian=None if self.hessian is None else self.hessian[idx],
-            working=None if self.working is None else self.working[idx],
+            **{
+                f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[idx]
+                for f in fields(self)
+            }
         )
+
+    def deviance(self) -> torch.Tensor:
+        """``twice_nll_deviance`` where known, else ``twice_nll``."""
+        return self.twice_nll if self.twice_nll_deviance is None else self.twice_nll_deviance
 
     def diagnostics(self, i: int) -> dict:
         """JSON-safe diagnostics of item ``i``."""
@@ -64,43 +69,42 @@ class FitResult:
             "grad_norm": float(self.grad_norm[i]),
             "newton_decrement": float(self.newton_decrement[i]),
             "twice_nll": float(self.twice_nll[i]),
+            "twice_nll_deviance": float(self.deviance()[i]),
+            "grad_scaled": None if self.grad_scaled is None else float(self.grad_scaled[i]),
         }
 
 
 def _newton_step(
     hess: torch.Tensor, grad: torch.Tensor, work: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Solve ``(H_w + lam I) d = -g_w`` on the working set ``work``.
+    """Solve ``H_w d = -g_w`` on the working set ``work``, modifying ``H_w`` where not PD.
 
-    ``lam`` is 0 where ``H_w`` is positive definite; elsewhere it grows (relative to the mean
-    diagonal) until the Cholesky factorisation succeeds. Returns the step and ``lam``.
+    Where ``H_w`` is positive definite the step is the Newton step (``lam = 0``). Elsewhere
+    (``lam = 1``) the Hessian is first scaled to unit diagonal, ``S = D^-1 H_w D^-1`` with
+    ``D = sqrt|diag H_w|``, and its eigenvalues are replaced by ``max(|ev|, 1e-3)``: the
+    step follows negative curvature downhill with the length the curvature suggests. The
+    scaling makes the modification independent of the parameters' units, so a stiff
+    constraint (a diagonal entry of 1e11) does not damp every other direction, and each item
+    is treated on its own (nothing depends on the other items of the batch or on padding).
     """
     B, P = grad.shape
     wf = work.to(hess.dtype)
     hw = hess * wf.unsqueeze(-1) * wf.unsqueeze(-2) + torch.diag_embed(1 - wf)
     chol, info = torch.linalg.cholesky_ex(hw)
     lam = torch.zeros(B, dtype=hess.dtype, device=hess.device)
-    bad = (info != 0).nonzero()[:, 0]
-    if bad.numel():
-        hb, wb = hw[bad], wf[bad]
-        scale = torch.diagonal(hb, dim1=-2, dim2=-1).abs().mean(-1).clamp_min(1e-12)
-        lam_b = torch.full_like(scale, 1e-6)
-        pending = torch.ones_like(scale, dtype=torch.bool)
-        chol_b = torch.empty_like(hb)
-        for _ in range(30):
-            idx = pending.nonzero()[:, 0]
-            if idx.numel() == 0:
-                break
-            m = hb[idx] + torch.diag_embed((lam_b[idx] * scale[idx]).unsqueeze(-1) * wb[idx])
-            c, inf = torch.linalg.cholesky_ex(m)
-            ok = inf == 0
-            chol_b[idx[ok]] = c[ok]
-            pending[idx[ok]] = False
-            lam_b[idx[~ok]] *= 10
-        chol[bad] = chol_b
-        lam[bad] = lam_b
     rhs = -(grad * wf).unsqueeze(-1)
     step = torch.cholesky_solve(rhs, chol)[..., 0] * wf
+    bad = (info != 0).nonzero()[:, 0]
+    if bad.numel():
+        hb, wb, gb = hw[bad], wf[bad], rhs[bad][..., 0]
+        d = torch.diagonal(hb, dim1=-2, dim2=-1).abs().clamp_min(1e-300).sqrt()
+        d = torch.where(wb > 0, d, torch.ones_like(d))
+        scaled = hb / (d.unsqueeze(-1) * d.unsqueeze(-2))
+        ev, vec = torch.linalg.eigh(scaled)
+        ev = ev.abs().clamp_min(1e-3)
+        coef = (vec.transpose(-1, -2) @ (gb / d).unsqueeze(-1))[..., 0] / ev
+        step[bad] = (vec @ coef.unsqueeze(-1))[..., 0] / d * wb
+        lam[bad] = 1.0
     return step, lam
 
 
@@ -119,6 +123,7 @@ def minimize(
     dev, dt = x0.device, x0.dtype
     x = torch.minimum(torch.maximum(x0, model.lower), model.upper).clone()
     f_out = torch.full((B,), float("nan"), dtype=dt, device=dev)
+    gscaled = torch.full((B,), float("nan"), dtype=dt, device=dev)
     conv = torch.zeros(B, dtype=torch.bool, device=dev)
     nit = torch.zeros(B, dtype=torch.long, device=dev)
     gnorm = torch.full((B,), float("nan"), dtype=dt, device=dev)
@@ -131,7 +136,7 @@ def minimize(
 
     for it in range(maxiter + 1):
         xa = x[active]
-        fa, ga, ha = sub.nll_grad_hess(xa, dsub)
+        fa, ga, ha = sub.nll_grad_hess(xa, dsub, deviance=True)
         lo, hi = sub.lower, sub.upper
         eps = 1e-9 * (1 + torch.maximum(lo.abs(), hi.abs()))
         at_lo = fr & (xa <= lo + eps) & (ga > 0)
@@ -147,6 +152,8 @@ def minimize(
         dec = -(gw * step).sum(-1)
         f_out[active] = 2 * fa
         gnorm[active] = gw.abs().amax(-1) if P else torch.zeros_like(fa)
+        hdiag = torch.diagonal(ha, dim1=-2, dim2=-1).abs().clamp_min(1e-300)
+        gscaled[active] = (gw.abs() / hdiag.sqrt()).amax(-1) if P else torch.zeros_like(fa)
         ndec[active] = dec
         nit[active] = it
         if keep_hessian:
@@ -169,7 +176,7 @@ def minimize(
         x_new = xa.clone()
         for _ in range(40):
             cand = torch.minimum(torch.maximum(xa + t[:, None] * step, lo), hi)
-            fn = sub.nll(cand, dsub)
+            fn = sub.nll_deviance(cand, dsub)
             ok = (fn <= fa + 1e-4 * (ga * (cand - xa)).sum(-1)) & torch.isfinite(fn) & ~accepted
             x_new = torch.where(ok[:, None], cand, x_new)
             accepted |= ok
@@ -191,11 +198,13 @@ def minimize(
 
     return FitResult(
         x=x,
-        twice_nll=f_out,
+        twice_nll=f_out + 2 * model.nll_constant(data),
         converged=conv,
         nit=nit,
         grad_norm=gnorm,
         newton_decrement=ndec,
         hessian=hess_out,
         working=work_out,
+        twice_nll_deviance=f_out,
+        grad_scaled=gscaled,
     )
