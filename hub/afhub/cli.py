@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # whatever a command creates (a database before the first ``afhub up``, a config) is
+    # private to the facility's user, as the files of a running facility are
+    os.umask(0o077)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

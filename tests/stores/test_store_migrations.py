@@ -127,3 +127,46 @@ def test_0005_gives_invitations_random_ids_and_orphan_charges_an_identity(tmp_pa
     assert len(set(ids)) == 2 and all(len(i) == 22 and i.isalnum() for i in ids)
     downgrade(url, "0004_devices")  # and back
     upgrade(url)
+
+
+def test_a_new_sqlite_database_is_private_whatever_the_umask(tmp_path):
+    """Issue 11, finding 7: SQLite creates its file with the process umask (0644)."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        url = f"sqlite:///{tmp_path / 'new' / 'afhub.sqlite'}"
+        upgrade(url)
+        db = Database(url)
+        with db.write() as session:
+            session.connection().exec_driver_sql("CREATE TABLE t (x)")
+        db.dispose()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
+    for path in (tmp_path / "new").iterdir():  # the database, its -wal and -shm files
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_the_cli_creates_private_files(tmp_path):
+    """``afhub groups create`` before the first ``afhub up`` made a 0644 database."""
+    import os
+    import stat
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AFHUB_")}
+    env["AFHUB_HOME"] = str(tmp_path / "home")
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys; os.umask(0o022); from afhub.cli import main; "
+            "sys.exit(main(['groups', 'create', 'atlas']))",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    files = list((tmp_path / "home").iterdir())
+    assert files and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files), files

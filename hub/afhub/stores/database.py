@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -40,8 +40,8 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        if database and database != ":memory:" and not database.startswith("file:"):
+            _private_file(Path(database))
         engine = create_engine(
             parsed,
             echo=echo,
@@ -50,6 +50,15 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         _configure_sqlite(engine)
         return engine
     return create_engine(parsed, echo=echo, pool_pre_ping=True)
+
+
+def _private_file(path: Path) -> None:
+    """Create the SQLite file (and its folder) private to this user, 0600 (0700), before
+    SQLite does with the process umask: its ``-wal`` and ``-shm`` files take the mode of
+    the database file."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _configure_sqlite(engine: Engine) -> None:
