@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from urllib.parse import urljoin
 
 import pytest
@@ -52,8 +53,6 @@ class Person:
     """A user logged in to the hub (browser cookies) with an API token."""
 
     def __init__(self, facility: Facility, prefix: str):
-        import uuid
-
         self.name = f"{prefix}{uuid.uuid4().hex[:6]}"
         self.browser = facility.login(self.name, facility.add_user(self.name))
         self.token = self.browser.new_token("dashboard tests")
@@ -130,11 +129,27 @@ def test_owner_sees_the_dashboard_sandboxed_through_the_hub_login(facility, alic
     assert r.status_code == 302 and "/hub/api/oauth2/authorize" in r.headers["Location"]
     state_cookie = r.headers["Set-Cookie"]
     assert "HttpOnly" in state_cookie and "SameSite=Lax" in state_cookie
-    # the browser follows the hub's OAuth (Alice is logged in) back to the dashboard
+    # the browser follows the hub's OAuth (Alice is logged in) back to the dashboard, at
+    # clusters/NAME/~KEY/status: the key admits the page's own subresources, which the
+    # sandbox's opaque origin requests without cookies
     r = alice.browser.get(dashboard(facility, name), headers=NAVIGATE)
     assert r.status_code == 200, (r.status_code, r.url, r.text[:300])
     assert "bokeh" in r.text.lower()
     assert_sandboxed(r)
+    page_base = r.url.rsplit("/", 1)[0] + "/"
+    assert page_base.startswith(gateway_url(facility) + f"clusters/{name}/~"), r.url
+    sub = requests.get(page_base + "info/main/workers.html", timeout=30)
+    assert sub.status_code == 200 and "html" in sub.text.lower()
+    assert_sandboxed(sub)
+    # the key reads this cluster's dashboard only; a page load under it needs the owner
+    other = requests.get(
+        gateway_url(facility) + "clusters/another/" + page_base.rsplit("/", 2)[-2] + "/status",
+        timeout=30,
+    )
+    assert other.status_code == 404 and "expired" in other.json()["error"]
+    r = bob_like = requests.get(page_base + "status", headers=NAVIGATE, timeout=30)
+    assert bob_like.status_code == 200 and "/~" not in r.url  # sent to the clean link...
+    assert "oauth2/authorize" in r.url or "login" in r.url  # ...and to the hub's login
     # the dashboard session cookie: HttpOnly, SameSite=Lax, only for the dashboards' path
     session = [c for c in alice.browser.cookies if c.name == "afhub-dask-dashboard"]
     assert len(session) == 1, list(alice.browser.cookies)
@@ -282,8 +297,18 @@ def test_in_a_browser_the_link_attack_fails_and_dashboard_scripts_are_isolated(
         page = context.new_page()
         response = page.goto(dashboard(facility, name))
         assert response.status == 200, (response.status, page.url)
-        assert page.url == dashboard(facility, name)
+        assert page.url.startswith(gateway_url(facility) + f"clusters/{name}/~")
         assert page.evaluate("() => window.origin") == "null"
+        # the page's relative subresources load (no cookie leaves the opaque origin): the
+        # gateway answers them 200 (the browser then drops an HTML "image", as it should)
+        probe = uuid.uuid4().hex
+        page.evaluate(
+            "(p) => { const i = document.createElement('img');"
+            " i.src = 'info/main/workers.html?probe=' + p; document.body.appendChild(i); }",
+            probe,
+        )
+        wanted = f"200 GET /clusters/{name}/~[secret]/info/main/workers.html?probe={probe}"
+        wait_for(lambda: wanted in facility.log_path.read_text(errors="replace"), 20, wanted)
         result = page.evaluate(READ_HUB)
         assert result.startswith("BLOCKED"), result
         assert page.evaluate(

@@ -73,6 +73,7 @@ def test_credentials_are_taken_out_of_urls():
     )
     assert scrub_url("/oauth_callback?code=abc&state=s") == "/oauth_callback?code=[secret]&state=s"
     assert scrub_url("/clusters/c/status") == "/clusters/c/status"
+    assert scrub_url("/clusters/c/~Ab_c-9/status?x=1") == "/clusters/c/~[secret]/status?x=1"
     assert has_secret_parameter({"Token": "x"}) and not has_secret_parameter({"state": "x"})
     assert scrub_uri("/services/facility/join/Abc_def-123456?next=x") == (
         "/services/facility/join/[secret]?next=x"

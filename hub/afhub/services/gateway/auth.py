@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 import time
 from collections import OrderedDict
@@ -66,6 +67,7 @@ DASHBOARD_LOGIN = (
 #: query parameters that carry credentials (refused in requests, scrubbed from logs; the
 #: OAuth ``code`` is taken on the OAuth callback only)
 SECRET_PARAMETERS = frozenset({"token", "access_token", "api_token", "code"})
+_PAGE_KEY = re.compile(r"/~[A-Za-z0-9_-]+")
 #: the dashboard session cookie (the API never reads a cookie)
 SESSION_COOKIE = "afhub-dask-dashboard"
 #: the OAuth state cookie (binds the hub's answer to the browser that asked)
@@ -94,8 +96,10 @@ def has_secret_parameter(query) -> bool:
 
 
 def scrub_url(path_qs: str) -> str:
-    """``path_qs`` with the values of credential parameters replaced by ``[secret]`` (for
-    access logs: a refused ``?token=`` must not land in a log either)."""
+    """``path_qs`` with the values of credential parameters and dashboard page keys
+    (``/~KEY/``) replaced by ``[secret]`` (for access logs: a refused ``?token=`` must not
+    land in a log either)."""
+    path_qs = _PAGE_KEY.sub("/~[secret]", path_qs)
     parts = urlsplit(path_qs)
     if not parts.query:
         return path_qs
@@ -194,6 +198,7 @@ class AfhubHubAuthenticator(JupyterHubAuthenticator):
         self._tokens = _Expiring(self.cache_max_age)
         self._sessions = _Expiring(24 * 3600)
         self._logins = _Expiring(600)
+        self._pages = _Expiring(self.session_max_age * 6)
         app.router.add_get("/oauth_callback", self._oauth_callback)
 
     # -- API: tokens in the Authorization header only ------------------------------------------
@@ -287,6 +292,25 @@ class AfhubHubAuthenticator(JupyterHubAuthenticator):
             raise self._login_redirect(request)
         raise unauthorized(DASHBOARD_LOGIN)
 
+    # -- the subresources of a dashboard page ----------------------------------------------------
+
+    def grant_page(self, cluster_name: str, username: str) -> str:
+        """A key for the subresources of one dashboard page the owner just opened.
+
+        The page runs in an opaque origin (``Content-Security-Policy: sandbox``), so to
+        the browser its scripts, styles and websockets are cross-site requests and carry
+        no ``SameSite`` cookie. They are addressed under ``clusters/NAME/~KEY/`` instead
+        (the page's relative URLs resolve there): the key reads that cluster's dashboard
+        and nothing else, for as long as a dashboard session lasts; a page load under it
+        still needs the owner's own login (:meth:`page_grant` callers check)."""
+        key = secrets.token_urlsafe(24)
+        self._pages.put(key, (cluster_name, username))
+        return key
+
+    def page_grant(self, key: str) -> tuple[str, str] | None:
+        """``(cluster name, owner)`` of a page key, ``None`` when unknown or expired."""
+        return self._pages.get(key) if key else None
+
     def _login_redirect(self, request: web.Request) -> web.HTTPFound:
         state = secrets.token_urlsafe(24)
         browser = secrets.token_urlsafe(24)
@@ -375,6 +399,14 @@ class AfhubHubAuthenticator(JupyterHubAuthenticator):
             "JUPYTERHUB_PUBLIC_HUB_URL", ""
         )
         return request.secure or forwarded == "https" or public.startswith("https:")
+
+
+def is_document(request: web.Request) -> bool:
+    """A browser loading a page (top-level or frame), not a subresource or API call."""
+    dest = request.headers.get("Sec-Fetch-Dest")
+    if dest is not None:
+        return dest in ("document", "iframe", "frame", "embed", "object")
+    return _is_page_load(request)
 
 
 def _is_page_load(request: web.Request) -> bool:

@@ -46,6 +46,7 @@ from aiohttp import web
 from dask_gateway_server.backends.base import PublicException
 from dask_gateway_server.backends.db_base import JobStatus, timestamp
 from dask_gateway_server.backends.local import UnsafeLocalBackend, is_running
+from dask_gateway_server.models import User
 from dask_gateway_server.options import Bool as BoolField
 from dask_gateway_server.options import Float as FloatField
 from dask_gateway_server.options import Integer as IntegerField
@@ -68,8 +69,10 @@ from afhub.dask.policy import (
 from afhub.quotas.decisions import EnforcementAction, plan_enforcement
 from afhub.services.gateway.auth import (
     INVALID,
+    SESSION_COOKIE,
     URL_CREDENTIALS_REFUSED,
     has_secret_parameter,
+    is_document,
     parse_authorization,
 )
 from afhub.services.gateway.workers import (
@@ -723,9 +726,43 @@ class AfhubLocalBackend(UnsafeLocalBackend):
     # -- dashboards --------------------------------------------------------------------------
 
     async def _dashboard(self, request: web.Request) -> web.StreamResponse:
+        """A dashboard request. A browser's page load is identified by the viewer's own
+        login and sent on to ``clusters/NAME/~KEY/PAGE``, whose relative subresources
+        (requested from the sandbox's opaque origin, without cookies) the key admits."""
         auth = request.app["authenticator"]
+        name = request.match_info["cluster_name"]
+        tail = request.match_info.get("tail", "")
+        if tail.startswith("~"):
+            key, _, rest = tail[1:].partition("/")
+            grant = auth.page_grant(key)
+            clean = f"{auth.service_prefix}clusters/{name}/{rest}" + (
+                f"?{request.query_string}" if request.query_string else ""
+            )
+            if grant is None or grant[0] != name:
+                if is_document(request):  # an old page: open the dashboard again
+                    raise web.HTTPFound(clean)
+                raise web.HTTPNotFound(
+                    reason="this dashboard page has expired: open the dashboard link again"
+                )
+            if is_document(request):  # a page load needs the viewer's own login, always
+                if request.cookies.get(SESSION_COOKIE) is None and auth.get_token(request) is None:
+                    raise web.HTTPFound(clean)
+                viewer = await auth.dashboard_user(request)
+                if viewer.name != grant[1]:
+                    raise web.HTTPForbidden(
+                        reason=f"User {viewer.name} lacks permissions to view cluster {name}"
+                    )
+            request["user"] = User(grant[1])
+            return await self._dashboard_for_owner(request, rest)
         request["user"] = await auth.dashboard_user(request)
-        return await self._dashboard_for_owner(request)
+        if is_document(request) and request.method == "GET":
+            self._owned_cluster(request["user"], name)
+            key = auth.grant_page(name, request["user"].name)
+            location = f"{auth.service_prefix}clusters/{name}/~{key}/{tail}" + (
+                f"?{request.query_string}" if request.query_string else ""
+            )
+            raise web.HTTPFound(location, headers={"Cache-Control": "no-store"})
+        return await self._dashboard_for_owner(request, tail)
 
     def dashboard_target(self, cluster) -> str:
         """The one address a cluster's dashboard is fetched from: the loopback port the
@@ -744,9 +781,7 @@ class AfhubLocalBackend(UnsafeLocalBackend):
             )
         return f"http://127.0.0.1:{int(port)}"
 
-    async def _dashboard_for_owner(self, request: web.Request) -> web.StreamResponse:
-        user = request["user"]
-        name = request.match_info["cluster_name"]
+    def _owned_cluster(self, user, name: str):
         cluster = self.db.get_cluster(name)
         if cluster is None:
             raise web.HTTPNotFound(reason=f"Cluster {name} not found")
@@ -754,6 +789,12 @@ class AfhubLocalBackend(UnsafeLocalBackend):
             raise web.HTTPForbidden(
                 reason=f"User {user.name} lacks permissions to view cluster {name}"
             )
+        return cluster
+
+    async def _dashboard_for_owner(self, request: web.Request, tail: str) -> web.StreamResponse:
+        user = request["user"]
+        name = request.match_info["cluster_name"]
+        cluster = self._owned_cluster(user, name)
         if cluster.status != JobStatus.RUNNING:
             raise web.HTTPConflict(reason=f"cluster {name} is not running")
         if request.method not in ("GET", "HEAD"):
@@ -761,7 +802,6 @@ class AfhubLocalBackend(UnsafeLocalBackend):
                 request.method, ["GET", "HEAD"], reason="dashboards are read-only: GET only"
             )
         base = await asyncio.to_thread(self.dashboard_target, cluster)
-        tail = request.match_info.get("tail", "")
         target = f"{base}/{tail}"
         query = list(request.query.items())
         headers = {
