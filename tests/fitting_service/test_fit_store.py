@@ -139,3 +139,34 @@ def test_scheduler_runs_a_job_charges_it_and_serves_the_repeat_from_the_cache(st
     interval = stores.ledger.get(first.ledger_interval_id)
     assert interval.kind == "fit" and interval.state == "closed" and interval.cpu_cores == 1
     assert interval.server_name == first.id and interval.group == "users"
+
+
+def test_cache_lookups_name_the_owner_prefer_ones_own_and_honour_the_scope(stores):
+    fits = FitStore(stores.db)
+    task = _task(obs=57.0)
+    key = cache_key(task, 0)
+    ann = _create(fits, "ann", task)
+    fits.add_result(
+        ann.id, 0, patch=None, cache_key=key, status="converged", engine="pyhf", result={"x": 1}
+    )
+    ben = _create(fits, "ben", task)
+    fits.add_result(
+        ben.id, 0, patch=None, cache_key=key, status="converged", engine="pyhf", result={"x": 2}
+    )
+    newest = fits.cached_results([key])[key]
+    assert (newest.owner, newest.group, newest.result) == ("ben", "users", {"x": 2})
+    assert fits.cached_results([key], prefer_owner="ann")[key].owner == "ann"
+    assert fits.cached_results([key], owner="ann")[key].result == {"x": 1}
+    assert fits.cached_results([key], owner="cat") == {}
+    assert fits.cached_results([key], group="atlas") == {}
+    assert fits.cached_results([key], group="users")[key].owner == "ben"
+
+
+def test_a_result_from_another_users_job_gets_this_jobs_own_timing():
+    from afhub.services.fitting.scheduler import own_timings
+
+    theirs = {"build": 0.5, "compute": 1.5, "total": 2.0}
+    mine = own_timings(theirs, 0.01)
+    assert set(mine) == set(theirs) and mine["total"] == 0.01
+    assert mine["build"] == pytest.approx(0.0025) and mine["compute"] == pytest.approx(0.0075)
+    assert own_timings(None, 0.2) == {"total": 0.2}
