@@ -35,6 +35,8 @@ __all__ = ["BatchedEngine"]
 
 SUPPORTED_OPERATIONS = ("hypotest", "upper_limit", "fit")
 SUPPORTED_TEST_STATS = ("qtilde", "q")
+#: bytes of working tensors per chunk of fits (see BatchedEngine)
+DEFAULT_MEMORY_BUDGET = 1 << 30
 
 
 @contextlib.contextmanager
@@ -56,7 +58,11 @@ class BatchedEngine:
     Args:
         device: torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``); chosen by the worker.
         dtype: floating-point type; float64 (the default) is what the correctness gate uses.
-        chunk_size: largest number of fits evaluated together (bounds peak memory).
+        chunk_size: largest number of fits evaluated together.
+        memory_budget: bytes the fits of one chunk may use for their working tensors
+            (``BatchedModel.bytes_per_fit``); chunks are made small enough to stay within
+            it. The default, 1 GiB, keeps a 125-patch grid of a 126-parameter model under
+            2 GB of peak memory for the whole process; ``None`` uses ``chunk_size`` only.
         maxiter: Newton iterations per fit (further capped by ``settings.maxiter``).
         tol: convergence threshold on the Newton decrement (NLL units).
         num_threads: torch intra-op threads while running (``None`` keeps torch's setting).
@@ -72,6 +78,7 @@ class BatchedEngine:
         maxiter: int = 200,
         tol: float = 1e-10,
         num_threads: int | None = None,
+        memory_budget: int | None = DEFAULT_MEMORY_BUDGET,
     ) -> None:
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
@@ -81,6 +88,7 @@ class BatchedEngine:
         self.maxiter = maxiter
         self.tol = tol
         self.num_threads = num_threads
+        self.memory_budget = memory_budget
         self._cache: tuple[FitTask, list[CompiledModel | str]] | None = None
 
     # ------------------------------------------------------------------ support
@@ -187,11 +195,19 @@ class BatchedEngine:
                 "method": "batched projected Newton (exact Hessian)",
                 "tol_newton_decrement": self.tol,
                 "maxiter": self._maxiter(task),
+                "objective": "NLL in deviance form (BatchedModel.nll_deviance)",
+                "memory_budget": self.memory_budget,
             },
         }
 
     def _maxiter(self, task: FitTask) -> int:
         return max(1, min(self.maxiter, int(task.settings.maxiter)))
+
+    def _chunk(self, model: BatchedModel) -> int:
+        """Fits per chunk: ``chunk_size``, or fewer where the memory budget needs it."""
+        if self.memory_budget is None:
+            return self.chunk_size
+        return max(1, min(self.chunk_size, self.memory_budget // model.bytes_per_fit()))
 
     def _fit_kwargs(self, task: FitTask) -> dict[str, Any]:
         return {"maxiter": self._maxiter(task), "tol": self.tol}
@@ -234,7 +250,7 @@ class BatchedEngine:
                 sub_data,
                 torch.as_tensor(mus, dtype=self.dtype, device=self.device),
                 test_stat=s.test_stat,
-                chunk_size=self.chunk_size,
+                chunk_size=self._chunk(sub_model),
                 **self._fit_kwargs(task),
             )
             cls_obs = res.cls_obs.cpu().numpy()
@@ -265,7 +281,7 @@ class BatchedEngine:
         data: Data,
     ) -> list[PatchResult]:
         prov = self._provenance(task)
-        fits = _chunked_fit(model, data, self.chunk_size, self._fit_kwargs(task))
+        fits = _chunked_fit(model, data, self._chunk(model), self._fit_kwargs(task))
         x = fits.x.cpu().numpy()
         cov_diag = _uncertainties(fits).cpu().numpy()
         out = []

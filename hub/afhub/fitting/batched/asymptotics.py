@@ -57,16 +57,22 @@ def minimize_chunked(
     x0: torch.Tensor,
     free: torch.Tensor,
     chunk_size: int,
+    items: torch.Tensor | None = None,
     **kwargs,
 ) -> FitResult:
-    """:func:`minimize` in chunks of at most ``chunk_size`` items (bounds peak memory)."""
+    """:func:`minimize` in chunks of at most ``chunk_size`` fits (bounds peak memory).
+
+    Fit ``i`` uses model item ``items[i]`` (default: item ``i``); the model is indexed chunk
+    by chunk, so it is never replicated for all fits at once.
+    """
     B = x0.shape[0]
-    if chunk_size >= B:
+    if items is None and chunk_size >= B:
         return minimize(model, data, x0, free, **kwargs)
     parts = []
     for start in range(0, B, chunk_size):
         idx = torch.arange(start, min(B, start + chunk_size), device=x0.device)
-        parts.append(minimize(model.take(idx), data.take(idx), x0[idx], free[idx], **kwargs))
+        sub = model.take(idx if items is None else items[idx])
+        parts.append(minimize(sub, data.take(idx), x0[idx], free[idx], **kwargs))
     return FitResult(
         **{
             f.name: None
@@ -173,11 +179,12 @@ def run_fits(
     # stage 1: free fit to data and the Asimov-generating fit (POI = 0), together
     idx2 = torch.cat([ar, ar])
     stage1 = minimize_chunked(
-        model.take(idx2),
+        model,
         data.take(idx2),
         torch.cat([model.init, _with_poi(model.init, poi, zeros)]),
         torch.cat([model.free, fixed_free]),
         chunk_size,
+        items=idx2,
         **fit_kwargs,
     )
     free_data, asimov_gen = stage1.take(ar), stage1.take(ar + B)
@@ -191,11 +198,12 @@ def run_fits(
     idx3 = torch.cat([ar, rep, rep, rep, rep])
     data_rep, asimov_rep = data.take(rep), asimov.take(rep)
     stage2 = minimize_chunked(
-        model.take(idx3),
+        model,
         Data.cat([asimov, data_rep, asimov_rep, data_rep, asimov_rep]),
         torch.cat([asimov_gen.x, x_data, x_asimov, x_init, x_init]),
         torch.cat([model.free, *[fixed_free[rep]] * 4]),
         chunk_size,
+        items=idx3,
         **fit_kwargs,
     )
     n = B * M

@@ -117,6 +117,22 @@ class BatchedModel:
     def batch_size(self) -> int:
         return self.nominal.shape[0]
 
+    def bytes_per_fit(self) -> int:
+        """An upper estimate of the memory one fit of this batch needs while it is iterated.
+
+        The largest tensors of :meth:`nll_grad_hess` are ``[C, P]`` per item (the cell
+        derivatives, about 16 of them alive at once), ``[P, P]`` (Hessian, its factor and the
+        products, about 12), ``[C, K, K, K]`` for the products of the linear factors, plus the
+        item's share of the model itself. Used to choose chunk sizes from a memory budget.
+        """
+        P = self.n_pars + 2
+        _, N, C = self.bin_onehot.shape
+        K = self.f_par.shape[-1]
+        KN = self.cell_ns.shape[-1]
+        E = self.ns_coef.shape[1]
+        floats = 16 * C * P + 12 * P * P + 4 * C * K**3 + 6 * C * KN + N * C + 10 * E
+        return 8 * floats
+
     def take(self, idx: torch.Tensor) -> BatchedModel:
         """The sub-batch of items ``idx``."""
         values = {}
