@@ -14,7 +14,7 @@ from afhub.services.fitting.config import FittingService
 from afhub.services.fitting.scheduler import PRELOAD, Scheduler, cache_key, request_of_task
 from afhub.stores.errors import NotFound
 from afhub.stores.facade import Stores
-from afhub.stores.fitting import FitStore, TooManyJobs, new_job_id
+from afhub.stores.fitting import FitJob, FitStore, TooManyJobs, new_job_id
 from tests.fitting_service.conftest import tiny_workspace
 
 
@@ -170,3 +170,78 @@ def test_a_result_from_another_users_job_gets_this_jobs_own_timing():
     assert set(mine) == set(theirs) and mine["total"] == 0.01
     assert mine["build"] == pytest.approx(0.0025) and mine["compute"] == pytest.approx(0.0075)
     assert own_timings(None, 0.2) == {"total": 0.2}
+
+
+def test_a_fit_job_runs_on_a_registered_gpu_only_when_its_group_may_pay_for_it(stores):
+    """Issue 11, finding 3, for fit jobs: the service's GPU registered as a resource open to
+    ``atlas/higgs`` is not charged to ``users``."""
+    for path in ["atlas", "atlas/higgs", "atlas/higgs/students"]:
+        stores.groups.create(path)
+    stores.groups.add_member("atlas/higgs/students", "ann")
+    stores.registry.add_provider({"name": "lab", "institution": "A Lab"})
+    stores.registry.add_resource(
+        {
+            "name": "fit-gpu",
+            "provider": "lab",
+            "site": "here",
+            "kind": "gpu",
+            "accelerator": "NVIDIA A100",
+            "count_per_node": 1,
+            "cpu_per_node": 8,
+            "memory_per_node": "64Gi",
+            "extended_resource": "nvidia.com/gpu",
+            "image": "ghcr.io/afhub/notebook-gpu:1",
+            "allowed_groups": ["atlas/higgs"],
+        }
+    )
+    fits = FitStore(stores.db)
+    config = FittingService(workers=1, batched_device="cuda", gpu_resource="fit-gpu")
+    signal = {"op": "replace", "path": "/channels/0/samples/0/data", "value": [4.0]}
+    two = validate_request(
+        json.dumps(
+            {
+                "workspace": tiny_workspace(obs=58.0),
+                "patches": [{"name": "a", "patch": [signal]}, {"name": "b", "patch": []}],
+            }
+        )
+    )
+    batched = _task(obs=58.0, engine="batched")
+
+    def create(group: str, task):
+        job = _create(fits, "ann", task)
+        with stores.db.write() as session:  # charged to ``group`` (the owner's choice)
+            session.get(FitJob, job.id).group_path = group
+        return fits.get(job.id)
+
+    async def scenario():
+        pool = KillablePool(1, preload=PRELOAD)
+        scheduler = Scheduler(fits, stores.ledger, config, pool=pool, registry=stores.registry)
+        try:
+            jobs = [
+                create("users", batched),
+                create("users", two),
+                create("atlas/higgs/students", batched),
+            ]
+            for job in jobs:
+                await scheduler._run(job)  # the scheduler's loop, one job at a time
+            return [fits.get(job.id) for job in jobs]
+        finally:
+            await scheduler.stop()
+
+    refused, auto, payer = asyncio.run(scenario())
+    # engine batched, charged to a group the GPU is not open to: refused, nothing charged
+    assert refused.state == "failed" and refused.ledger_interval_id is None
+    assert "'fit-gpu' is open to 'atlas/higgs'" in refused.error
+    assert "not to 'users'" in refused.error
+    # engine auto: the patches run with pyhf on the CPU workers, never on the GPU
+    assert auto.state == "done"
+    for result in fits.results(auto.id):
+        assert result.engine == "pyhf" and "batched_fallback_reason" not in result.result.get(
+            "diagnostics", {}
+        )
+    assert stores.ledger.get(auto.ledger_interval_id).gpus == 0
+    # a group below atlas/higgs may pay: the job goes to the GPU (on this machine without
+    # one the batched engine says so and pyhf runs instead), charged one GPU
+    (result,) = fits.results(payer.id)
+    assert "cuda" in result.result["diagnostics"]["batched_fallback_reason"]
+    assert stores.ledger.get(payer.ledger_interval_id).gpus == 1

@@ -77,7 +77,7 @@ def make_app(
 
 async def serve(config: FittingService) -> None:
     stores = Stores.open()
-    scheduler = Scheduler(FitStore(stores.db), stores.ledger, config)
+    scheduler = Scheduler(FitStore(stores.db), stores.ledger, config, registry=stores.registry)
     try:
         await scheduler.start()
     except StartError:

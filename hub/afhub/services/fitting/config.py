@@ -178,6 +178,21 @@ class FittingService(Configurable):
     def _default_batched_device(self) -> str:
         return _env("AFHUB_FIT_BATCHED_DEVICE", "cpu")
 
+    gpu_resource = Unicode(
+        help="""The registry resource the service's GPU is (``batched_device: cuda``), e.g.
+        a GPU opened to one group only. Set, a job runs on the GPU only when the group it is
+        charged to may pay for that resource (the group it is open to or one below it):
+        a job of another group asking for ``engine: batched`` fails with a message naming
+        the groups that may pay, one with ``engine: auto`` runs with pyhf on the CPU
+        workers. Empty (the default): the GPU is the service's own, open to every group
+        (each job is still charged one GPU against its group's quota). Env:
+        ``AFHUB_FIT_GPU_RESOURCE``.""",
+    ).tag(config=True)
+
+    @default("gpu_resource")
+    def _default_gpu_resource(self) -> str:
+        return _env("AFHUB_FIT_GPU_RESOURCE", "")
+
     max_bins = Integer(
         help="Most bins a workspace may have. Env: ``AFHUB_FIT_MAX_BINS``.",
     ).tag(config=True)

@@ -67,6 +67,7 @@ from afhub.services.fitting.work import batched_available, probe_device, run_bat
 from afhub.stores.errors import StoreError
 from afhub.stores.fitting import DONE, FAILED, FitStore, JobInfo
 from afhub.stores.ledger import LedgerStore
+from afhub.stores.registry import RegistryStore
 
 log = logging.getLogger("afhub.fitting")
 T = TypeVar("T")
@@ -180,10 +181,13 @@ class Scheduler:
         config: FittingService,
         *,
         pool: Any = None,
+        registry: RegistryStore | None = None,
     ) -> None:
         """``pool``: the executor to use (a KillablePool or a DaskExecutor); default: the one
-        ``config`` asks for, started by :meth:`start`."""
+        ``config`` asks for, started by :meth:`start`. ``registry``: where
+        ``gpu_resource`` is looked up."""
         self.fits = fits
+        self.registry = registry
         self.ledger = ledger
         self.config = config
         self.pool = pool
@@ -373,6 +377,12 @@ class Scheduler:
 
         use_batched = bool(todo) and self._use_batched(task, len(todo))
         gpu = use_batched and self.config.batched_device == "cuda"
+        refusal = await self.call(self.gpu_refusal, job.group) if gpu else None
+        if refusal is not None:
+            if task.settings.engine == "batched":
+                await self.call(self.fits.finish, job.id, FAILED, f"not admitted: {refusal}")
+                return
+            use_batched = gpu = False  # auto: pyhf on the CPU workers
         if todo:
             try:
                 admission = await self.call(
@@ -413,6 +423,23 @@ class Scheduler:
             )
         else:
             await self.call(self.fits.finish, job.id, DONE)
+
+    def gpu_refusal(self, group: str | None) -> str | None:
+        """None when a job charged to ``group`` may run on the service's GPU, else why not:
+        with ``gpu_resource`` set, the GPU is that registry resource, and only a group it is
+        open to (or one below) may pay for it (:meth:`Resource.payer_refusal`)."""
+        name = self.config.gpu_resource
+        if not name:
+            return None
+        resource = None
+        if self.registry is not None:
+            resource = self.registry.load().resources.get(name)
+        if resource is None:
+            return (
+                f"the fitting service's GPU is the resource {name!r}, which is not in the "
+                "registry; ask the facility's operators"
+            )
+        return resource.payer_refusal(group or "")
 
     def _use_batched(self, task: FitTask, count: int) -> bool:
         engine = task.settings.engine
