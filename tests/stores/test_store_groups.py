@@ -110,8 +110,11 @@ def test_memberships_roles_and_default_group(stores):
     with pytest.raises(NotAMember, match="not a member") as missing:
         stores.groups.resolve_charge_group("hana", "nosuch")
     assert str(missing.value).replace("nosuch", "G") == str(existing.value).replace("cms", "G")
-    with pytest.raises(NotAMember):
+    with pytest.raises(NotAMember) as existing:
         stores.groups.set_default_group("hana", "cms")
+    with pytest.raises(NotAMember) as missing:
+        stores.groups.set_default_group("hana", "nosuch")
+    assert str(missing.value).replace("nosuch", "G") == str(existing.value).replace("cms", "G")
     stores.groups.remove_member("atlas/top", "hana")
     assert stores.groups.user("hana").default_group is None
     assert stores.groups.membership_map()["atlas/higgs"] == {"hana": Role.ADMIN}

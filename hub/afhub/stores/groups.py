@@ -357,8 +357,10 @@ class GroupStore:
             if path is None:
                 user.default_group_id = None
                 return
-            group = group_row(session, path)
-            if session.get(Membership, (group.id, user.id)) is None:
+            validate_path(path)
+            # a group that does not exist reads like one the user is not in
+            group = session.scalar(select(Group).where(Group.path == path))
+            if group is None or session.get(Membership, (group.id, user.id)) is None:
                 raise NotAMember(f"{name} is not a member of group {path!r}")
             user.default_group_id = group.id
 
