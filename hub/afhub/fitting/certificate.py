@@ -171,18 +171,24 @@ def _why(in_bounds: bool, finite: bool, pd: bool, grad_max: float, decrement: fl
     return f"Newton decrement {decrement:.3g} above {DECREMENT_TOL:g} (not at a minimum)"
 
 
+def _inf(value: float | None) -> float:
+    return math.inf if value is None else value
+
+
 def _finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def certify_points(evaluator: Evaluator, points: Sequence[FitPoint]) -> dict[str, Any]:
+def certify_points(
+    evaluator: Evaluator, points: Sequence[FitPoint], pois: Sequence[float] | None = None
+) -> dict[str, Any]:
     """Certificate of one method's fits of a patch: every point's KKT/Hessian check and the
     free-below-fixed ordering per data set."""
     session = getattr(evaluator, "session", None)
     with session() if session is not None else contextlib.nullcontext():
         fits = _certify_each(evaluator, points)
     ordering = _ordering(points, fits, evaluator.rounding)
-    prec = precision(fits)
+    prec = precision(fits, pois)
     failed = [f for f in fits if not f["ok"]]
     ok = bool(fits) and not failed and ordering["ok"] and prec["ok"]
     cert: dict[str, Any] = {
@@ -221,11 +227,16 @@ def _certify_each(evaluator: Evaluator, points: Sequence[FitPoint]) -> list[dict
     return fits
 
 
-def precision(fits: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def precision(
+    fits: Sequence[dict[str, Any]], pois: Sequence[float] | None = None
+) -> dict[str, Any]:
     """How precisely the fits determine each test statistic ``q`` (fixed-POI fit minus the
     free fit of the same data set, 2 NLL): each fit is at most half its Newton decrement
     above its minimum, so ``q`` is within ``e = (dec_fixed + dec_free) / 2`` and ``sqrt(q)``
-    within ``sqrt(q + e) - sqrt(q)``; that must be at most :data:`SQRT_Q_TOL`."""
+    within ``sqrt(q + e) - sqrt(q)``; that must be at most :data:`SQRT_Q_TOL`. ``pois``: the
+    tested POI values (the fit that generates the Asimov data, at 0, is no test statistic
+    unless 0 is tested); ``None``: every fixed-POI fit."""
+    tested = None if pois is None else {f"poi={float(v):g}" for v in pois}
     free: dict[str, dict[str, Any]] = {}
     for f in fits:
         dataset, _, which = f["fit"].partition(":")
@@ -235,6 +246,8 @@ def precision(fits: Sequence[dict[str, Any]]) -> dict[str, Any]:
     for f in fits:
         dataset, _, which = f["fit"].partition(":")
         if which == "free" or dataset not in free or f.get("twice_nll") is None:
+            continue
+        if tested is not None and which not in tested:
             continue
         g = free[dataset]
         dec = (f.get("newton_decrement") or 0.0) + (g.get("newton_decrement") or 0.0)
@@ -475,7 +488,7 @@ def certify_batched(
             )
         fits.append(rec)
     failed = [f for f in fits if not f["ok"]]
-    prec = precision(fits)
+    prec = precision(fits, pois)
     cert: dict[str, Any] = {
         "ok": bool(fits) and not failed and prec["ok"],
         "precision": prec,
@@ -483,10 +496,8 @@ def certify_batched(
         "thresholds": dict(THRESHOLDS),
         "n_fits": len(fits),
         "worst": {
-            "kkt": max((f["kkt"] or math.inf) for f in fits) if fits else None,
-            "newton_decrement": max((f["newton_decrement"] or math.inf) for f in fits)
-            if fits
-            else None,
+            "kkt": max((_inf(f["kkt"]) for f in fits), default=None),
+            "newton_decrement": max((_inf(f["newton_decrement"]) for f in fits), default=None),
         },
         "fits": fits[:MAX_FITS],
     }

@@ -26,7 +26,7 @@ from dataclasses import replace
 from typing import Any
 
 from afhub.fitting import certificate
-from afhub.fitting.pyhf_engine import PyhfEngine
+from afhub.fitting.pyhf_engine import PyhfEngine, tested_pois
 from afhub.fitting.types import FitTask, PatchResult
 
 RUNGS: tuple[str, ...] = ("pyhf-scipy", "pyhf-scipy-tight", "pyhf-minuit")
@@ -130,14 +130,7 @@ def certify_batched_result(result: PatchResult, task: FitTask) -> PatchResult:
 
 
 def _task_pois(task: FitTask) -> list[float] | None:
-    if task.operation == "fit":
-        return None
-    if task.operation == "upper_limit":
-        import numpy as np
-
-        low, high, points = task.settings.scan
-        return np.linspace(float(low), float(high), int(points)).tolist()
-    return [float(v) for v in task.settings.poi_values]
+    return tested_pois(task)
 
 
 def needs_ladder(result: PatchResult) -> bool:

@@ -338,7 +338,7 @@ class PyhfEngine:
             },
         )
         points = fit_points(model, evaluator.observed, captured)
-        result.certificate = certify_points(evaluator, points)
+        result.certificate = certify_points(evaluator, points, tested_pois(task))
         if result.status == "converged" and not result.certificate["ok"]:
             result.status = "not_converged"
             result.diagnostics["reason"] = "no certificate: " + result.certificate["why"]
@@ -434,6 +434,16 @@ def _finite_difference_hessian(
                 + f(best - e_i - e_j)
             ) / (4 * steps[i] * steps[j])
     return hess
+
+
+def tested_pois(task: FitTask) -> list[float] | None:
+    """The POI values whose test statistics decide the result (None for ``fit``)."""
+    if task.operation == "hypotest":
+        return [float(v) for v in task.settings.poi_values]
+    if task.operation == "upper_limit":
+        low, high, points = task.settings.scan
+        return [float(v) for v in np.linspace(low, high, int(points))]
+    return None
 
 
 def fit_points(model: Any, observed: np.ndarray, captured: list[dict[str, Any]]) -> list[FitPoint]:
