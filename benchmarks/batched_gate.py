@@ -124,7 +124,21 @@ def main() -> int:
         default=math.nan,
         help="with --from-log: the bulk pyhf wall time printed by that run, if the log lacks it",
     )
+    parser.add_argument(
+        "--trust",
+        action="store_true",
+        help="the trust gate instead: every value certified or not_converged with its ladder "
+        "(batched engine, certificate, fallback ladder) on --regions",
+    )
+    parser.add_argument(
+        "--regions",
+        default=",".join(TRUST_REGIONS),
+        help="with --trust: comma-separated regions (sbottom RegionA/B/C, staus "
+        "Region-combined/Region-lowMass, 'hard' for the hand-written hard cases)",
+    )
     args = parser.parse_args()
+    if args.trust:
+        return trust_main(args)
     tol = None if args.tolerance == "default" else float(args.tolerance)
     if args.from_log:
         logged = json.loads(Path(args.from_log).read_text())
@@ -407,6 +421,202 @@ def _judge_and_report(rows, batched_time, regions, args, tol, reused, pyhf_wall)
     both_refuse = sum(1 for r in fallback if r.get("pyhf_error"))
     agreed = len(ok) == len(rows) and within + lower == len(rows)
     return 0 if agreed and both_refuse == len(fallback) else 1
+
+
+# ------------------------------------------------------------------------ the trust gate
+
+STAUS_ARCHIVE = "data/likelihoods/staus_ATLAS-SUSY-2018-04_lowMass_combined.tar.gz"
+STAUS_REGIONS = ("Region-combined", "Region-lowMass")
+TRUST_REGIONS = (*REGIONS, *STAUS_REGIONS, "hard")
+
+
+def _ladder_one(args: tuple) -> dict:
+    """In a worker: the ladder for one patch (``previous``: the batched attempt)."""
+    import logging
+    import warnings
+
+    from afhub.fitting.ladder import run_ladder
+    from afhub.fitting.types import FitTask, PatchResult
+
+    logging.disable(logging.CRITICAL)  # pyhf logs every failed MINUIT fit in full
+    warnings.filterwarnings("ignore")
+    bkg, patch, previous = args
+    task = FitTask(workspace=bkg, patches=(patch,))
+    prev = [PatchResult(**previous)] if previous else []
+    return run_ladder(task, 0, prev).to_dict()
+
+
+def _trust_inputs(region: str, tmp: Path, limit: int) -> list[tuple[str, dict, list[dict]]]:
+    """``(label, background, patches)`` groups of one region (the hard cases: one per case)."""
+    if region == "hard":
+        from tests.fitting.hard_cases import CASES
+
+        return [(label, *build()) for label, build in CASES.items()]
+    if region in STAUS_REGIONS:
+        import tarfile
+
+        from tests.fitting.batched_helpers import shared_dir
+
+        if not (tmp / region).is_dir():
+            with tarfile.open(shared_dir() / STAUS_ARCHIVE, "r:gz") as tar:
+                tar.extractall(tmp, filter="data")
+    elif not (tmp / region).is_dir():
+        extract_sbottom(tmp)
+    bkg, patches = load_region(tmp, region)
+    names = sorted(patches)
+    if limit:
+        names = spread(names, limit, salt=region)
+    items = [
+        {"name": n.removeprefix("patch.").removesuffix(".json"), "patch": patches[n]} for n in names
+    ]
+    return [(region, bkg, items)]
+
+
+def trust_main(args: argparse.Namespace) -> int:
+    """Batched engine + certificate + ladder on each region; every patch must end certified
+    or ``not_converged`` with every rung tried."""
+    import torch
+
+    from afhub.fitting.batched import BatchedEngine
+    from afhub.fitting.ladder import certify_batched_result, needs_ladder, rungs_for
+    from afhub.fitting.types import FitTask
+
+    torch.set_num_threads(1)
+    tmp = Path(tempfile.mkdtemp(prefix="trust-gate-"))
+    regions = [r for r in args.regions.split(",") if r]
+    rows: list[dict] = []
+    t_start = time.perf_counter()
+    load_before = os.getloadavg()
+    with ProcessPoolExecutor(
+        args.workers, initializer=_init_worker, initargs=(str(tmp), None)
+    ) as ex:
+        for region in regions:
+            for label, bkg, patches in _trust_inputs(region, tmp, args.limit):
+                task = FitTask(workspace=bkg, patches=tuple(patches))
+                engine = BatchedEngine(num_threads=1)
+                reasons = engine.unsupported_reason(task)
+                t0 = time.perf_counter()
+                batched = iter(engine.run(task))
+                t_batched = time.perf_counter() - t0
+                todo, final = [], {}
+                for i, reason in enumerate(reasons):
+                    if reason is not None:
+                        todo.append((i, None))
+                        continue
+                    r = certify_batched_result(next(batched), task)
+                    if needs_ladder(r):
+                        todo.append((i, r.to_dict()))
+                    else:
+                        final[i] = r.to_dict()
+                t1 = time.perf_counter()
+                jobs = [(bkg, patches[i], prev) for i, prev in todo]
+                for (i, _), out in zip(todo, ex.map(_ladder_one, jobs), strict=True):
+                    final[i] = out
+                t_ladder = time.perf_counter() - t1
+                want = list(rungs_for(task))
+                for i, p in enumerate(patches):
+                    r = final[i]
+                    ladder = r["provenance"].get("ladder") or []
+                    tried = [a["rung"] for a in ladder if a["rung"] != "batched"]
+                    ok = (
+                        (r["status"] == "converged" and r["certificate"].get("ok") is True)
+                        or (r["status"] == "not_converged" and tried == want)
+                        or r["status"] == "failed"
+                    )
+                    rows.append(
+                        {
+                            "region": region,
+                            "group": label,
+                            "patch": p["name"],
+                            "status": r["status"],
+                            "engine": r["engine"],
+                            "rung": r["provenance"].get("rung", r["engine"]),
+                            "ladder": [(a["rung"], a["status"]) for a in ladder],
+                            "cls_obs": (r["values"].get("cls_obs") or [None])[0],
+                            "reason": r["diagnostics"].get("reason"),
+                            "worst": r["certificate"].get("worst"),
+                            "precision": (r["certificate"].get("precision") or {}).get(
+                                "sqrt_q_error"
+                            ),
+                            "invariant": ok,
+                            "batched_seconds": t_batched / max(1, len(patches)),
+                        }
+                    )
+                print(
+                    f"{region}/{label}: {len(patches)} patches, batched {t_batched:.1f} s, "
+                    f"ladder {len(todo)} patches {t_ladder:.1f} s",
+                    flush=True,
+                )
+    wall = time.perf_counter() - t_start
+    log = Path(args.log).with_name("batched_trust_gate.json")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(json.dumps({"rows": rows, "wall": wall}, indent=1, default=str))
+    body = _trust_report(rows, regions, args, wall, load_before, os.getloadavg())
+    print(body)
+    if not args.no_docs:
+        write_section("batched-trust-gate", body)
+    return 0 if all(r["invariant"] for r in rows) else 1
+
+
+def _trust_report(rows, regions, args, wall, load_before, load_after) -> str:
+    limit = f" --limit {args.limit}" if args.limit else ""
+    lines = [
+        "## Trust gate: every value certified, or not converged with its ladder",
+        "",
+        f"`nice -n 10 .venv/bin/python benchmarks/batched_gate.py --trust --regions "
+        f"{','.join(regions)} --workers {args.workers}{limit}` ({wall:.0f} s; load average "
+        f"{load_before[0]:.1f} before, {load_after[0]:.1f} after, 2 cores shared). The batched "
+        "engine fits each region; each result gets a certificate; every patch it does not "
+        "certify climbs the ladder (pyhf SciPy, SciPy tolerance 1e-10, MINUIT).",
+        "",
+        "| region | patches | batched certified | ladder certified (rung) | not converged "
+        "(every rung) | failed | invariant holds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for region in regions:
+        rs = [r for r in rows if r["region"] == region]
+        if not rs:
+            continue
+        b = sum(1 for r in rs if r["status"] == "converged" and r["engine"] == "batched")
+        lad = [r for r in rs if r["status"] == "converged" and r["engine"] != "batched"]
+        by_rung: dict[str, int] = {}
+        for r in lad:
+            by_rung[r["rung"]] = by_rung.get(r["rung"], 0) + 1
+        rungs = ", ".join(f"{k} {v}" for k, v in sorted(by_rung.items())) or "-"
+        nc = sum(1 for r in rs if r["status"] == "not_converged")
+        failed = sum(1 for r in rs if r["status"] == "failed")
+        inv = sum(1 for r in rs if r["invariant"])
+        lines.append(
+            f"| {region} | {len(rs)} | {b} | {len(lad)} ({rungs}) | {nc} | {failed} | "
+            f"{inv}/{len(rs)} |"
+        )
+    hard = [r for r in rows if r["region"] == "hard"]
+    if hard:
+        lines += [
+            "",
+            "Hard cases (`tests/fitting/hard_cases.py`):",
+            "",
+            "| case | patch | result | by | CLs_obs | ladder | worst KKT / min eigenvalue / "
+            "sqrt(q) error |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in hard:
+            w = r["worst"] or {}
+            cls = "-" if r["cls_obs"] is None else f"{r['cls_obs']:.6f}"
+            ladder = ", ".join(f"{a} {s}" for a, s in r["ladder"]) or "-"
+            nums = "-"
+            if w:
+                nums = ", ".join(
+                    "-" if w.get(k) is None else f"{w[k]:.1e}" for k in ("kkt", "min_eigenvalue")
+                ) + ("" if r["precision"] is None else f", {r['precision']:.1e}")
+            lines.append(
+                f"| {r['group']} | {r['patch']} | {r['status']} | {r['rung']} | {cls} | "
+                f"{ladder} | {nums} |"
+            )
+    bad = [r for r in rows if not r["invariant"]]
+    for r in bad:
+        lines.append(f"- invariant broken: {r['region']}/{r['patch']}: {r['status']} {r['reason']}")
+    return "\n".join(lines)
 
 
 def _pyhf_version() -> str:
