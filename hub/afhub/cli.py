@@ -105,14 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     # whatever a command creates (a database before the first ``afhub up``, a config) is
     # private to the facility's user, as the files of a running facility are
-    os.umask(0o077)
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    previous = os.umask(0o077)
     try:
-        settings = load_settings()
-    except SettingsError as exc:
-        return _fail(str(exc))
-    return args.handler(args, settings)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        try:
+            settings = load_settings()
+        except SettingsError as exc:
+            return _fail(str(exc))
+        return args.handler(args, settings)  # 'up' replaces this process, umask included
+    finally:
+        os.umask(previous)  # for a caller in the same process (tests)
 
 
 if __name__ == "__main__":
