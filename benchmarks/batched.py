@@ -10,6 +10,14 @@ sbottom RegionA, 217 patches, ``hypotest`` at mu=1 (``qtilde``, asymptotics):
     .venv/bin/python benchmarks/batched.py            # everything (pyhf: ~10 min)
     .venv/bin/python benchmarks/batched.py --pyhf-budget 600   # stop pyhf after 600 s
 
+Issue 16 adds the large-model grid: the synthetic workspace of
+``benchmarks/synthetic_workspace.py`` (8 channels, 10 samples, 14 bins, 126 parameters,
+125 patches), fitted by the batched engine in a child process (wall time, CPU time and the
+child's peak resident memory, its RSS high-water mark) against sequential pyhf on a sample of
+its patches in the same run (``--synthetic-pyhf`` patches, per-patch time times 125, stated as
+such); RegionA's batched run is repeated in a child process for its peak memory. That part is
+written to the ``batched-large`` section of ``docs/benchmarks.md``.
+
 Writes the ``batched`` section of ``docs/benchmarks.md`` and the pyhf results (reused by
 ``benchmarks/batched_gate.py``) to ``.afhub/batched_bench.json``.
 """
@@ -77,6 +85,123 @@ def _pyhf_sequential(bkg, patches, names, budget: float) -> tuple[float, list[di
     return time.perf_counter() - t0, rows
 
 
+def _child(kind: str, threads: int) -> None:
+    """Run the batched engine once on ``kind`` and print wall, CPU and peak memory as JSON."""
+    import resource
+
+    from afhub.fitting.batched import BatchedEngine
+
+    if kind == "synthetic":
+        from benchmarks.synthetic_workspace import generate
+
+        bkg, plist = generate()
+        patches = {p["name"]: p["patch"] for p in plist}
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix="sbottom-"))
+        extract_sbottom(tmp)
+        bkg, patches = load_region(tmp, "RegionA")
+    names = list(patches)
+    engine = BatchedEngine(num_threads=threads)
+    engine.run(_task(bkg, patches, names[:2]))  # warm-up, not counted
+    cpu0 = time.process_time()
+    wall, results = _time_engine(engine, _task(bkg, patches, names))
+    statuses: dict[str, int] = {}
+    for r in results:
+        statuses[r.status] = statuses.get(r.status, 0) + 1
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(
+        json.dumps(
+            {
+                "patches": len(names),
+                "wall": wall,
+                "cpu": time.process_time() - cpu0,
+                "peak_rss_mb": usage.ru_maxrss / 1024,
+                "statuses": statuses,
+            }
+        )
+    )
+
+
+def _run_child(kind: str, threads: int) -> dict:
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", kind, "--threads", str(threads)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _pyhf_synthetic(count: int) -> tuple[float, int]:
+    """Sequential pyhf (numpy, defaults) on ``count`` patches of the synthetic grid."""
+    import jsonpatch
+    import pyhf
+
+    from benchmarks.synthetic_workspace import generate
+
+    bkg, plist = generate()
+    pyhf.set_backend("numpy")
+    step = max(1, len(plist) // count)
+    sample = plist[::step][:count]
+    t0 = time.perf_counter()
+    for p in sample:
+        ws = pyhf.Workspace(jsonpatch.apply_patch(bkg, p["patch"]))
+        model = ws.model()
+        pyhf.infer.hypotest(1.0, ws.data(model), model, return_expected_set=True)
+    return time.perf_counter() - t0, len(sample)
+
+
+def _large_section(args, regionA_pyhf_per_patch: float | None) -> str:
+    import platform
+
+    import torch
+
+    load_before = _load()
+    synth = _run_child("synthetic", args.threads)
+    print(f"synthetic grid: {synth}", flush=True)
+    region = _run_child("regionA", args.threads)
+    print(f"RegionA: {region}", flush=True)
+    pyhf_secs, pyhf_n = _pyhf_synthetic(args.synthetic_pyhf)
+    per = pyhf_secs / pyhf_n
+    print(f"pyhf synthetic: {pyhf_secs:.1f} s for {pyhf_n} patches", flush=True)
+    load_after = _load()
+    n = synth["patches"]
+    lines = [
+        "## Batched engine on a large model (issue 16)",
+        "",
+        f"`make bench-batched`: the synthetic workspace of `benchmarks/synthetic_workspace.py` "
+        f"(8 channels, 10 samples, 14 bins, 126 parameters; normsys, histosys, staterror, "
+        f"shapesys, lumi, normfactors), {n} signal patches, `hypotest` at mu=1 (`qtilde`); the "
+        f"batched engine in a child process (torch {torch.__version__}, float64, "
+        f"{args.threads} thread(s), default memory budget) and sequential pyhf (numpy, default "
+        "settings) in the same run. Peak memory is the child process's RSS high-water mark.",
+        "",
+        "| workload | engine | patches | wall (s) | CPU (s) | peak RSS (MB) | statuses |",
+        "|---|---|---|---|---|---|---|",
+        f"| synthetic 126 parameters | batched | {n} | {synth['wall']:.1f} | {synth['cpu']:.1f} "
+        f"| {synth['peak_rss_mb']:.0f} | {synth['statuses']} |",
+        f"| synthetic 126 parameters | pyhf sequential | {pyhf_n} of {n} | {pyhf_secs:.1f} | | "
+        f"| {per:.2f} s per patch, {per * n:.0f} s for {n} (per-patch time x {n}) |",
+        f"| sbottom RegionA | batched | {region['patches']} | {region['wall']:.1f} | "
+        f"{region['cpu']:.1f} | {region['peak_rss_mb']:.0f} | {region['statuses']} |",
+        "",
+        f"Speed-up on the large model: **{per * n / synth['wall']:.1f}x** sequential pyhf "
+        "(target: the grid under 60 s and 2 GB on 2 cores)."
+        + (
+            f" RegionA: **{regionA_pyhf_per_patch * region['patches'] / region['wall']:.0f}x**"
+            " sequential pyhf measured in the previous section's run (target: 100x)."
+            if regionA_pyhf_per_patch
+            else ""
+        ),
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs; load average (1/5/15 min) "
+        f"before: {load_before}; after: {load_after}.",
+    ]
+    return "\n".join(lines)
+
+
 def _load() -> str:
     try:
         return " / ".join(f"{v:.1f}" for v in os.getloadavg())
@@ -96,7 +221,23 @@ def main() -> int:
     )
     parser.add_argument("--out", default=str(ROOT / ".afhub" / "batched_bench.json"))
     parser.add_argument("--no-docs", action="store_true")
+    parser.add_argument("--child", choices=("synthetic", "regionA"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--synthetic-pyhf", type=int, default=6, help="pyhf patches of the synthetic grid"
+    )
+    parser.add_argument(
+        "--large-only", action="store_true", help="only the large-model section (issue 16)"
+    )
     args = parser.parse_args()
+    if args.child:
+        _child(args.child, args.threads)
+        return 0
+    if args.large_only:
+        body = _large_section(args, None)
+        print(body)
+        if not args.no_docs:
+            write_section("batched-large", body)
+        return 0
 
     import pyhf
     import torch
@@ -206,6 +347,10 @@ def main() -> int:
     print(body)
     if not args.no_docs:
         write_section("batched", body)
+    large = _large_section(args, per_patch_pyhf)
+    print(large)
+    if not args.no_docs:
+        write_section("batched-large", large)
     return 0
 
 
