@@ -136,7 +136,15 @@ def main() -> int:
         help="with --trust: comma-separated regions (sbottom RegionA/B/C, staus "
         "Region-combined/Region-lowMass, 'hard' for the hand-written hard cases)",
     )
+    parser.add_argument(
+        "--rungs",
+        action="store_true",
+        help="print the hard-case table of docs/fitting-engine.md (every rung alone)",
+    )
     args = parser.parse_args()
+    if args.rungs:
+        print(rungs_table())
+        return 0
     if args.trust:
         return trust_main(args)
     tol = None if args.tolerance == "default" else float(args.tolerance)
@@ -616,6 +624,68 @@ def _trust_report(rows, regions, args, wall, load_before, load_after) -> str:
     bad = [r for r in rows if not r["invariant"]]
     for r in bad:
         lines.append(f"- invariant broken: {r['region']}/{r['patch']}: {r['status']} {r['reason']}")
+    return "\n".join(lines)
+
+
+def _cell(r) -> str:
+    """A result as a table cell: certified CLs_obs, or status, uncertified CLs and why."""
+    v = r.values.get("cls_obs") or (r.diagnostics.get("uncertified_values") or {}).get("cls_obs")
+    cls = "-" if not v else f"{v[0]:.5f}"
+    if r.status == "converged":
+        return f"certified {cls}"
+    why = r.certificate.get("why") or r.diagnostics.get("reason") or ""
+    kinds = (
+        ("projected gradient", "KKT"),
+        ("decrement", "decrement"),
+        ("sqrt(q)", "precision of q"),
+        ("Hessian", "Hessian"),
+        ("optimizer", "optimizer failed"),
+        ("did not converge", "optimizer failed"),
+        ("initial point", "optimizer failed"),
+        ("finite", "non-finite"),
+    )
+    short = next((k for word, k in kinds if word in why), why[:30])
+    return f"{r.status} ({cls}; {short})"
+
+
+def rungs_table() -> str:
+    """The hard cases with the batched engine and every pyhf rung alone, and the ladder."""
+    import logging
+    import warnings
+    from dataclasses import replace
+
+    from afhub.fitting.batched import BatchedEngine
+    from afhub.fitting.ladder import certify_batched_result, needs_ladder, run_ladder, rung_settings
+    from afhub.fitting.pyhf_engine import PyhfEngine
+    from afhub.fitting.types import FitTask
+    from tests.fitting.hard_cases import CASES
+
+    logging.disable(logging.CRITICAL)
+    warnings.filterwarnings("ignore")
+    lines = [
+        "| case | patch | batched engine | pyhf SciPy default | pyhf SciPy tol 1e-8 | "
+        "pyhf SciPy tol 1e-10 | pyhf MINUIT tol 1e-5 | ladder (service) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    variants = (("pyhf-scipy", None), ("pyhf-scipy", 1e-8), ("pyhf-scipy-tight", None))
+    for name, build in CASES.items():
+        bkg, patches = build()
+        task = FitTask(workspace=bkg, patches=tuple(patches))
+        batched = [certify_batched_result(r, task) for r in BatchedEngine(num_threads=1).run(task)]
+        for i, p in enumerate(patches):
+            cols = [_cell(batched[i])]
+            for rung, tol in (*variants, ("pyhf-minuit", None)):
+                s = rung_settings(task, rung)
+                if tol:
+                    s = replace(s, tolerance=tol)
+                cols.append(_cell(PyhfEngine().run_one(replace(task, settings=s), i)))
+            if needs_ladder(batched[i]):
+                lad = run_ladder(task, i, [batched[i]])
+                n = len(lad.provenance["ladder"])
+                cols.append(f"{lad.status} via {lad.provenance.get('rung')} ({n} attempts)")
+            else:
+                cols.append("batched, certified")
+            lines.append(f"| {name} | {p['name']} | " + " | ".join(cols) + " |")
     return "\n".join(lines)
 
 
