@@ -70,6 +70,10 @@ def configure_spawner(c: Config, settings: FacilitySettings) -> None:
     c.Spawner.http_timeout = 60
 
 
+#: extra options of the OAuth cookies of afhub's services (``HubOAuth`` reads them from
+#: ``$JUPYTERHUB_COOKIE_OPTIONS``; it sets ``HttpOnly`` and the path, not ``SameSite``)
+SERVICE_COOKIE_OPTIONS = '{"samesite": "Lax"}'
+
 #: name of the facility API service (served at ``/services/facility/``)
 FACILITY_SERVICE = "facility"
 #: name of the accountant service (checkpoints, enforcement, group mirror)
@@ -87,6 +91,7 @@ def configure_groups_and_quotas(c: Config, settings: FacilitySettings) -> None:
         "AFHUB_DB_URL": settings.db_url,
         "AFHUB_CHECKPOINT_INTERVAL": str(settings.checkpoint_interval),
         "AFHUB_GRACE_PERIOD": str(settings.grace_period),
+        "JUPYTERHUB_COOKIE_OPTIONS": SERVICE_COOKIE_OPTIONS,
     }
     c.JupyterHub.services = [
         {
@@ -143,6 +148,7 @@ def configure_fitting(c: Config, settings: FacilitySettings) -> None:
         "AFHUB_CONFIG": str(config_file_path()),
         # the service's own settings (AFHUB_FIT_WORKERS, ...) pass through
         **{k: v for k, v in os.environ.items() if k.startswith("AFHUB_FIT_")},
+        "JUPYTERHUB_COOKIE_OPTIONS": SERVICE_COOKIE_OPTIONS,
     }
     c.JupyterHub.services = [
         *c.JupyterHub.get("services", []),
