@@ -152,3 +152,44 @@ def test_claims_sync_touches_only_claim_memberships(stores):
     report = stores.groups.sync_claims("carl", ["cms"])
     assert report == {"added": [], "removed": ["atlas/top"], "unknown": []}
     assert set(stores.groups.roles_of("carl")) == {"atlas", "cms"}
+
+
+def test_fit_jobs_follow_their_group_not_its_name(stores):
+    """Issue 11, finding 6: fit jobs name their group by path; a group deleted (or moved)
+    and made again under the name must not be given the old group's jobs."""
+    from afhub.stores.fitting import FitStore
+
+    fits = FitStore(stores.db)
+    for path in ("atlas", "atlas/higgs", "cms"):
+        stores.groups.create(path)
+
+    def job(group):
+        return fits.create_job(
+            owner="ann",
+            group=group,
+            operation="fit",
+            settings={},
+            measurement=None,
+            workspace_sha256="0" * 64,
+            request={},
+            patch_count=1,
+            wall_seconds=60,
+            max_per_user=10,
+            max_per_group=10,
+        )
+
+    queued = job("atlas/higgs")
+    with pytest.raises(Busy, match="1 queued or running fit job"):
+        stores.groups.delete("atlas", recursive=True)
+    fits.cancel(queued.id, "ann")
+    stores.groups.delete("atlas", recursive=True)
+    stores.groups.create("atlas")
+    stores.groups.create("atlas/higgs")
+    assert fits.get(queued.id).group is None
+    assert fits.active_counts("ann", "atlas/higgs")[1] == 0
+    # moved: the job follows its group; a new group at the old path is another one
+    moved = job("cms")
+    stores.groups.move("cms", "atlas")
+    stores.groups.create("cms")
+    assert fits.get(moved.id).group == "atlas/cms"
+    assert fits.active_counts("ann", "cms")[1] == 0

@@ -25,6 +25,8 @@ from afhub.groups.names import MAX_DEPTH, leaf_name, parent_path, validate_path
 from afhub.groups.tree import Action, Actor, Role
 from afhub.stores.database import Database
 from afhub.stores.errors import AlreadyExists, Busy, NotAMember, NotFound, StoreError
+from afhub.stores.fitting import ACTIVE_STATES as FIT_ACTIVE_STATES
+from afhub.stores.fitting import FitJob
 from afhub.stores.models import Group, GroupClosure, LedgerInterval, Membership, User
 
 OPEN_STATES = ("pending", "running")
@@ -241,6 +243,26 @@ class GroupStore:
                     f"group {path!r} has {running} running or starting server(s)/job(s) "
                     "charged to it or its subgroups; stop them before deleting the group"
                 )
+            paths = list(session.scalars(select(Group.path).where(Group.id.in_(ids))))
+            fits = session.scalar(
+                select(func.count())
+                .select_from(FitJob)
+                .where(FitJob.group_path.in_(paths), FitJob.state.in_(FIT_ACTIVE_STATES))
+            )
+            if fits:
+                raise Busy(
+                    f"group {path!r} has {fits} queued or running fit job(s) charged to it or "
+                    "its subgroups; cancel them or let them finish before deleting the group"
+                )
+            # fit jobs name their group by path: the finished ones of a deleted group keep
+            # no group, so a group made later under the name sees none of them (their list,
+            # their results in a group-scoped cache, their count against its job limit)
+            session.execute(
+                update(FitJob)
+                .where(FitJob.group_path.in_(paths))
+                .values(group_path=None)
+                .execution_options(synchronize_session=False)
+            )
             # the subtree's charges (and charges of groups deleted under it before) stay with
             # the ancestor that survives, by id: a group created later under a deleted
             # group's name is another identity and sees none of them
@@ -321,6 +343,14 @@ class GroupStore:
                     update(LedgerInterval)
                     .where(LedgerInterval.group_path == old, LedgerInterval.state.in_(OPEN_STATES))
                     .values(group_path=new)
+                )
+                # fit jobs name their group by path: they follow it, so that a group made
+                # later at the old path is not taken for it
+                session.execute(
+                    update(FitJob)
+                    .where(FitJob.group_path == old)
+                    .values(group_path=new)
+                    .execution_options(synchronize_session=False)
                 )
             return renames
 
