@@ -42,7 +42,8 @@ def test_the_batched_attempt_is_recorded_and_pyhf_gives_the_value():
     ladder = result.provenance["ladder"]
     assert [a["rung"] for a in ladder] == ["batched", "pyhf-scipy"]
     assert ladder[0]["status"] == "not_converged" and ladder[0]["certificate"]["ok"] is False
-    assert ladder[1]["certificate"]["ok"] is True and ladder[1]["seconds"] > 0
+    assert ladder[1]["certificate"]["ok"] is True
+    assert result.timings["ladder_pyhf-scipy"] > 0 and "ladder_batched" in result.timings
 
 
 def test_a_patch_that_removes_a_channel_is_certified_on_the_first_rung():

@@ -78,14 +78,14 @@ def _cert_summary(cert: dict[str, Any]) -> dict[str, Any]:
     return {k: cert[k] for k in keys if k in cert}
 
 
-def attempt_record(rung: str, result: PatchResult, seconds: float | None = None) -> dict:
-    """What the ladder keeps of one attempt."""
+def attempt_record(rung: str, result: PatchResult) -> dict:
+    """What the ladder keeps of one attempt (its time goes to the result's ``timings`` as
+    ``ladder_<rung>``: provenance depends only on the numbers, not on the machine's load)."""
     return {
         "rung": rung,
         "engine": result.engine,
         "status": result.status,
         "reason": result.diagnostics.get("reason"),
-        "seconds": seconds if seconds is not None else result.timings.get("total"),
         "certificate": _cert_summary(result.certificate),
         "diagnostics": _trim(result.diagnostics),
     }
@@ -157,6 +157,10 @@ def run_ladder(
     attempts = [attempt_record(r.provenance.get("rung", r.engine), r) for r in previous]
     others = {r.provenance.get("rung", r.engine): fit_labels(r) for r in previous}
     last: PatchResult | None = None
+    times = {
+        f"ladder_{r.provenance.get('rung', r.engine)}": r.timings.get("total", 0.0)
+        for r in previous
+    }
     for rung in rungs or rungs_for(task):
         settings = rung_settings(task, rung)
         t0 = time.perf_counter()
@@ -174,13 +178,16 @@ def run_ladder(
                 result.diagnostics["reason"] = "no certificate: " + check["why"]
                 result.diagnostics["uncertified_values"] = result.values
                 result.values = {}
-        attempts.append(attempt_record(rung, result, time.perf_counter() - t0))
+        attempts.append(attempt_record(rung, result))
+        times[f"ladder_{rung}"] = time.perf_counter() - t0
         others[rung] = fit_labels(result)
         last = result
         if result.status == "converged" or _final_failure(result):
             break
     assert last is not None
     last.provenance["ladder"] = attempts
+    last.timings.update(times)
+    last.timings["total"] = sum(times.values())
     if last.status == "not_converged":
         reasons = "; ".join(f"{a['rung']}: {a['reason']}" for a in attempts)
         last.diagnostics["reason"] = f"no method converged with a certificate ({reasons})"
