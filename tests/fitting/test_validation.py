@@ -686,3 +686,37 @@ def test_any_patch_value_anywhere_is_a_validation_error_or_a_valid_task(location
         validate_request(raw)
     except ValidationError as exc:
         assert exc.message and "Traceback" not in exc.message
+
+
+def test_a_model_whose_size_grows_faster_than_the_body_is_refused():
+    """pyhf builds arrays of modifiers x samples x bins for every fit: 200 one-bin channels
+    of 5 samples and 2,600 normsys modifiers on one sample are a 250 kB body but 5.2e8
+    entries (about 0.5 GB and 10 s of pyhf per fit, growing with the product)."""
+    channels = [
+        {
+            "name": f"c{c}",
+            "samples": [{"name": f"s{s}", "data": [1.0], "modifiers": []} for s in range(5)],
+        }
+        for c in range(200)
+    ]
+    channels[0]["samples"][0]["modifiers"] = [
+        {"name": "mu", "type": "normfactor", "data": None}
+    ] + [{"name": f"n{j}", "type": "normsys", "data": {"hi": 1.1, "lo": 0.9}} for j in range(2600)]
+    workspace = {
+        "version": "1.0.0",
+        "channels": channels,
+        "observations": [{"name": f"c{c}", "data": [1.0]} for c in range(200)],
+        "measurements": [{"name": "m", "config": {"poi": "mu", "parameters": []}}],
+    }
+    raw = json.dumps({"workspace": workspace}).encode()
+    assert len(raw) < 300_000
+    start = time.perf_counter()
+    with pytest.raises(ValidationError) as info:
+        validate_request(raw)
+    assert time.perf_counter() - start < 3.0
+    assert info.value.status == 413
+    assert "2601 modifiers x 1000 samples x 200 bins = 520200000" in info.value.message
+    assert "limit of 500000000" in info.value.message
+    # 2,399 modifiers: under the limit
+    channels[0]["samples"][0]["modifiers"] = channels[0]["samples"][0]["modifiers"][:2400]
+    validate_payload({"workspace": workspace})

@@ -113,6 +113,9 @@ class Limits:
     #: work per request: the JSON values of all patched workspaces together (about patches
     #: times workspace size; each patched workspace is checked whole)
     max_work_nodes: int = 25_000_000
+    #: modifiers x samples x bins of a model: pyhf builds masks of that size for every fit,
+    #: a product that a small body can make huge (500 M: about 0.5 GB and 10 s in pyhf)
+    max_model_size: int = 500_000_000
     max_poi_values: int = 100
     max_scan_points: int = 201
     max_maxiter: int = 1_000_000
@@ -482,6 +485,17 @@ def _walk_channels(spec: dict[str, Any], where: str, limits: Limits) -> _Shape:
         raise ValidationError(
             f"{where}: workspace has {npars} parameters, over the cap of {limits.max_parameters}",
             field=f"{where}.channels",
+        )
+    modifiers = sum(len(types) for types in shape.par_types.values())
+    size = modifiers * shape.samples * shape.bins
+    if size > limits.max_model_size:
+        raise ValidationError(
+            f"{where}: the model would have {modifiers} modifiers x {shape.samples} samples x "
+            f"{shape.bins} bins = {size}, over the limit of {limits.max_model_size} (pyhf "
+            "builds arrays of that size for every fit); split the channels over several "
+            "workspaces or ask the operators to raise FittingService.max_model_size",
+            field=f"{where}.channels",
+            status=413,
         )
     return shape
 

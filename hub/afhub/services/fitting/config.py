@@ -266,6 +266,15 @@ class FittingService(Configurable):
     def _default_max_work_nodes(self) -> int:
         return int(_env("AFHUB_FIT_MAX_WORK_NODES", Limits.max_work_nodes))
 
+    max_model_size = Integer(
+        help="""Modifiers x samples x bins of a model (pyhf builds arrays of that size for
+        every fit; 413 beyond). Env: ``AFHUB_FIT_MAX_MODEL_SIZE``.""",
+    ).tag(config=True)
+
+    @default("max_model_size")
+    def _default_max_model_size(self) -> int:
+        return int(_env("AFHUB_FIT_MAX_MODEL_SIZE", Limits.max_model_size))
+
     def limits(self) -> Limits:
         """The validation caps for these settings."""
         return Limits(
@@ -278,6 +287,7 @@ class FittingService(Configurable):
             max_document_nodes=self.max_document_nodes,
             max_copied_nodes=self.max_copied_nodes,
             max_work_nodes=self.max_work_nodes,
+            max_model_size=self.max_model_size,
         )
 
     def check(self) -> FittingService:
