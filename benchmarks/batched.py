@@ -108,14 +108,20 @@ def _child(kind: str, threads: int) -> None:
     statuses: dict[str, int] = {}
     for r in results:
         statuses[r.status] = statuses.get(r.status, 0) + 1
-    usage = resource.getrusage(resource.RUSAGE_SELF)
+    # VmHWM: this process's own high-water mark (ru_maxrss survives fork and exec, so a child
+    # started by a large parent would report the parent's peak)
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                peak_kb = int(line.split()[1])
     print(
         json.dumps(
             {
                 "patches": len(names),
                 "wall": wall,
                 "cpu": time.process_time() - cpu0,
-                "peak_rss_mb": usage.ru_maxrss / 1024,
+                "peak_rss_mb": peak_kb / 1024,
                 "statuses": statuses,
             }
         )
