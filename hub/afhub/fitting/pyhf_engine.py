@@ -338,7 +338,14 @@ class PyhfEngine:
             },
         )
         points = fit_points(model, evaluator.observed, captured)
-        result.certificate = certify_points(evaluator, points, tested_pois(task))
+        pois = tested_pois(task)
+        poi = model.config.poi_index
+        if pois is not None and poi is not None:
+            # at the POI's lower bound q is 0 by definition (q = 0 where mu_hat > mu): no
+            # precision to ask of it
+            low = float(model.config.suggested_bounds()[poi][0])
+            pois = [v for v in pois if v > low]
+        result.certificate = certify_points(evaluator, points, pois)
         if result.status == "converged" and not result.certificate["ok"]:
             result.status = "not_converged"
             result.diagnostics["reason"] = "no certificate: " + result.certificate["why"]
