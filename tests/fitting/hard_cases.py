@@ -171,6 +171,37 @@ def zero_yield_bins() -> tuple[dict, list[dict]]:
     return bkg, [{"name": "zero_bins", "patch": [_signal([0.5, 1.0, 0.0])]}]
 
 
+def one_sided_zero_yield() -> tuple[dict, list[dict]]:
+    """A bin with zero nominal background whose only histosys is one-sided (``lo`` equal to
+    the nominal 0, ``hi`` 0.1), staterror with zero uncertainty, no events observed there:
+    pyhf certifies it, the batched engine (December 2026) does not converge."""
+    bkg = {
+        "channels": [
+            {
+                "name": "SR",
+                "samples": [
+                    {
+                        "name": "bkg",
+                        "data": [0.0, 3.0],
+                        "modifiers": [
+                            {"name": "stat_SR", "type": "staterror", "data": [0.0, 0.0]},
+                            {
+                                "name": "bsys",
+                                "type": "histosys",
+                                "data": {"hi_data": [0.1, 3.5], "lo_data": [0.0, 2.5]},
+                            },
+                        ],
+                    }
+                ],
+            }
+        ],
+        "observations": [{"name": "SR", "data": [0.0, 4.0]}],
+        "measurements": _measurement(),
+        "version": "1.0.0",
+    }
+    return bkg, [{"name": "one_sided_zero", "patch": [_signal([0.5, 1.0])]}]
+
+
 def tiny_signal() -> tuple[dict, list[dict]]:
     """A signal far below the background (1e-4 of it): CLs close to 1, tiny test
     statistics."""
@@ -247,6 +278,7 @@ CASES = {
     "parameter pinned at a bound": pinned_at_bound,
     "near-degenerate normfactors": degenerate_normfactors,
     "zero-yield bins": zero_yield_bins,
+    "zero-yield bin, one-sided histosys": one_sided_zero_yield,
     "signal far below background": tiny_signal,
     "patch removes a channel": removes_channel,
 }

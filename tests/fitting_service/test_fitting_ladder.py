@@ -11,7 +11,7 @@ import pytest
 
 from afhub.fitting.pyhf_engine import PyhfEngine
 from afhub.fitting.types import FitTask
-from tests.fitting.hard_cases import zero_yield_bins
+from tests.fitting.hard_cases import one_sided_zero_yield, zero_yield_bins
 from tests.fitting_service.conftest import results, shared_dir, submit, user_token, wait_job
 
 pytestmark = [pytest.mark.facility, pytest.mark.slow]
@@ -66,6 +66,30 @@ def test_a_patch_the_batched_engine_gives_up_on_is_stored_certified(facility, ca
         FitTask(workspace=bkg, patches=({"name": "p", "patch": patch},)), 0
     )
     assert result["values"]["cls_obs"][0] == pytest.approx(ref.values["cls_obs"][0], abs=1e-4)
+
+
+def test_the_service_stores_what_pyhf_certifies_where_the_batched_engine_gives_up(facility, carol):
+    bkg, patches = one_sided_zero_yield()
+    job = submit(
+        facility, carol, {"workspace": bkg, "patches": patches, "settings": {"engine": "batched"}}
+    )
+    assert wait_job(facility, carol, job["id"], timeout=600)["state"] == "done"
+    (result,) = results(facility, carol, job["id"])
+    assert result["status"] == "converged", result["diagnostics"]
+    assert result["certificate"]["ok"] is True
+    if result["engine"] == "batched":  # the engine learnt this case
+        return
+    assert result["engine"] == "pyhf" and result["provenance"]["rung"] == "pyhf-scipy"
+    ladder = result["provenance"]["ladder"]
+    assert [(a["rung"], a["status"]) for a in ladder] == [
+        ("batched", "not_converged"),
+        ("pyhf-scipy", "converged"),
+    ]
+    assert ladder[0]["diagnostics"]["reason"]
+    assert result["timings"]["ladder_pyhf-scipy"] > 0
+    alone = PyhfEngine().run_one(FitTask(workspace=bkg, patches=tuple(patches)), 0)
+    assert alone.status == "converged"
+    assert result["values"]["cls_obs"] == pytest.approx(alone.values["cls_obs"], rel=1e-6)
 
 
 def test_not_converged_is_stored_only_with_every_rung(facility, carol):
