@@ -12,6 +12,7 @@ from afhub.fitting.ladder import certify_batched_result, run_ladder, rungs_for
 from afhub.fitting.types import FitSettings, FitTask, PatchResult
 from tests.fitting.hard_cases import (
     degenerate_normfactors,
+    one_sided_zero_yield,
     pinned_at_bound,
     removes_channel,
     tiny_signal,
@@ -118,3 +119,15 @@ def test_a_failure_no_optimizer_can_change_ends_the_ladder():
     result = run_ladder(task, 0)
     assert result.status == "failed"
     assert [a["rung"] for a in result.provenance["ladder"]] == ["pyhf-scipy"]
+
+
+def test_where_the_batched_engine_gives_up_pyhf_certifies():
+    bkg, patches = one_sided_zero_yield()
+    task = FitTask(workspace=bkg, patches=tuple(patches))
+    (batched,) = _batched(task)
+    assert batched.status == "not_converged"
+    result = run_ladder(task, 0, [batched])
+    assert result.status == "converged" and result.provenance["rung"] == "pyhf-scipy"
+    assert result.certificate["ok"] and result.values["cls_obs"][0] == pytest.approx(
+        0.3341, abs=1e-3
+    )
