@@ -350,7 +350,8 @@ class BatchedModel:
         )
         pois = self.q_mask * pois
         out = main.sum(-1) + gauss.sum(-1) + pois.sum(-1)
-        bad = ((nu <= 0) & (mask > 0)).any(-1) | ~torch.isfinite(out)
+        # pyhf's Poisson term is finite for nu <= 0 only where n = 0 (it is nu there)
+        bad = ((nu <= 0) & (mask > 0) & (n > 0)).any(-1) | ~torch.isfinite(out)
         return torch.where(bad, torch.full_like(out, math.inf), out)
 
     def nll_grad_hess(
@@ -401,7 +402,7 @@ class BatchedModel:
 
         mask = self.bin_mask
         n = data.main
-        nu_s = torch.where(mask > 0, nu, torch.ones_like(nu))
+        nu_s = torch.where((mask > 0) & (n > 0), nu, torch.ones_like(nu))
         w = mask * (1 - n / nu_s)  # d nll / d nu
         grad = (w.unsqueeze(1) @ jac)[:, 0, :]
         # constraints
