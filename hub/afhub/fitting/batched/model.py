@@ -92,8 +92,9 @@ class BatchedModel:
     nominal: torch.Tensor  # [B, C]
     bin_onehot: torch.Tensor  # [B, N, C]
     bin_mask: torch.Tensor  # [B, N] float
-    h_up: torch.Tensor  # [B, C, P]
-    h_dn: torch.Tensor  # [B, C, P]
+    cell_h_par: torch.Tensor  # [B, C, KH] long: the histosys parameters of each cell
+    cell_h_up: torch.Tensor  # [B, C, KH]: their deltas up (hi - nom)
+    cell_h_dn: torch.Tensor  # [B, C, KH]: and down (nom - lo)
     ns_par: torch.Tensor  # [B, E] long (into P + 2)
     ns_log_hi: torch.Tensor  # [B, E]
     ns_log_lo: torch.Tensor  # [B, E]
@@ -158,6 +159,7 @@ class BatchedModel:
 
         E = max([0] + [len(m.ns_par) for m in models]) + 1  # the last entry pads
         KN = max([1] + [_max_per_cell(m.ns_map_cell, m.n_cells) for m in models])
+        KH = max([1] + [_max_per_cell(m.histo_cell, m.n_cells) for m in models])
         K = max([1] + [_max_per_cell(m.f_cell, m.n_cells) for m in models])
         NG = max([1] + [len(m.gauss_par) for m in models])
         NQ = max([1] + [len(m.pois_par) for m in models])
@@ -166,8 +168,9 @@ class BatchedModel:
         onehot = np.zeros((B, N, C))
         bin_mask = np.zeros((B, N))
         observed = np.zeros((B, N))
-        h_up = np.zeros((B, C, P))
-        h_dn = np.zeros((B, C, P))
+        cell_h_par = np.full((B, C, KH), ZERO, dtype=np.int64)
+        cell_h_up = np.zeros((B, C, KH))
+        cell_h_dn = np.zeros((B, C, KH))
         ns_par = np.full((B, E), ZERO, dtype=np.int64)
         ns_hi = np.ones((B, E))
         ns_lo = np.ones((B, E))
@@ -193,8 +196,10 @@ class BatchedModel:
             onehot[b, m.cell_bin, np.arange(nc)] = 1.0
             bin_mask[b, :nb] = 1.0
             observed[b, :nb] = m.observed
-            h_up[b, m.histo_cell, m.histo_par] = m.histo_up
-            h_dn[b, m.histo_cell, m.histo_par] = m.histo_dn
+            hs = _slots(m.histo_cell)
+            cell_h_par[b, m.histo_cell, hs] = m.histo_par
+            cell_h_up[b, m.histo_cell, hs] = m.histo_up
+            cell_h_dn[b, m.histo_cell, hs] = m.histo_dn
             ne = len(m.ns_par)
             ns_par[b, :ne], ns_hi[b, :ne], ns_lo[b, :ne] = m.ns_par, m.ns_hi, m.ns_lo
             cell_ns[b, m.ns_map_cell, _slots(m.ns_map_cell)] = m.ns_map_entry
@@ -222,8 +227,9 @@ class BatchedModel:
             nominal=t(nominal),
             bin_onehot=t(onehot),
             bin_mask=t(bin_mask),
-            h_up=t(h_up),
-            h_dn=t(h_dn),
+            cell_h_par=t(cell_h_par, torch.long),
+            cell_h_up=t(cell_h_up),
+            cell_h_dn=t(cell_h_dn),
             ns_par=t(ns_par, torch.long),
             ns_log_hi=t(np.log(ns_hi)),
             ns_log_lo=t(np.log(ns_lo)),
@@ -262,8 +268,8 @@ class BatchedModel:
     def cell_yields(self, x: torch.Tensor) -> torch.Tensor:
         """Expected yield of every cell, ``[B, C]``."""
         xe = self._extend(x)
-        w_up, w_dn, *_ = code4p_weights(x)
-        a = self.nominal + (self.h_up @ w_up.unsqueeze(-1) + self.h_dn @ w_dn.unsqueeze(-1))[..., 0]
+        w_up, w_dn = self._histo_weights(x, 2)
+        a = self.nominal + (self.cell_h_up * w_up + self.cell_h_dn * w_dn).sum(-1)
         alpha = self._gather(xe, self.ns_par)
         l0, _, _, neg = code4(alpha, self.ns_log_hi, self.ns_log_lo, self.ns_coef)
         g = self._gather(xe, self.f_par).prod(-1)
@@ -279,6 +285,21 @@ class BatchedModel:
         n_neg = self._per_cell(neg.to(l0.dtype)).sum(-1)
         sign = 1 - 2 * torch.remainder(n_neg, 2)
         return sign * torch.exp(log_e)
+
+    def _histo_weights(self, x: torch.Tensor, n: int) -> list[torch.Tensor]:
+        """The first ``n`` code4p weights of every parameter, at each cell's histosys entries."""
+        zeros = torch.zeros(x.shape[0], 2, dtype=x.dtype, device=x.device)
+        return [
+            self._gather(torch.cat([w, zeros], 1), self.cell_h_par) for w in code4p_weights(x)[:n]
+        ]
+
+    @staticmethod
+    def _scatter_cells(par: torch.Tensor, values: torch.Tensor, P: int) -> torch.Tensor:
+        """``[B, C, P]``: per cell, ``values`` (``[B, C, K]``) summed into their parameters."""
+        B, C, _ = par.shape
+        out = torch.zeros(B, C, P + 2, dtype=values.dtype, device=values.device)
+        out.scatter_add_(2, par, values)
+        return out[..., :P]
 
     def _per_cell_par(self, per_entry: torch.Tensor, P: int) -> torch.Tensor:
         """``[B, C, P]``: per cell and parameter, the sum of ``per_entry`` over its entries."""
@@ -370,9 +391,11 @@ class BatchedModel:
         C = self.nominal.shape[1]
         xe = self._extend(x)
         # histosys (additive)
-        w_up, w_dn, dw_up, dw_dn, d2w_up, d2w_dn = code4p_weights(x)
-        a = self.nominal + (self.h_up @ w_up.unsqueeze(-1) + self.h_dn @ w_dn.unsqueeze(-1))[..., 0]
-        a_p = self.h_up * dw_up.unsqueeze(1) + self.h_dn * dw_dn.unsqueeze(1)  # [B,C,P]
+        w_up, w_dn, dw_up, dw_dn, d2w_up, d2w_dn = self._histo_weights(x, 6)
+        a = self.nominal + (self.cell_h_up * w_up + self.cell_h_dn * w_dn).sum(-1)
+        a_p = self._scatter_cells(
+            self.cell_h_par, self.cell_h_up * dw_up + self.cell_h_dn * dw_dn, P
+        )  # [B,C,P]
         # normsys (log-additive)
         alpha = self._gather(xe, self.ns_par)
         l0, l1, l2, neg = code4(alpha, self.ns_log_hi, self.ns_log_lo, self.ns_coef)
@@ -435,9 +458,13 @@ class BatchedModel:
         )
         hess = hess + cross + cross.transpose(1, 2)
         # diagonal second derivatives of the one-dimensional functions
-        a_pp = self.h_up * d2w_up.unsqueeze(1) + self.h_dn * d2w_dn.unsqueeze(1)
-        l_pp = self._per_cell_par(l2, P)
-        diag = (oe * (a_pp * g.unsqueeze(-1) + b.unsqueeze(-1) * l_pp)).sum(1)
+        # sum_c oe_c (g_c A_c'' + b_c L_c''), straight from the cells' own entries
+        a2 = (self.cell_h_up * d2w_up + self.cell_h_dn * d2w_dn) * (oe * g.unsqueeze(-1))
+        l2c = self._per_cell(l2) * (oe * b.unsqueeze(-1))
+        dg = torch.zeros(B, P2, dtype=x.dtype, device=x.device)
+        dg.scatter_add_(1, self.cell_h_par.reshape(B, -1), a2.reshape(B, -1))
+        dg.scatter_add_(1, self.cell_ns_par.reshape(B, -1), l2c.reshape(B, -1))
+        diag = dg[:, :P]
         # second derivatives of the linear-factor products (k != k')
         if K > 1:
             eye = torch.eye(K, dtype=torch.bool, device=x.device)
