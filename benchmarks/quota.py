@@ -24,6 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sqlalchemy import event  # noqa: E402
+
 from afhub.quotas.limits import Charge, ChargeKind  # noqa: E402
 from afhub.stores.facade import Stores  # noqa: E402
 from afhub.stores.testing import postgres_database, postgres_server_url, seed_scale  # noqa: E402
@@ -34,12 +36,32 @@ from tests.facility import Facility  # noqa: E402
 CHARGE = Charge(kind=ChargeKind.SERVER, cpu_cores=1.0)
 
 
-def time_decisions(url: str, scale: dict, samples: int) -> dict[str, dict[str, float]]:
+def profile_statements(engine) -> dict[str, list[float]]:
+    """Time every SQL statement ``engine`` runs from now on (ms, by its first 70 characters):
+    where a decision's time goes, round trip by round trip."""
+    times: dict[str, list[float]] = {}
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _before(conn, cursor, statement, params, context, executemany):
+        conn.info["afhub_t0"] = time.perf_counter()
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _after(conn, cursor, statement, params, context, executemany):
+        elapsed = (time.perf_counter() - conn.info.pop("afhub_t0")) * 1000
+        times.setdefault(" ".join(statement.split())[:70], []).append(elapsed)
+
+    return times
+
+
+def time_decisions(
+    url: str, scale: dict, samples: int, profile: bool = False
+) -> dict[str, dict[str, float]]:
     stores = Stores.open(url)
     try:
         t0 = time.perf_counter()
         seeded = seed_scale(stores, **scale)
         seed_s = time.perf_counter() - t0
+        statements = profile_statements(stores.db.engine) if profile else None
         users = list(seeded["users"])
         rng = random.Random(7)
         decide_ms, admit_ms = [], []
@@ -48,6 +70,15 @@ def time_decisions(url: str, scale: dict, samples: int) -> dict[str, dict[str, f
             t = time.perf_counter()
             stores.ledger.preview(user=user, charge=CHARGE)
             decide_ms.append((time.perf_counter() - t) * 1000)
+        if statements is not None:
+            print(f"{len(decide_ms)} decisions, per statement (ms):")
+            for statement, values in statements.items():
+                s = summary(values)
+                print(
+                    f"  {len(values):5d}x p50 {s['median']:.2f} p95 {s['p95']:.2f} "
+                    f"total {sum(values):.0f}  {statement}"
+                )
+            statements.clear()
         for i in range(samples // 2):
             user = rng.choice(users)
             t = time.perf_counter()
@@ -90,6 +121,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="100k rows, 4 spawns each")
     parser.add_argument("--samples", type=int, default=400, help="decisions timed per backend")
     parser.add_argument("--spawns", type=int, default=10, help="spawns per facility")
+    parser.add_argument(
+        "--profile", action="store_true", help="time each SQL statement of the decisions"
+    )
     parser.add_argument("--no-write", action="store_true", help="do not update the docs")
     args = parser.parse_args()
     scale = {"groups": 1000, "max_depth": 6, "users": 10_000, "ledger_rows": 1_000_000}
@@ -106,9 +140,9 @@ def main() -> None:
             print(f"seeding {name} ...", flush=True)
             if pg_server:
                 with postgres_database(pg_server) as pg_url:
-                    result = time_decisions(pg_url, scale, args.samples)
+                    result = time_decisions(pg_url, scale, args.samples, args.profile)
             else:
-                result = time_decisions(url, scale, args.samples)
+                result = time_decisions(url, scale, args.samples, args.profile)
             d, a = result["decision"], result["admission"]
             rows.append(
                 f"| {name} | {d['median']:.2f} | {d['p95']:.2f} | {a['median']:.2f} | "
