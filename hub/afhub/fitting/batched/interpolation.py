@@ -78,10 +78,11 @@ def code4(
     return log_val, d1_val, d2_val, negative
 
 
-def code4p_weights(a: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def code4p_weights(a: torch.Tensor, n: int = 6) -> tuple[torch.Tensor, ...]:
     """Weights of ``up`` and ``dn`` in the code4p shift, with first and second derivatives.
 
-    Returns ``(w_up, w_dn, dw_up, dw_dn, d2w_up, d2w_dn)``, each shaped like ``a``.
+    Returns the first ``n`` of ``(w_up, w_dn, dw_up, dw_dn, d2w_up, d2w_dn)``, each shaped
+    like ``a``.
     """
     a2 = a * a
     q = 15 - 10 * a2 + 3 * a2 * a2  # polynomial of the antisymmetric part
@@ -101,5 +102,5 @@ def code4p_weights(a: torch.Tensor) -> tuple[torch.Tensor, ...]:
     outer_dn = (zero, a, zero, one, zero, zero)
     return tuple(
         torch.where(above, u, torch.where(below, d, i))
-        for i, u, d in zip(inner, outer_up, outer_dn, strict=True)
+        for i, u, d in list(zip(inner, outer_up, outer_dn, strict=True))[:n]
     )
