@@ -24,6 +24,7 @@ Run: ``make bench-dask`` (``.venv/bin/python benchmarks/dask.py --rounds 5``); a
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import socket
@@ -191,6 +192,10 @@ def main() -> None:
                     ("plain", lambda: gateway_round(plain_gateway)),
                 ):
                     ready, work = run()
+                    # collect the round's objects here, in the main thread: a cluster's
+                    # Gateway collected in the client's IO-loop thread calls close() from
+                    # its __del__ and waits on that same loop (a deadlock seen in a run)
+                    gc.collect()
                     times[kind]["ready"].append(ready)
                     times[kind]["work"].append(work)
                     print(f"round {i + 1} {kind}: ready {ready:.2f} s, workload {work:.2f} s")
