@@ -23,8 +23,8 @@ STAUS_PATCH = "patch.DS_100_1_Staus.json"
 
 
 @pytest.fixture(scope="module")
-def carol(facility):
-    return user_token(facility, "fit-carol")
+def dora(facility):
+    return user_token(facility, "fit-dora")
 
 
 @pytest.fixture(scope="module")
@@ -40,19 +40,19 @@ def staus(tmp_path_factory) -> tuple[dict, list]:
     return bkg, json.loads((region / STAUS_PATCH).read_text())
 
 
-def test_a_patch_the_batched_engine_gives_up_on_is_stored_certified(facility, carol, staus):
+def test_a_patch_the_batched_engine_gives_up_on_is_stored_certified(facility, dora, staus):
     bkg, patch = staus
     job = submit(
         facility,
-        carol,
+        dora,
         {
             "workspace": bkg,
             "patches": [{"name": "DS_100_1", "patch": patch}],
             "settings": {"engine": "batched"},
         },
     )
-    assert wait_job(facility, carol, job["id"], timeout=900)["state"] == "done"
-    (result,) = results(facility, carol, job["id"])
+    assert wait_job(facility, dora, job["id"], timeout=900)["state"] == "done"
+    (result,) = results(facility, dora, job["id"])
     # pyhf's default converges on this patch: the service must not store not_converged
     assert result["status"] == "converged", result["diagnostics"]
     assert result["certificate"]["ok"] is True
@@ -68,13 +68,13 @@ def test_a_patch_the_batched_engine_gives_up_on_is_stored_certified(facility, ca
     assert result["values"]["cls_obs"][0] == pytest.approx(ref.values["cls_obs"][0], abs=1e-4)
 
 
-def test_the_service_stores_what_pyhf_certifies_where_the_batched_engine_gives_up(facility, carol):
+def test_the_service_stores_what_pyhf_certifies_where_the_batched_engine_gives_up(facility, dora):
     bkg, patches = one_sided_zero_yield()
     job = submit(
-        facility, carol, {"workspace": bkg, "patches": patches, "settings": {"engine": "batched"}}
+        facility, dora, {"workspace": bkg, "patches": patches, "settings": {"engine": "batched"}}
     )
-    assert wait_job(facility, carol, job["id"], timeout=600)["state"] == "done"
-    (result,) = results(facility, carol, job["id"])
+    assert wait_job(facility, dora, job["id"], timeout=600)["state"] == "done"
+    (result,) = results(facility, dora, job["id"])
     assert result["status"] == "converged", result["diagnostics"]
     assert result["certificate"]["ok"] is True
     if result["engine"] == "batched":  # the engine learnt this case
@@ -92,13 +92,13 @@ def test_the_service_stores_what_pyhf_certifies_where_the_batched_engine_gives_u
     assert result["values"]["cls_obs"] == pytest.approx(alone.values["cls_obs"], rel=1e-6)
 
 
-def test_not_converged_is_stored_only_with_every_rung(facility, carol):
+def test_not_converged_is_stored_only_with_every_rung(facility, dora):
     bkg, patches = zero_yield_bins()
     job = submit(
-        facility, carol, {"workspace": bkg, "patches": patches, "settings": {"engine": "batched"}}
+        facility, dora, {"workspace": bkg, "patches": patches, "settings": {"engine": "batched"}}
     )
-    assert wait_job(facility, carol, job["id"], timeout=600)["state"] == "done"
-    (result,) = results(facility, carol, job["id"])
+    assert wait_job(facility, dora, job["id"], timeout=600)["state"] == "done"
+    (result,) = results(facility, dora, job["id"])
     if result["status"] == "converged":  # the batched engine certified it
         assert result["engine"] == "batched" and result["certificate"]["ok"] is True
         return
