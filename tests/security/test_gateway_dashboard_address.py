@@ -76,6 +76,13 @@ def test_dashboard_is_fetched_from_the_port_the_gateway_chose(fac):
     token = fac.login("rep", fac.add_user("rep")).new_token("dashboard address")
     rest = urljoin(fac.url, "services/dask-gateway/")
     auth = {"Authorization": f"jupyterhub {token}"}
+    deadline = time.monotonic() + 60
+    while True:  # the hub answers before the proxy routes to the gateway service
+        r = requests.get(rest + "api/v1/clusters/", headers=auth, timeout=30)
+        if r.status_code != 404 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert r.status_code == 200, r.text
     r = requests.post(rest + "api/v1/clusters/", json={"cluster_options": {}}, headers=auth)
     assert r.status_code == 201, r.text
     name = r.json()["name"]
