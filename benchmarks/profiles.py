@@ -27,14 +27,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from afhub.profiles.build import (  # noqa: E402
+from afhub.profiles.build import (
     _BODIES,
     _OPTIONS,
     build_profile_list,
     resolve_user_options,
 )
-from afhub.registry.model import parse_registry  # noqa: E402
-from benchmarks.report import summary, write_section  # noqa: E402
+from afhub.registry.model import parse_registry
+from benchmarks.report import summary, write_section
 
 TARGET_MS = 20.0
 

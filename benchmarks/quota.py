@@ -24,14 +24,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy import event  # noqa: E402
+from sqlalchemy import event
 
-from afhub.quotas.limits import Charge, ChargeKind  # noqa: E402
-from afhub.stores.facade import Stores  # noqa: E402
-from afhub.stores.testing import postgres_database, postgres_server_url, seed_scale  # noqa: E402
-from benchmarks.report import summary, write_section  # noqa: E402
-from benchmarks.spawn import one_spawn  # noqa: E402
-from tests.facility import Facility  # noqa: E402
+from afhub.quotas.limits import Charge, ChargeKind
+from afhub.stores.facade import Stores
+from afhub.stores.testing import postgres_database, postgres_server_url, seed_scale
+from benchmarks.report import summary, write_section
+from benchmarks.spawn import one_spawn
+from tests.facility import Facility
 
 CHARGE = Charge(kind=ChargeKind.SERVER, cpu_cores=1.0)
 

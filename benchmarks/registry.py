@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from afhub.stores.facade import Stores  # noqa: E402
-from afhub.stores.testing import postgres_database, postgres_server_url  # noqa: E402
-from benchmarks.profiles import group_tree, registry_data  # noqa: E402
-from benchmarks.report import summary, write_section  # noqa: E402
+from afhub.stores.facade import Stores
+from afhub.stores.testing import postgres_database, postgres_server_url
+from benchmarks.profiles import group_tree, registry_data
+from benchmarks.report import summary, write_section
 
 
 def timed(fn, samples: int) -> list[float]:

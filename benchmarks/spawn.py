@@ -23,8 +23,8 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.report import summary, write_section  # noqa: E402
-from tests.facility import PROJECT_ROOT, Facility, HubSession  # noqa: E402
+from benchmarks.report import summary, write_section
+from tests.facility import PROJECT_ROOT, Facility, HubSession
 
 PLAIN_CONFIG = """
 c = get_config()  # noqa

@@ -37,10 +37,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.report import summary, write_section  # noqa: E402
-from benchmarks.spawn import PlainHub  # noqa: E402
-from tests.browser import CHROMIUM_ARGS, chromium_path  # noqa: E402
-from tests.facility import Facility  # noqa: E402
+from benchmarks.report import summary, write_section
+from benchmarks.spawn import PlainHub
+from tests.browser import CHROMIUM_ARGS, chromium_path
+from tests.facility import Facility
 
 USER = "bench"
 RESOURCES = 40

@@ -20,7 +20,8 @@ def test_admin_password_generated_private_and_works(facility):
     assert len(facility.admin_password) >= 20
     session = facility.login("admin", facility.admin_password)
     me = session.api("GET", "user").json()
-    assert me["name"] == "admin" and me["admin"] is True
+    assert me["name"] == "admin"
+    assert me["admin"] is True
 
 
 def test_wrong_password_and_unknown_user_are_refused(facility, new_user):
@@ -36,7 +37,8 @@ def test_users_cli_lists_and_refuses_duplicates_and_bad_names(facility, new_user
     name, _ = new_user()
     assert name in facility.afhub("users", "list").stdout.split()
     duplicate = facility.afhub("users", "add", name, check=False)
-    assert duplicate.returncode == 2 and "exists already" in duplicate.stderr
+    assert duplicate.returncode == 2
+    assert "exists already" in duplicate.stderr
     for bad in ("", "Bad Name", "../etc", "a" * 70, "<script>"):
         result = facility.afhub("users", "add", bad, check=False)
         assert result.returncode == 2 and "invalid username" in result.stderr, bad
@@ -49,7 +51,8 @@ def test_login_spawn_lab_kernel_stop(facility, new_user):
     assert server["ready"]
     # JupyterLab is the UI a user lands in
     lab = session.get(urljoin(facility.url, f"user/{name}/lab"), timeout=30)
-    assert lab.status_code == 200 and "JupyterLab" in lab.text
+    assert lab.status_code == 200
+    assert "JupyterLab" in lab.text
     token = session.new_token("kernel test")
     out = run_in_kernel(facility.url, name, token, "import os; print(6 * 7, os.getcwd())")
     answer, cwd = out.split()
@@ -120,4 +123,5 @@ def test_cross_origin_spawn_post_is_refused(facility, new_user):
     )
     assert response.status_code == 403
     model = session.api("GET", f"users/{name}").json()
-    assert model["servers"] == {} and model["pending"] is None
+    assert model["servers"] == {}
+    assert model["pending"] is None

@@ -93,7 +93,8 @@ def test_named_servers_are_limited_counted_and_charged_separately(facility):
                 break
             time.sleep(0.5)
         assert set(rows) == {"", "a", "b"}, server_log(facility, user)
-        assert rows["a"]["state"] == "closed" and rows["a"]["stop"] is not None
+        assert rows["a"]["state"] == "closed"
+        assert rows["a"]["stop"] is not None
         assert rows[""]["state"] == rows["b"]["state"] == "running"
         assert {r["group"] for r in rows.values()} == {group}
         assert len({r["id"] for r in rows.values()}) == 3

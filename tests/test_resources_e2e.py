@@ -138,7 +138,8 @@ def test_registered_gpu_and_fpga_for_atlas_higgs(fac):
     # members see both resources in the spawn form, with what their quota leaves
     form = user.get(urljoin(fac.hub_url, "spawn"), timeout=30)
     assert form.status_code == 200
-    assert 'value="sim-a100"' in form.text and 'value="sim-u250"' in form.text
+    assert 'value="sim-a100"' in form.text
+    assert 'value="sim-u250"' in form.text
     assert "Quota of atlas/higgs: no limit applies." in form.text
     gpu_block = profile_block(
         student.get(urljoin(fac.hub_url, "spawn"), timeout=30).text, "sim-a100"
@@ -147,8 +148,10 @@ def test_registered_gpu_and_fpga_for_atlas_higgs(fac):
     assert re.findall(r'<option value="(\d)"', gpu_block) == ["1"]
     # a non-member does not (the charge-to select gives them a form to look at)
     form = outsider.get(urljoin(fac.hub_url, "spawn"), timeout=30)
-    assert form.status_code == 200 and 'name="charge_to"' in form.text
-    assert "sim-a100" not in form.text and "sim-u250" not in form.text
+    assert form.status_code == 200
+    assert 'name="charge_to"' in form.text
+    assert "sim-a100" not in form.text
+    assert "sim-u250" not in form.text
     assert servers(user) == servers(student) == servers(outsider) == {}
 
     # refused at once, nothing spawned: not allowed, over quota, junk choices, extra keys
@@ -187,7 +190,8 @@ def test_registered_gpu_and_fpga_for_atlas_higgs(fac):
     busy = spawn(hyphen, {"profile": "sim-a100", "accelerators": "1"})
     elapsed = time.monotonic() - t0
     assert busy.status_code == 409, busy.text
-    assert "no free GPU" in busy.json()["message"] and "2 of 2 in use" in busy.json()["message"]
+    assert "no free GPU" in busy.json()["message"]
+    assert "2 of 2 in use" in busy.json()["message"]
     assert elapsed < 2, elapsed
     assert servers(hyphen) == {}
     # ... and the next spawn works: the FPGA for user-hyphen, in its own home
@@ -223,7 +227,8 @@ def test_registered_gpu_and_fpga_for_atlas_higgs(fac):
             "SELECT resource, state, start_ts FROM afhub_ledger WHERE user_name = 'user-hyphen' "
             "ORDER BY id"
         ).fetchall()
-    assert rows[0] == ("sim-a100", "failed", None) and rows[1][:2] == ("sim-u250", "running")
+    assert rows[0] == ("sim-a100", "failed", None)
+    assert rows[1][:2] == ("sim-u250", "running")
     hyphen.stop_server()
     student.stop_server()
     stores = stores_of(fac)

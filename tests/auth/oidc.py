@@ -38,8 +38,15 @@ class OidcProvider:
     def start(self, timeout: float = 30) -> OidcProvider:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "oidc_provider_mock", "--host", "127.0.0.1"]
-                + ["--port", str(self.port)],
+                [
+                    sys.executable,
+                    "-m",
+                    "oidc_provider_mock",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

@@ -43,8 +43,10 @@ def test_parse_defaults():
     policy = parse_idp_policy(A, {})
     assert policy == IdpPolicy(entity_id=A, name=A)
     assert policy.username_claim == "eppn"
-    assert policy.prefix is None and policy.strip_domain is None
-    assert policy.allowed_email_domains == () and policy.allow_all is False
+    assert policy.prefix is None
+    assert policy.strip_domain is None
+    assert policy.allowed_email_domains == ()
+    assert policy.allow_all is False
 
 
 def test_parse_global_email_domains_only_fill_in():
@@ -282,7 +284,7 @@ def test_map_groups():
     assert map_groups(claims, group_map, ["CO:COU:afhub-"]) == {"atlas", "physics"}
     assert map_groups(claims, group_map) == {"atlas"}
     # kept whole only when valid afhub group paths (lowercase segments joined by "/")
-    assert map_groups(claims + ["atlas/higgs", "Atlas"], {}, [], keep_unmapped=True) == {
+    assert map_groups([*claims, "atlas/higgs", "Atlas"], {}, [], keep_unmapped=True) == {
         "unrelated",
         "atlas/higgs",
     }

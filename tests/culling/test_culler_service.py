@@ -70,7 +70,8 @@ def test_defaults_cull_gpu_and_fpga_sooner_than_cpu(env):
         0,
     )
     policy = policy_from_settings(settings)
-    assert policy.timeouts == {"cpu": 3600, "gpu": 1200, "fpga": 1200} and policy.max_age == 0
+    assert policy.timeouts == {"cpu": 3600, "gpu": 1200, "fpga": 1200}
+    assert policy.max_age == 0
     assert settings.named_server_limit == 3
 
 
@@ -82,7 +83,8 @@ def test_culling_settings_from_environment_and_yaml(env):
     settings = load_settings(Config({"FacilitySettings": {"cull_timeout_fpga": 120}}))
     policy = policy_from_settings(settings)
     assert policy.timeouts == {"cpu": 3600, "gpu": 300, "fpga": 120}
-    assert policy.max_age == 86400 and settings.cull_every == 1
+    assert policy.max_age == 86400
+    assert settings.cull_every == 1
     assert settings.named_server_limit == 0
 
 
@@ -218,7 +220,8 @@ def test_a_registry_that_cannot_be_read_leaves_every_server_cpu(stores, caplog):
     with stores.db.engine.begin() as conn:  # a registry table lost: loading it fails
         conn.execute(text("DROP TABLE afhub_registry_resources"))
     by_server, resource_kinds = current_kinds(stores)
-    assert by_server == {("ann", "fit"): "cpu"} and resource_kinds == {}
+    assert by_server == {("ann", "fit"): "cpu"}
+    assert resource_kinds == {}
     assert "could not read the resource registry" in caplog.text
 
 
@@ -229,7 +232,8 @@ def test_a_server_with_no_ledger_interval_falls_back_to_its_profile_option():
     junk = server_activity(model("cy", options={"profile": ["u250"]}), {}, resource_kinds)
     assert junk.kind == "cpu"
     bare = server_activity(model("cy"), {}, resource_kinds)
-    assert bare.kind == "cpu" and bare.started == NOW - timedelta(seconds=7200)
+    assert bare.kind == "cpu"
+    assert bare.started == NOW - timedelta(seconds=7200)
 
 
 def test_arbiter_applies_the_maximum_age_and_a_missing_activity(stores):

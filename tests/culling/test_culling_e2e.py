@@ -88,7 +88,8 @@ def test_idle_gpu_server_is_culled_before_the_cpu_one_and_usage_closes(fac):
         thread.start()
     for thread in threads:
         thread.join(120)
-    assert codes == {"": codes[""], "fit": codes["fit"]} and set(codes.values()) <= {201, 202}
+    assert codes == {"": codes[""], "fit": codes["fit"]}
+    assert set(codes.values()) <= {201, 202}
 
     def servers() -> dict:
         return session.api("GET", "users/idler").json()["servers"]
@@ -128,10 +129,13 @@ def test_idle_gpu_server_is_culled_before_the_cpu_one_and_usage_closes(fac):
     finally:
         stores.close()
     assert set(rows) == {"", "fit"}
-    assert rows["fit"].resource == "sim-gpu" and rows["fit"].gpus == 1
+    assert rows["fit"].resource == "sim-gpu"
+    assert rows["fit"].gpus == 1
     for interval in rows.values():
-        assert interval.state == "closed" and interval.note == "stopped"
-        assert interval.start is not None and interval.stop > interval.start  # it ran
+        assert interval.state == "closed"
+        assert interval.note == "stopped"
+        assert interval.start is not None
+        assert interval.stop > interval.start
     assert rows["fit"].stop < rows[""].stop
 
     # each cull is logged with user, server, kind and idle time

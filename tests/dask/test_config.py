@@ -23,7 +23,8 @@ def settings(tmp_path, **kw) -> FacilitySettings:
 def test_encryption_key_is_generated_once_and_private(tmp_path):
     path = tmp_path / "keys"
     first = ensure_encrypt_keys(path)
-    assert len(first) == 1 and len(first[0]) == 44  # base64 of 32 bytes
+    assert len(first) == 1
+    assert len(first[0]) == 44
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert ensure_encrypt_keys(path) == first
 
@@ -37,7 +38,8 @@ def test_gateway_config_persistent_local_backend_behind_the_hub(tmp_path):
     backend = c.AfhubLocalBackend
     assert backend.db_url == f"sqlite:///{tmp_path / 'dask-gateway.sqlite'}"
     assert backend.db_encrypt_keys == ["k"]
-    assert backend.grace_period == 5 and backend.enforcement_period == 2
+    assert backend.grace_period == 5
+    assert backend.enforcement_period == 2
     assert c.ClusterConfig.scheduler_cmd[-1] == "scheduler"
     assert c.ClusterConfig.worker_cmd[-1] == "worker"
     assert c.ClusterConfig.idle_timeout == 1800.0
@@ -48,7 +50,8 @@ def test_gateway_settings_from_environment(monkeypatch):
     monkeypatch.setenv("AFHUB_DASK_MAX_WORKER_CORES", "8")
     monkeypatch.setenv("AFHUB_DASK_STOP_CLUSTERS_ON_SHUTDOWN", "false")
     gateway = GatewaySettings()
-    assert gateway.max_worker_cores == 8 and gateway.stop_clusters_on_shutdown is False
+    assert gateway.max_worker_cores == 8
+    assert gateway.stop_clusters_on_shutdown is False
     assert gateway.policy().max_worker_cores == 8
 
 

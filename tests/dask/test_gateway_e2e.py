@@ -154,21 +154,26 @@ def test_student_cluster_from_notebook_computes_hits_limit_and_is_charged(facili
     other_token = other.new_token("other")
     assert gw(facility, "GET", "api/v1/clusters/", other_token).json() == {}
     r = gw(facility, "GET", f"api/v1/clusters/{cluster}", other_token)
-    assert r.status_code == 403 and "lacks permissions" in r.json()["error"]
+    assert r.status_code == 403
+    assert "lacks permissions" in r.json()["error"]
     r = gw(facility, "POST", f"api/v1/clusters/{cluster}/scale", other_token, json={"count": 0})
     assert r.status_code == 403
     r = gw(facility, "DELETE", f"api/v1/clusters/{cluster}", other_token)
     assert r.status_code == 403
     r = gw(facility, "GET", f"clusters/{cluster}/status", other_token)
-    assert r.status_code == 403 and "lacks permissions" in r.json()["error"]
+    assert r.status_code == 403
+    assert "lacks permissions" in r.json()["error"]
     r = gw(facility, "GET", f"clusters/{cluster}/status", None)
-    assert r.status_code == 401 and "token" in r.json()["error"]
+    assert r.status_code == 401
+    assert "token" in r.json()["error"]
     # the owner opens the dashboard (a browser logs in through the hub: see
     # tests/security/test_gateway_dashboard.py); a token in the URL is refused
     r = gw(facility, "GET", f"clusters/{cluster}/status", token)
-    assert r.status_code == 200 and "bokeh" in r.text.lower()
+    assert r.status_code == 200
+    assert "bokeh" in r.text.lower()
     r = requests.get(gateway_url(facility) + f"clusters/{cluster}/status?token={token}", timeout=30)
-    assert r.status_code == 400 and "tokens in URLs are refused" in r.json()["error"]
+    assert r.status_code == 400
+    assert "tokens in URLs are refused" in r.json()["error"]
 
     # bad tokens: 401 with a message, never 500
     for header in ("jupyterhub not-a-token", "garbage", "token "):
@@ -180,7 +185,8 @@ def test_student_cluster_from_notebook_computes_hits_limit_and_is_charged(facili
         assert r.status_code == 401, (header, r.status_code, r.text)
         assert "token" in r.json()["error"]
     r = gw(facility, "GET", "api/v1/clusters/", None)
-    assert r.status_code == 401 and "Authorization" in r.json()["error"]
+    assert r.status_code == 401
+    assert "Authorization" in r.json()["error"]
 
     # the scheduler dies: the cluster is cleaned up and its charges are closed
     pid = next(
@@ -203,7 +209,8 @@ def test_student_cluster_from_notebook_computes_hits_limit_and_is_charged(facili
         lambda: gw(facility, "GET", "api/v1/clusters/", token).json() == {}, 20, "cluster gone"
     )
     closed = [i for i in dask_intervals(facility, STUDENTS) if i.server_name.startswith(cluster)]
-    assert len(closed) == 3 and all(i.stop is not None for i in closed)
+    assert len(closed) == 3
+    assert all(i.stop is not None for i in closed)
 
     # core-hours in the ledger and in `afhub usage`
     report = facility.afhub("usage", "--group", STUDENTS, "--since", "2000-01-01", "--csv")

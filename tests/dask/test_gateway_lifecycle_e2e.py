@@ -139,10 +139,12 @@ def test_budget_idle_and_hub_crash(fac):
 
     wait_for(stopped(spent), 40, "the over-budget cluster to be stopped")
     (closed,) = dask_intervals(fac, spent)
-    assert closed.group == "dbudget" and closed.cpu_cores == 1.0
+    assert closed.group == "dbudget"
+    assert closed.cpu_cores == 1.0
     refused = create("dbudget")
     assert refused.status_code == 422
-    assert "dbudget" in refused.json()["error"] and "CPU core-hours" in refused.json()["error"]
+    assert "dbudget" in refused.json()["error"]
+    assert "CPU core-hours" in refused.json()["error"]
     wait_for(stopped(idle), 40, "the idle cluster to stop")
 
     # the hub crashes: the gateway exits with it and leaves the cluster running

@@ -85,7 +85,8 @@ def test_cluster_stops_with_the_server_that_started_it(facility):
     assert dask_intervals(facility, tied), "the tied cluster was charged while it ran"
     time.sleep(3)  # several liveness periods: the others are left alone
     clusters = listed()
-    assert clusters[kept]["status"] == "RUNNING" and clusters[outside]["status"] == "RUNNING"
+    assert clusters[kept]["status"] == "RUNNING"
+    assert clusters[outside]["status"] == "RUNNING"
     assert any(i.state == "running" for i in dask_intervals(facility, kept))
     for cluster in (kept, outside):
         requests.delete(rest + cluster, headers=auth, timeout=30)

@@ -100,14 +100,17 @@ def test_gpu_resources_follow_the_registry_groups_inherited_down_the_tree():
 def test_offer_per_group_and_quota():
     offer = gpu_offer(REGISTRY, {"atlas/higgs/students"}, chain())
     assert offer == GpuOffer(("gpu-a100", "gpu-t4"), 1, "")
-    assert offer.default_resource == "gpu-a100" and offer.choices == ["gpu-a100", "gpu-t4"]
+    assert offer.default_resource == "gpu-a100"
+    assert offer.choices == ["gpu-a100", "gpu-t4"]
     # no GPU resource for the user's groups: nothing offered, the select shows "(none)"
     none = gpu_offer(REGISTRY, {"atlas/top"}, chain())
-    assert none.max_worker_gpus == 0 and none.choices == [NO_GPU_RESOURCE]
+    assert none.max_worker_gpus == 0
+    assert none.choices == [NO_GPU_RESOURCE]
     assert "registry" in none.reason
     # max_gpus 0 somewhere on the chain: the group that sets it is named
     zero = gpu_offer(REGISTRY, {"atlas/higgs/students"}, chain(students=4, higgs=0))
-    assert zero.max_worker_gpus == 0 and "'atlas/higgs'" in zero.reason
+    assert zero.max_worker_gpus == 0
+    assert "'atlas/higgs'" in zero.reason
     assert gpu_ceiling(chain(students=4, higgs=2)) == (2, "atlas/higgs")
     assert gpu_ceiling(chain()) is None
 
@@ -150,14 +153,16 @@ def test_a_gpu_worker_charges_one_gpu_of_its_resource():
         1,
         "gpu-a100",
     )
-    assert worker_charge(2).resource == "dask-worker" and worker_charge(2).gpus == 0
+    assert worker_charge(2).resource == "dask-worker"
+    assert worker_charge(2).gpus == 0
 
 
 def test_quota_caps_gpu_workers_across_servers_clusters_and_fits():
     # max_gpus 3 on the students, 1 GPU already held elsewhere: 2 more GPU workers fit
     fit, why = workers_that_fit(chain(students=3, held=1), worker_charge(1, 1, "gpu-a100"), 5, NOW)
     assert fit == 2
-    assert "atlas/higgs/students" in why.message and "concurrent GPUs" in why.message
+    assert "atlas/higgs/students" in why.message
+    assert "concurrent GPUs" in why.message
     # a spent GPU-hour budget admits no GPU worker, but CPU workers still fit
     spent = chain(gpu_hours=10, used=10.0)
     assert workers_that_fit(spent, worker_charge(1, 1, "gpu-a100"), 3, NOW)[0] == 0
@@ -167,9 +172,13 @@ def test_quota_caps_gpu_workers_across_servers_clusters_and_fits():
 
 def test_free_slots_cap_gpu_workers_with_a_message():
     gpu = REGISTRY.resources["gpu-a100"]  # 2 nodes x 2 GPUs
-    assert free_slots(4, 3) == 1 and free_slots(4, 6) == 0
-    assert cap_by_slots(3, 1) == 1 and cap_by_slots(3, 5) == 3 and cap_by_slots(2, 0) == 0
+    assert free_slots(4, 3) == 1
+    assert free_slots(4, 6) == 0
+    assert cap_by_slots(3, 1) == 1
+    assert cap_by_slots(3, 5) == 3
+    assert cap_by_slots(2, 0) == 0
     message = slots_notice(gpu, 4, 4)
     assert "no free GPU on resource 'gpu-a100' (NVIDIA A100): 4 of 4 in use" in message
     notice = scale_notice(3, 1, message)
-    assert notice.startswith("Scale request of 3 workers") and "no free GPU" in notice
+    assert notice.startswith("Scale request of 3 workers")
+    assert "no free GPU" in notice

@@ -51,7 +51,8 @@ def charging(stores):
 
 def test_offer_comes_from_the_registry_and_the_group_quota(charging, stores):
     offer = charging.offer("sam", stores.ledger.status(GROUP))
-    assert offer.resources == ("gpu-sim",) and offer.max_worker_gpus == 1
+    assert offer.resources == ("gpu-sim",)
+    assert offer.max_worker_gpus == 1
     assert validate_gpus(1, "gpu-sim", offer) == "gpu-sim"
     # tom's group may not use the GPU resource
     tom = charging.offer("tom", stores.ledger.status("atlas/top"))
@@ -87,7 +88,8 @@ def test_gpu_workers_hold_a_slot_and_release_it(charging, stores):
     }
     mapped = WorkerCharging(stores, real_devices={"gpu-sim": ["3", "7"]})
     real = mapped.environment(user="sam", key="c1/w2")
-    assert real["CUDA_VISIBLE_DEVICES"] == "7" and real["AFHUB_DEVICES_SIMULATED"] == "0"
+    assert real["CUDA_VISIBLE_DEVICES"] == "7"
+    assert real["AFHUB_DEVICES_SIMULATED"] == "0"
     # a CPU worker is charged no GPU and sees none
     cpu = charging.admit(user="sam", group=GROUP, key="c1/w3", spec=CPU)
     assert stores.ledger.get(cpu).gpus == 0
@@ -99,7 +101,8 @@ def test_gpu_workers_hold_a_slot_and_release_it(charging, stores):
     # both slots held: a third GPU worker is capped and refused with the reason, and is
     # charged nothing
     fit, reason = charging.cap(GPU, 3)
-    assert fit == 0 and "no free GPU on resource 'gpu-sim' (NVIDIA A100): 2 of 2" in reason
+    assert fit == 0
+    assert "no free GPU on resource 'gpu-sim' (NVIDIA A100): 2 of 2" in reason
     assert charging.cap(CPU, 3) == (3, "")
     with pytest.raises(WorkerRefused, match="2 of 2 in use"):
         charging.admit(user="sue", group=GROUP, key="c2/w1", spec=GPU)
@@ -181,7 +184,8 @@ def test_this_machines_gpus_are_offered_to_everyone_with_real_devices(charging, 
     local = local_resources(16, 64 * 2**30, [gpu])
     machine = WorkerCharging(stores, local, {LOCAL_GPU: ["0"]})
     offer = machine.offer("tom", stores.ledger.status("atlas/top"))
-    assert offer.resources == (LOCAL_GPU,) and offer.max_worker_gpus == 1
+    assert offer.resources == (LOCAL_GPU,)
+    assert offer.max_worker_gpus == 1
     assert machine.offer("sam", stores.ledger.status(GROUP)).resources == ("gpu-sim", LOCAL_GPU)
     spec = WorkerSpec(worker_cores=1, worker_gpus=1, gpu_resource=LOCAL_GPU)
     machine.admit(user="tom", group="atlas/top", key="c9/w1", spec=spec)

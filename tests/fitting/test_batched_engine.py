@@ -193,7 +193,8 @@ def test_per_patch_fallback_keeps_order(engine):
         ),
     )
     reasons = engine.unsupported_reason(task)
-    assert reasons[0] is None and reasons[3] is None
+    assert reasons[0] is None
+    assert reasons[3] is None
     assert "staterror" in reasons[1]
     assert "patch" in reasons[2]
     results = engine.run(task)

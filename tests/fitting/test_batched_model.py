@@ -60,7 +60,7 @@ def test_code4p_matches_pyhf(up, dn):
     nom = 10.0
     interp = pyhf.interpolators.code4p([[[[nom - dn], [nom], [nom + up]]]])
     expected = np.asarray(interp(np.array([ALPHAS])))[0, 0, :, 0]
-    w_up, w_dn, dw_up, dw_dn, d2w_up, d2w_dn = code4p_weights(torch.tensor(ALPHAS))
+    w_up, w_dn, dw_up, dw_dn, _d2w_up, _d2w_dn = code4p_weights(torch.tensor(ALPHAS))
     np.testing.assert_allclose((w_up * up + w_dn * dn).numpy(), expected, rtol=1e-12, atol=1e-12)
     h = 1e-6
     plus = np.asarray(interp(np.array([ALPHAS + h])))[0, 0, :, 0]

@@ -45,7 +45,7 @@ def test_nll_and_derivatives_match(spec):
         assert ours[i] == pytest.approx(
             pyhf_twice_nll(pmodel, pdata, compiled.par_slices, x[i].numpy()), rel=1e-11
         )
-    f, g, h = model.nll_grad_hess(x, data)
+    _f, _g, h = model.nll_grad_hess(x, data)
     h_ref = torch.autograd.functional.hessian(lambda z: model.nll(z, data).sum(), x)
     h_ref = torch.stack([h_ref[i, :, i, :] for i in range(3)])
     torch.testing.assert_close(h, h_ref, rtol=1e-9, atol=1e-8)

@@ -40,7 +40,8 @@ def test_nll_with_a_negative_expectation_in_an_empty_bin_is_pyhfs():
     assert np.isfinite(ref)
     assert 2 * float(model.nll(x, data)[0]) == pytest.approx(ref, rel=1e-12)
     _, grad, hess = model.nll_grad_hess(x, data)
-    assert bool(torch.isfinite(grad).all()) and bool(torch.isfinite(hess).all())
+    assert bool(torch.isfinite(grad).all())
+    assert bool(torch.isfinite(hess).all())
 
 
 def test_one_sided_histosys_on_a_zero_yield_bin_converges_to_pyhfs_value():

@@ -30,19 +30,26 @@ def _point(x, grad, hess, lower=(-5.0, -5.0), upper=(5.0, 5.0), fixed=(False, Fa
 def test_a_minimum_on_an_active_bound_is_certified():
     # 2NLL = (x0 + 1)^2 + x1^2 with x0 >= 0: the minimum is x0 = 0 with gradient 2 outward
     cert = _point([0.0, 0.0], [2.0, 0.0], [[2.0, 0.0], [0.0, 2.0]], lower=(0.0, -5.0))
-    assert cert["ok"] and cert["at_bounds"] == [0] and cert["n_free"] == 1
-    assert cert["kkt"] == 0.0 and cert["min_eigenvalue"] == 2.0
+    assert cert["ok"]
+    assert cert["at_bounds"] == [0]
+    assert cert["n_free"] == 1
+    assert cert["kkt"] == 0.0
+    assert cert["min_eigenvalue"] == 2.0
 
 
 def test_a_saddle_a_slope_and_a_point_outside_the_bounds_are_refused():
     saddle = _point([0.0, 0.0], [0.0, 0.0], [[2.0, 0.0], [0.0, -2.0]])
-    assert not saddle["ok"] and "not positive definite" in saddle["why"]
+    assert not saddle["ok"]
+    assert "not positive definite" in saddle["why"]
     slope = _point([0.0, 0.0], [0.5, 0.0], [[2.0, 0.0], [0.0, 2.0]])
-    assert not slope["ok"] and "projected gradient" in slope["why"]
+    assert not slope["ok"]
+    assert "projected gradient" in slope["why"]
     shallow = _point([0.0, 0.0], [0.01, 0.0], [[1e-3, 0.0], [0.0, 2.0]])
-    assert not shallow["ok"] and "Newton decrement" in shallow["why"]
+    assert not shallow["ok"]
+    assert "Newton decrement" in shallow["why"]
     outside = _point([6.0, 0.0], [0.0, 0.0], [[2.0, 0.0], [0.0, 2.0]])
-    assert not outside["ok"] and "outside" in outside["why"]
+    assert not outside["ok"]
+    assert "outside" in outside["why"]
     fixed = _point([0.0, 0.0], [7.0, 0.0], [[-1.0, 0.0], [0.0, 2.0]], fixed=(True, False))
     assert fixed["ok"]  # a fixed parameter's gradient and curvature do not count
 
@@ -55,7 +62,8 @@ def test_precision_of_a_vanishing_test_statistic():
         {"fit": "data:poi=1", "twice_nll": 16.0, "newton_decrement": 1e-9},
     ]
     prec = certificate.precision(fits)
-    assert not prec["ok"] and prec["fit"] == "asimov:poi=1"
+    assert not prec["ok"]
+    assert prec["fit"] == "asimov:poi=1"
     assert prec["sqrt_q_error"] > certificate.SQRT_Q_TOL
     assert certificate.precision(fits[2:])["ok"]  # q = 4 is known well enough
 
@@ -63,12 +71,15 @@ def test_precision_of_a_vanishing_test_statistic():
 def test_cross_check_refuses_a_minimum_another_method_undercuts():
     own = [("data:free", 10.0), ("data:poi=1", 12.0), ("asimov:free", 5.0)]
     fine = certificate.cross_check(own, {"other": [("data:free", 10.0 + 1e-3)]}, 1e-12, 1e-5)
-    assert fine["ok"] and fine["compared"] == 1
+    assert fine["ok"]
+    assert fine["compared"] == 1
     worse = certificate.cross_check(own, {"other": [("data:poi=1", 11.9)]}, 1e-12, 1e-5)
-    assert not worse["ok"] and "lower by 0.1" in worse["why"]
+    assert not worse["ok"]
+    assert "lower by 0.1" in worse["why"]
     # where 2 NLL cannot be evaluated to 1e-8 the comparison decides nothing
     stiff_eval = certificate.cross_check(own, {"other": [("data:poi=1", 11.9)]}, 1e-3, 1e-5)
-    assert stiff_eval["ok"] and stiff_eval["decisive"] is False
+    assert stiff_eval["ok"]
+    assert stiff_eval["decisive"] is False
 
 
 def test_rounding_estimate_sees_stiff_constraints():
@@ -82,7 +93,8 @@ def test_pyhf_results_carry_a_certificate():
     result = PyhfEngine().run_one(FitTask(workspace=bkg, patches=tuple(patches)), 0)
     assert result.status == "converged"
     cert = result.certificate
-    assert cert["ok"] and cert["n_fits"] == 5
+    assert cert["ok"]
+    assert cert["n_fits"] == 5
     assert {f["fit"] for f in cert["fits"]} == {
         "data:free",
         "data:poi=1",
@@ -92,7 +104,8 @@ def test_pyhf_results_carry_a_certificate():
     }
     assert cert["worst"]["kkt"] <= certificate.GRAD_TOL
     assert cert["worst"]["min_eigenvalue"] > 0
-    assert cert["precision"]["ok"] and cert["ordering"]["ok"]
+    assert cert["precision"]["ok"]
+    assert cert["ordering"]["ok"]
 
 
 def test_pyhf_tight_tolerance_cls_one_on_a_vanishing_signal_is_not_certified():
@@ -100,7 +113,8 @@ def test_pyhf_tight_tolerance_cls_one_on_a_vanishing_signal_is_not_certified():
     bkg, patches = tiny_signal()
     task = FitTask(workspace=bkg, patches=tuple(patches), settings=FitSettings(tolerance=1e-8))
     result = PyhfEngine().run_one(task, 0)
-    assert result.status == "not_converged" and result.values == {}
+    assert result.status == "not_converged"
+    assert result.values == {}
     assert result.diagnostics["uncertified_values"]["cls_obs"] == [pytest.approx(1.0)]
     assert "sqrt(q)" in result.diagnostics["reason"]
 
@@ -111,7 +125,8 @@ def test_pyhf_stuck_on_a_stiff_constraint_is_not_certified():
     bkg, patches = stiff()
     task = FitTask(workspace=bkg, patches=tuple(patches), settings=FitSettings(tolerance=1e-8))
     result = PyhfEngine().run_one(task, 1)
-    assert result.status == "not_converged" and result.values == {}
+    assert result.status == "not_converged"
+    assert result.values == {}
     assert not result.certificate["ok"]
     assert "projected gradient" in result.certificate["why"]
     assert result.certificate["worst"]["kkt"] > 100 * certificate.GRAD_TOL
@@ -123,10 +138,13 @@ def test_batched_results_are_certified_from_their_diagnostics():
     task = FitTask(workspace=bkg, patches=tuple(patches))
     (good,) = BatchedEngine(num_threads=1).run(task)
     good = certify_batched_result(good, task)
-    assert good.status == "converged" and good.certificate["ok"]
-    assert good.certificate["n_fits"] == 5 and not needs_ladder(good)
+    assert good.status == "converged"
+    assert good.certificate["ok"]
+    assert good.certificate["n_fits"] == 5
+    assert not needs_ladder(good)
     short = replace(task, settings=FitSettings(maxiter=1))
     (stopped,) = BatchedEngine(num_threads=1).run(short)
     stopped = certify_batched_result(stopped, short)
-    assert stopped.status == "not_converged" and not stopped.certificate["ok"]
+    assert stopped.status == "not_converged"
+    assert not stopped.certificate["ok"]
     assert needs_ladder(stopped)

@@ -38,13 +38,17 @@ def test_the_batched_attempt_is_recorded_and_pyhf_gives_the_value():
     (stopped,) = _batched(task)
     assert stopped.status == "not_converged"
     result = run_ladder(replace(task, settings=FitSettings()), 0, [stopped])
-    assert result.status == "converged" and result.engine == "pyhf"
-    assert result.certificate["ok"] and result.certificate["cross_check"]["ok"]
+    assert result.status == "converged"
+    assert result.engine == "pyhf"
+    assert result.certificate["ok"]
+    assert result.certificate["cross_check"]["ok"]
     ladder = result.provenance["ladder"]
     assert [a["rung"] for a in ladder] == ["batched", "pyhf-scipy"]
-    assert ladder[0]["status"] == "not_converged" and ladder[0]["certificate"]["ok"] is False
+    assert ladder[0]["status"] == "not_converged"
+    assert ladder[0]["certificate"]["ok"] is False
     assert ladder[1]["certificate"]["ok"] is True
-    assert result.timings["ladder_pyhf-scipy"] > 0 and "ladder_batched" in result.timings
+    assert result.timings["ladder_pyhf-scipy"] > 0
+    assert "ladder_batched" in result.timings
 
 
 def test_a_patch_that_removes_a_channel_is_certified_on_the_first_rung():
@@ -54,7 +58,8 @@ def test_a_patch_that_removes_a_channel_is_certified_on_the_first_rung():
     for i in range(2):
         result = run_ladder(task, i)
         assert [a["rung"] for a in result.provenance["ladder"]] == ["pyhf-scipy"]
-        assert result.status == "converged" and result.certificate["precision"]["ok"]
+        assert result.status == "converged"
+        assert result.certificate["precision"]["ok"]
         assert reference[i].status == "converged"
         assert result.values["cls_obs"][0] == pytest.approx(
             reference[i].values["cls_obs"][0], abs=1e-5
@@ -70,11 +75,13 @@ def test_every_rung_is_tried_and_recorded_before_not_converged():
     attempts = result.provenance["ladder"]
     assert [a["rung"] for a in attempts] == ["pyhf-scipy", "pyhf-scipy-tight", "pyhf-minuit"]
     assert all(a["status"] == "not_converged" and a["reason"] for a in attempts)
-    assert result.status == "not_converged" and result.values == {}
+    assert result.status == "not_converged"
+    assert result.values == {}
     for rung in ("pyhf-scipy", "pyhf-scipy-tight", "pyhf-minuit"):
         assert rung in result.diagnostics["reason"]
     (batched,) = _batched(task)
-    assert batched.status == "converged" and batched.certificate["ok"]
+    assert batched.status == "converged"
+    assert batched.certificate["ok"]
 
 
 def test_a_vanishing_signal_reaches_minuit():
@@ -128,8 +135,8 @@ def test_where_the_batched_engine_gives_up_pyhf_certifies():
     # December 2026: the batched engine does not converge here (should it learn to, the
     # ladder still must certify pyhf's value, recorded after the batched attempt)
     result = run_ladder(task, 0, [batched])
-    assert result.status == "converged" and result.provenance["rung"] == "pyhf-scipy"
+    assert result.status == "converged"
+    assert result.provenance["rung"] == "pyhf-scipy"
     assert [a["rung"] for a in result.provenance["ladder"]] == ["batched", "pyhf-scipy"]
-    assert result.certificate["ok"] and result.values["cls_obs"][0] == pytest.approx(
-        0.3341, abs=1e-3
-    )
+    assert result.certificate["ok"]
+    assert result.values["cls_obs"][0] == pytest.approx(0.3341, abs=1e-3)

@@ -131,10 +131,12 @@ def test_hypotest_reference_point(reference_task, sbottom_regionA_bkg, sbottom_r
 
     prov = result.provenance
     assert prov["pyhf"] == pyhf.__version__ == "0.7.6"
-    assert prov["backend"] == "numpy" and prov["backend_version"] == np.__version__
+    assert prov["backend"] == "numpy"
+    assert prov["backend_version"] == np.__version__
     assert prov["workspace_sha256"] == canonical_sha256(sbottom_regionA_bkg)
     assert prov["settings"]["normsys_interpcode"] == "code4"
-    assert prov["engine"] == "pyhf" and prov["patch"] == "sbottom_1300_205_60"
+    assert prov["engine"] == "pyhf"
+    assert prov["patch"] == "sbottom_1300_205_60"
     assert result.timings["total"] >= result.timings["compute"] > 0
     assert result.diagnostics["n_fits"] >= 4
     assert all(f["success"] and f["nit"] > 1 for f in result.diagnostics["fits"])
@@ -166,7 +168,7 @@ def test_upper_limit_equals_pyhf(reference_task, reference_spec, sbottom_referen
     assert result.status == "converged", result.diagnostics
 
     model, data = direct_model(reference_spec, settings)
-    obs, exp, (scan, results) = pyhf.infer.intervals.upper_limits.upper_limit(
+    obs, exp, (_scan, results) = pyhf.infer.intervals.upper_limits.upper_limit(
         data, model, scan=np.linspace(0.5, 2.0, 2), return_results=True
     )
     values = result.values
@@ -193,7 +195,8 @@ def test_optimizer_stuck_at_initial_point_is_not_converged(reference_task, refer
     assert result.values == {}
     assert "initial point" in result.diagnostics["reason"]
     failed = result.diagnostics["failed_fits"]
-    assert failed and all(f["nit"] <= 1 and f["grad_max"] > 0.1 for f in failed)
+    assert failed
+    assert all(f["nit"] <= 1 and f["grad_max"] > 0.1 for f in failed)
     assert result.to_dict()["values"] == {}
 
 

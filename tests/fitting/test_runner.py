@@ -45,7 +45,8 @@ def spin_fit(task: FitTask, patch_index: int) -> PatchResult:
 
 def quick_fit(task: FitTask, patch_index: int) -> PatchResult:
     """A fit that answers at once, or spins for the patch named 'stuck'."""
-    assert len(task.patches) == 1 and patch_index == 0  # a worker gets only its patch
+    assert len(task.patches) == 1
+    assert patch_index == 0
     if task.patches[0]["name"] == "stuck":
         spin_fit(task, patch_index)
     return PatchResult(patch=task.patches[0]["name"], engine="test", status="converged")
@@ -116,7 +117,8 @@ def test_fit_that_never_ends_is_killed_at_its_limit(pool):
 def test_crashing_worker_is_replaced(pool):
     with pytest.raises(WorkerDied):
         pool.submit(os._exit, 3, wall_seconds=30).result(timeout=30)
-    assert len(pool.pids()) == 2 and all(alive(pid) for pid in pool.pids())
+    assert len(pool.pids()) == 2
+    assert all(alive(pid) for pid in pool.pids())
     assert pool.submit(abs, -4, wall_seconds=30).result() == 4
 
 
@@ -124,7 +126,8 @@ def test_kill_running_and_cancel_queued(pool):
     running = [pool.submit(time.sleep, 60, wall_seconds=120) for _ in range(2)]
     queued = pool.submit(time.sleep, 60, wall_seconds=120)
     wait_running(running)
-    assert pool.kill(queued) and queued.cancelled()
+    assert pool.kill(queued)
+    assert queued.cancelled()
     assert all(pool.kill(f) for f in running)
     for f in running:
         with pytest.raises(TaskKilled):
@@ -174,7 +177,8 @@ def test_patch_job_kill(pool):
     assert fast.result(timeout=60).status == "converged"
     assert stuck.kill()
     result = stuck.result(timeout=60)
-    assert result.status == "failed" and result.diagnostics["reason"] == "task was cancelled"
+    assert result.status == "failed"
+    assert result.diagnostics["reason"] == "task was cancelled"
     assert result.patch == "stuck"
 
 
@@ -188,7 +192,8 @@ def test_patch_job_wait_after_cancel_of_a_queued_patch(pool):
         return await queued.wait()
 
     result = asyncio.run(wait())
-    assert result.status == "failed" and result.diagnostics["reason"] == "cancelled"
+    assert result.status == "failed"
+    assert result.diagnostics["reason"] == "cancelled"
     assert all(pool.kill(b) for b in blockers)
     for b in blockers:
         with pytest.raises(TaskKilled):
@@ -198,7 +203,8 @@ def test_patch_job_wait_after_cancel_of_a_queued_patch(pool):
 def test_run_with_limit_leaves_nothing_running(pool):
     before = _children()
     child = run_with_limit(os.getpid, (), 30)
-    assert child != os.getpid() and not alive(child)
+    assert child != os.getpid()
+    assert not alive(child)
     with pytest.raises(WallClockExceeded, match="wall-clock limit of 1 s"):
         run_with_limit(time.sleep, (60,), 1.0)
     assert _children() - before - set(pool.pids()) == set()

@@ -130,7 +130,8 @@ def assert_clean_message(response: requests.Response, *words: str) -> str:
     assert 400 <= response.status_code < 500, (response.status_code, response.text[:300])
     body = response.json()
     message = body["error"]
-    assert isinstance(message, str) and message
+    assert isinstance(message, str)
+    assert message
     assert "Traceback" not in response.text
     for local in (str(PROJECT_ROOT), "/tmp/", "/work/", "/usr/", str(Path.home()) + "/"):
         assert local not in response.text, f"server path in {message!r}"

@@ -79,7 +79,8 @@ def test_limits_ownership_and_recovery(stores):
     assert fits.start(first.id, None)
     assert fits.requeue_interrupted() == [first.id]
     again = fits.get(first.id)
-    assert again.state == "queued" and again.attempts == 1
+    assert again.state == "queued"
+    assert again.attempts == 1
     assert fits.cancel(first.id, "ann").state == "cancelled"
     assert not fits.start(first.id, None)  # a cancelled job never starts
 
@@ -131,14 +132,20 @@ def test_scheduler_runs_a_job_charges_it_and_serves_the_repeat_from_the_cache(st
     assert first.state == second.state == "done"
     (computed,) = fits.results(first.id)
     (cached,) = fits.results(second.id)
-    assert computed.status == "converged" and not computed.cached
-    assert cached.cached and cached.result["values"] == computed.result["values"]
+    assert computed.status == "converged"
+    assert not computed.cached
+    assert cached.cached
+    assert cached.result["values"] == computed.result["values"]
     charges = [i for i in stores.ledger.open_intervals()]
     assert charges == []
-    assert first.ledger_interval_id is not None and second.ledger_interval_id is None
+    assert first.ledger_interval_id is not None
+    assert second.ledger_interval_id is None
     interval = stores.ledger.get(first.ledger_interval_id)
-    assert interval.kind == "fit" and interval.state == "closed" and interval.cpu_cores == 1
-    assert interval.server_name == first.id and interval.group == "users"
+    assert interval.kind == "fit"
+    assert interval.state == "closed"
+    assert interval.cpu_cores == 1
+    assert interval.server_name == first.id
+    assert interval.group == "users"
 
 
 def test_cache_lookups_name_the_owner_prefer_ones_own_and_honour_the_scope(stores):
@@ -167,8 +174,10 @@ def test_a_result_from_another_users_job_gets_this_jobs_own_timing():
 
     theirs = {"build": 0.5, "compute": 1.5, "total": 2.0}
     mine = own_timings(theirs, 0.01)
-    assert set(mine) == set(theirs) and mine["total"] == 0.01
-    assert mine["build"] == pytest.approx(0.0025) and mine["compute"] == pytest.approx(0.0075)
+    assert set(mine) == set(theirs)
+    assert mine["total"] == 0.01
+    assert mine["build"] == pytest.approx(0.0025)
+    assert mine["compute"] == pytest.approx(0.0075)
     assert own_timings(None, 0.2) == {"total": 0.2}
 
 
@@ -230,15 +239,15 @@ def test_a_fit_job_runs_on_a_registered_gpu_only_when_its_group_may_pay_for_it(s
 
     refused, auto, payer = asyncio.run(scenario())
     # engine batched, charged to a group the GPU is not open to: refused, nothing charged
-    assert refused.state == "failed" and refused.ledger_interval_id is None
+    assert refused.state == "failed"
+    assert refused.ledger_interval_id is None
     assert "'fit-gpu' is open to 'atlas/higgs'" in refused.error
     assert "not to 'users'" in refused.error
     # engine auto: the patches run with pyhf on the CPU workers, never on the GPU
     assert auto.state == "done"
     for result in fits.results(auto.id):
-        assert result.engine == "pyhf" and "batched_fallback_reason" not in result.result.get(
-            "diagnostics", {}
-        )
+        assert result.engine == "pyhf"
+        assert "batched_fallback_reason" not in result.result.get("diagnostics", {})
     assert stores.ledger.get(auto.ledger_interval_id).gpus == 0
     # a group below atlas/higgs may pay: the job goes to the GPU (on this machine without
     # one the batched engine says so and pyhf runs instead), charged one GPU

@@ -43,17 +43,23 @@ def bob(facility):
 
 def test_submit_status_results_listing_and_ownership(facility, alice, bob):
     job = submit(facility, alice, {"workspace": tiny_workspace(), "settings": {"engine": "pyhf"}})
-    assert job["state"] in ("queued", "running") and job["owner"] == "fit-alice"
+    assert job["state"] in ("queued", "running")
+    assert job["owner"] == "fit-alice"
     assert job["group"] == "users"  # charged to the default group
     done = wait_job(facility, alice, job["id"])
-    assert done["state"] == "done" and done["progress"] == {"done": 1, "total": 1}
+    assert done["state"] == "done"
+    assert done["progress"] == {"done": 1, "total": 1}
     (result,) = results(facility, alice, job["id"])
-    assert result["status"] == "converged" and result["engine"] == "pyhf"
-    assert 0 < result["values"]["cls_obs"][0] < 1 and len(result["values"]["cls_exp"][0]) == 5
+    assert result["status"] == "converged"
+    assert result["engine"] == "pyhf"
+    assert 0 < result["values"]["cls_obs"][0] < 1
+    assert len(result["values"]["cls_exp"][0]) == 5
     provenance = result["provenance"]
-    assert provenance["pyhf"] == pyhf.__version__ and provenance["backend"] == "numpy"
+    assert provenance["pyhf"] == pyhf.__version__
+    assert provenance["backend"] == "numpy"
     assert provenance["workspace_sha256"] == done["workspace_sha256"]
-    assert provenance["settings"]["engine"] == "pyhf" and result["timings"]["total"] > 0
+    assert provenance["settings"]["engine"] == "pyhf"
+    assert result["timings"]["total"] > 0
     assert result["diagnostics"]["n_fits"] >= 1
 
     listed = call(facility, alice, "GET", "jobs").json()["jobs"]
@@ -170,9 +176,11 @@ def test_a_fit_past_its_wall_clock_limit_is_killed_and_reported(facility, alice,
     job = submit(facility, alice, body, wall_seconds=2)
     done = wait_job(facility, alice, job["id"], timeout=60)
     assert time.monotonic() - started < 40
-    assert done["state"] == "failed" and "wall-clock limit of 2 s" in done["error"]
+    assert done["state"] == "failed"
+    assert "wall-clock limit of 2 s" in done["error"]
     (result,) = results(facility, alice, job["id"])
-    assert result["status"] == "failed" and result["values"] == {}
+    assert result["status"] == "failed"
+    assert result["values"] == {}
     assert "wall-clock limit" in result["diagnostics"]["reason"]
     over = call(facility, alice, "POST", "jobs", json=body, params={"wall_seconds": 1e9})
     assert_clean_message(over, "wall_seconds")
@@ -253,7 +261,8 @@ def test_results_equal_pyhf_and_identical_requests_come_from_the_cache(facility,
     assert wait_job(facility, alice, again["id"])["state"] == "done"
     assert time.monotonic() - started < 2.5
     (cached,) = results(facility, alice, again["id"])
-    assert cached["cached"] is True and cached["values"] == h["values"]
+    assert cached["cached"] is True
+    assert cached["values"] == h["values"]
     assert cached["timings"] == h["timings"]  # the stored computation, not a new one
 
 
@@ -279,11 +288,13 @@ def test_engines_batched_with_per_patch_fallback_to_pyhf(facility, alice):
     assert [r["patch"] for r in got] == ["signal_3.0", "signal_8.0"]
     for a, b in zip(got, ref, strict=True):
         assert a["status"] == b["status"] == "converged"
-        assert a["provenance"]["engine"] == "batched" and a["provenance"]["torch"]
+        assert a["provenance"]["engine"] == "batched"
+        assert a["provenance"]["torch"]
         # the batched engine's own gate against pyhf: 1e-5
         np.testing.assert_allclose(a["values"]["cls_obs"], b["values"]["cls_obs"], atol=1e-5)
         np.testing.assert_allclose(a["values"]["cls_exp"], b["values"]["cls_exp"], atol=1e-5)
     assert wait_job(facility, alice, fallback["id"])["state"] == "done"
     for r in results(facility, alice, fallback["id"]):
-        assert r["engine"] == "pyhf" and r["status"] == "converged"
+        assert r["engine"] == "pyhf"
+        assert r["status"] == "converged"
         assert "histosys" in r["diagnostics"]["batched_fallback_reason"]

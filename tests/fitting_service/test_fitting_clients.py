@@ -55,7 +55,8 @@ print(json.dumps({{"state": final["state"], "table": fits.table(job)}}))
     assert set(rows) == set(NAMES)
     for row in rows.values():
         assert row["status"] == "converged", row
-        assert 0 < row["cls_obs"] <= 1 and len(row["cls_exp"]) == 5
+        assert 0 < row["cls_obs"] <= 1
+        assert len(row["cls_exp"]) == 5
     reference = rows[NAMES[0]]
     # engine auto: several patches run batched where supported (1e-5 of pyhf, its gate)
     assert reference["engine"] in ("batched", "pyhf")
@@ -63,7 +64,7 @@ print(json.dumps({{"state": final["state"], "table": fits.table(job)}}))
 
 
 def test_afhub_fit_submit_wait_status_results(facility, carol, sbottom):
-    name, session = carol
+    _name, session = carol
     token = session.new_token("cli")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AFHUB_", "JUPYTERHUB_"))}
     env["JUPYTERHUB_API_TOKEN"] = token
@@ -87,24 +88,31 @@ def test_afhub_fit_submit_wait_status_results(facility, carol, sbottom):
     assert f"{job_id}: done" in done.stdout
     for patch in NAMES[:2]:
         assert patch in done.stdout
-    assert "cls_obs" in done.stdout and "converged" in done.stdout
+    assert "cls_obs" in done.stdout
+    assert "converged" in done.stdout
 
     status = afhub("status", job_id)
-    assert status.returncode == 0 and "done (2/2 patches)" in status.stdout
+    assert status.returncode == 0
+    assert "done (2/2 patches)" in status.stdout
     table = afhub("results", job_id)
-    assert table.returncode == 0 and NAMES[0] in table.stdout
+    assert table.returncode == 0
+    assert NAMES[0] in table.stdout
     single = afhub(
         "submit",
         str(region / "BkgOnly.json"),
         *("--patch", str(region / PATCHES[1]), "--settings", '{"engine": "pyhf"}'),
     )
-    assert single.returncode == 0 and single.stdout.strip()
+    assert single.returncode == 0
+    assert single.stdout.strip()
     cancelled = afhub("cancel", single.stdout.strip())
-    assert cancelled.returncode == 0 and "cancelled" in cancelled.stdout
+    assert cancelled.returncode == 0
+    assert "cancelled" in cancelled.stdout
     full = afhub("results", job_id, "--json")
     assert json.loads(full.stdout)[0]["provenance"]["workspace_sha256"]
 
     missing = afhub("status", "no-such-job")
-    assert missing.returncode == 2 and "no fit job" in missing.stderr
+    assert missing.returncode == 2
+    assert "no fit job" in missing.stderr
     bad = afhub("submit", str(region.parent / "README.md"))
-    assert bad.returncode == 2 and "not valid JSON" in bad.stderr
+    assert bad.returncode == 2
+    assert "not valid JSON" in bad.stderr

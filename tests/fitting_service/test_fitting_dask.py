@@ -224,8 +224,10 @@ def test_a_patchset_fans_out_and_gives_what_the_local_pool_gives(
     # charged: the Dask workers' cores while the job ran
     for job in on_dask:
         interval = stores.ledger.get(job.ledger_interval_id)
-        assert interval.kind == "fit" and interval.state == "closed"
-        assert interval.cpu_cores == 2 and interval.resource == "dask-local"
+        assert interval.kind == "fit"
+        assert interval.state == "closed"
+        assert interval.cpu_cores == 2
+        assert interval.resource == "dask-local"
         assert interval.gpus == 0
     assert stores.ledger.open_intervals() == []
 
@@ -266,10 +268,12 @@ def test_wall_clock_limit_and_cancellation_kill_the_fits(stores, dask_pool, sbot
             await scheduler.stop(shutdown_pool=False)
 
     timed, took, cancelled = asyncio.run(scenario())
-    assert timed.state == "failed" and "wall-clock limit of 2 s" in timed.error
+    assert timed.state == "failed"
+    assert "wall-clock limit of 2 s" in timed.error
     assert took < 30
     (result,) = fits.results(timed.id)
-    assert result.status == "failed" and result.result["values"] == {}
+    assert result.status == "failed"
+    assert result.result["values"] == {}
     assert "wall-clock limit of 2 s exceeded" in result.result["diagnostics"]["reason"]
     assert cancelled.state == "cancelled"
     assert fits.results(cancelled.id) == []
@@ -305,7 +309,8 @@ def test_a_restart_loses_no_job_and_can_use_an_existing_cluster(stores, dask_poo
     # the next start runs the job again, here on the same cluster reached by its address
     address = dask_pool.scheduler_address
     with DaskExecutor(address=address, preload=PRELOAD) as pool:
-        assert pool.resource == "dask" and pool.cores() == 2
+        assert pool.resource == "dask"
+        assert pool.cores() == 2
 
         async def second_run():
             scheduler = Scheduler(fits, stores.ledger, config, pool=pool)
@@ -318,12 +323,14 @@ def test_a_restart_loses_no_job_and_can_use_an_existing_cluster(stores, dask_poo
                 await scheduler.stop(shutdown_pool=False)
 
         done = asyncio.run(second_run())
-    assert done.state == "done" and done.attempts == 2
+    assert done.state == "done"
+    assert done.attempts == 2
     (result,) = fits.results(job.id)
     assert result.status == "converged"
     assert stores.ledger.open_intervals() == []
     charged = [stores.ledger.get(j) for j in [done.ledger_interval_id]]
-    assert charged[0].resource == "dask" and charged[0].cpu_cores == 1
+    assert charged[0].resource == "dask"
+    assert charged[0].cpu_cores == 1
     # the cluster the service does not own is still there
     assert sum(dask_pool.client.nthreads().values()) == 2
 
@@ -357,7 +364,8 @@ def test_asking_for_cuda_without_a_gpu_stops_the_service_at_start(tmp_path):
     assert service.returncode == 2, service.stderr[-2000:]
     message = service.stderr.strip().splitlines()[-1]
     assert message.startswith("afhub fitting service: FittingService.batched_device is 'cuda'")
-    assert "no CUDA device" in message and "AFHUB_FIT_BATCHED_DEVICE=cpu" in message
+    assert "no CUDA device" in message
+    assert "AFHUB_FIT_BATCHED_DEVICE=cpu" in message
     assert "Traceback" not in service.stderr
 
 
@@ -369,7 +377,8 @@ def test_the_batched_engine_on_a_cuda_device(stores, tmp_path, one_thread):
     with KillablePool(1, preload=PRELOAD) as pool:
         scheduler = Scheduler(FitStore(stores.db), stores.ledger, config, pool=pool)
         probe = scheduler.check_device()
-        assert probe["ok"] and probe["device"].startswith("cuda:")
+        assert probe["ok"]
+        assert probe["device"].startswith("cuda:")
         (on_gpu,) = run_jobs(stores, pool, [task], config)
     assert on_gpu.state == "done"
     gpu_results = outcome(stores, on_gpu.id)
@@ -377,7 +386,8 @@ def test_the_batched_engine_on_a_cuda_device(stores, tmp_path, one_thread):
     assert {r[5]["device"] for r in gpu_results} == {probe["device"]}
     assert all(r[5]["device_name"] == probe["name"] for r in gpu_results)
     interval = stores.ledger.get(on_gpu.ledger_interval_id)
-    assert interval.gpus == 1 and interval.resource == "local-pool+gpu"
+    assert interval.gpus == 1
+    assert interval.resource == "local-pool+gpu"
 
     with KillablePool(1, preload=PRELOAD) as pool:
         cpu_config = FittingService(workers=1, max_running_jobs=2)

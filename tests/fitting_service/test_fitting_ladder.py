@@ -59,8 +59,10 @@ def test_a_patch_the_batched_engine_gives_up_on_is_stored_certified(facility, do
     assert result["certificate"]["worst"]["kkt"] <= result["certificate"]["thresholds"]["grad_tol"]
     if result["engine"] == "pyhf":
         ladder = result["provenance"]["ladder"]
-        assert ladder[0]["rung"] == "batched" and ladder[0]["status"] == "not_converged"
-        assert ladder[-1]["status"] == "converged" and ladder[-1]["certificate"]["ok"]
+        assert ladder[0]["rung"] == "batched"
+        assert ladder[0]["status"] == "not_converged"
+        assert ladder[-1]["status"] == "converged"
+        assert ladder[-1]["certificate"]["ok"]
     # the reference: pyhf itself, in this process
     ref = PyhfEngine(certify=False).run_one(
         FitTask(workspace=bkg, patches=({"name": "p", "patch": patch},)), 0
@@ -79,7 +81,8 @@ def test_the_service_stores_what_pyhf_certifies_where_the_batched_engine_gives_u
     assert result["certificate"]["ok"] is True
     if result["engine"] == "batched":  # the engine learnt this case
         return
-    assert result["engine"] == "pyhf" and result["provenance"]["rung"] == "pyhf-scipy"
+    assert result["engine"] == "pyhf"
+    assert result["provenance"]["rung"] == "pyhf-scipy"
     ladder = result["provenance"]["ladder"]
     assert [(a["rung"], a["status"]) for a in ladder] == [
         ("batched", "not_converged"),
@@ -100,9 +103,11 @@ def test_not_converged_is_stored_only_with_every_rung(facility, dora):
     assert wait_job(facility, dora, job["id"], timeout=600)["state"] == "done"
     (result,) = results(facility, dora, job["id"])
     if result["status"] == "converged":  # the batched engine certified it
-        assert result["engine"] == "batched" and result["certificate"]["ok"] is True
+        assert result["engine"] == "batched"
+        assert result["certificate"]["ok"] is True
         return
-    assert result["status"] == "not_converged" and result["values"] == {}
+    assert result["status"] == "not_converged"
+    assert result["values"] == {}
     rungs = [a["rung"] for a in result["provenance"]["ladder"]]
     assert rungs == ["batched", "pyhf-scipy", "pyhf-scipy-tight", "pyhf-minuit"]
     assert all(a["status"] == "not_converged" for a in result["provenance"]["ladder"])

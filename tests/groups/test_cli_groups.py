@@ -36,9 +36,12 @@ def test_groups_quota_invite_round_trip(afhub):
     status, out, _ = afhub(
         "quota", "set", "atlas/higgs/students", "--gpu-hours", "10", "--max-servers", "3"
     )
-    assert status == 0 and "gpu_hours=10" in out and "max_servers=3" in out
+    assert status == 0
+    assert "gpu_hours=10" in out
+    assert "max_servers=3" in out
     status, out, _ = afhub("quota", "show", "atlas/higgs/students")
-    assert "atlas/higgs/students" in out and "gpu_hours" in out
+    assert "atlas/higgs/students" in out
+    assert "gpu_hours" in out
     status, out, _ = afhub(
         "invite", "create", "atlas/higgs/students", "--email", "sam@example.edu", "--expires", "2d"
     )
@@ -73,7 +76,7 @@ def test_groups_quota_invite_round_trip(afhub):
 )
 def test_bad_input_exits_2_with_a_message(afhub, argv, message):
     afhub("groups", "create", "atlas")
-    status, out, err = afhub(*argv)
+    status, _out, err = afhub(*argv)
     assert status == 2
     assert message in err
     assert "Traceback" not in err

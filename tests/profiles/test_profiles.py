@@ -130,7 +130,8 @@ def test_resolve_defaults_and_overrides():
         == over["extra_resource_limits"]
         == {"nvidia.com/gpu": "2"}
     )
-    assert over["mem_limit"] == 64 * 2**30 and over["cpu_limit"] == 32.0
+    assert over["mem_limit"] == 64 * 2**30
+    assert over["cpu_limit"] == 32.0
     assert resolved.user_options({"charge_to": "atlas"}) == {
         "charge_to": "atlas",
         "profile": "a100-80gb",
@@ -239,7 +240,9 @@ def test_anything_resolved_is_listed(options):
     for name, value in resolved.choices.items():
         assert value in profile["profile_options"][name]["choices"]
     for name, value in resolved.unlisted.items():
-        assert name == "image" and value.startswith("ghcr.io/afhub/") and "\n" not in value
+        assert name == "image"
+        assert value.startswith("ghcr.io/afhub/")
+        assert "\n" not in value
     over = resolved.kubespawner_override
     assert over.get("extra_resource_guarantees") == over.get("extra_resource_limits")
     if resolved.profile == "a100-80gb":
@@ -249,11 +252,14 @@ def test_anything_resolved_is_listed(options):
 def test_profile_lists_of_different_users_are_independent_at_top_level():
     a = build_profile_list(REGISTRY, {"atlas"}, {"a100-80gb": 1})
     b = build_profile_list(REGISTRY, {"atlas"})
-    assert "quota" in a[0]["description"] and "quota" not in b[0]["description"]
+    assert "quota" in a[0]["description"]
+    assert "quota" not in b[0]["description"]
     assert list(a[0]["profile_options"]["accelerators"]["choices"]) == ["1"]
     assert list(b[0]["profile_options"]["accelerators"]["choices"]) == ["1", "2", "3", "4"]
     c = build_profile_list(REGISTRY, {"users", "atlas"})
-    assert c[0]["default"] and not c[2].get("default") and b[0]["default"]
+    assert c[0]["default"]
+    assert not c[2].get("default")
+    assert b[0]["default"]
 
 
 @given(

@@ -31,7 +31,8 @@ def node(path, limits=None, **usage):
 def test_allowed_when_every_node_has_room():
     chain = [node("atlas", Limits(max_servers=10), servers=3), node("atlas/higgs", Limits())]
     decision = decide(chain, GPU_SERVER, NOW)
-    assert decision.allowed and decision.message == "allowed"
+    assert decision.allowed
+    assert decision.message == "allowed"
 
 
 def test_parent_limit_holds_even_when_child_has_room():
@@ -42,9 +43,11 @@ def test_parent_limit_holds_even_when_child_has_room():
     decision = decide(chain, CPU_SERVER, NOW)
     assert not decision.allowed
     (refusal,) = decision.refusals
-    assert refusal.group == "atlas" and refusal.limit == LimitName.MAX_SERVERS
+    assert refusal.group == "atlas"
+    assert refusal.limit == LimitName.MAX_SERVERS
     assert (refusal.used, refusal.limit_value) == (3, 3)
-    assert "'atlas'" in decision.message and "3/3" in decision.message
+    assert "'atlas'" in decision.message
+    assert "3/3" in decision.message
 
 
 def test_budget_refusal_names_group_limit_usage_and_reset():

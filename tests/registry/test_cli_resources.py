@@ -55,7 +55,9 @@ def opened(home):
 def test_operator_manages_the_registry(home, capsys):
     assert afhub(capsys, "list")[1].startswith("no resources")
     code, out, _ = afhub(capsys, "apply", str(EXAMPLE))
-    assert code == 0 and "added resource a100-80gb" in out and "added provider fnal" in out
+    assert code == 0
+    assert "added resource a100-80gb" in out
+    assert "added provider fnal" in out
     code, out, _ = afhub(capsys, "list", "--kind", "gpu")
     assert code == 0
     lines = out.splitlines()
@@ -67,13 +69,16 @@ def test_operator_manages_the_registry(home, capsys):
     entry_file.write_text(yaml.safe_dump(GPU))
     assert afhub(capsys, "add", str(entry_file))[:2] == (0, "added resource h100\n")
     code, out, _ = afhub(capsys, "show", "h100")
-    assert code == 0 and yaml.safe_load(out) == GPU and "# source: api" in out
+    assert code == 0
+    assert yaml.safe_load(out) == GPU
+    assert "# source: api" in out
     bigger = json.dumps(dict(GPU, node_count=4))
     assert afhub(capsys, "add", "--json", bigger)[0] == 2  # exists: needs --replace
     assert afhub(capsys, "add", "--json", bigger, "--replace")[0] == 0
     assert afhub(capsys, "remove", "h100")[:2] == (0, "removed resource h100\n")
     code, out, _ = afhub(capsys, "providers", "list")
-    assert code == 0 and "University of Chicago" in out
+    assert code == 0
+    assert "University of Chicago" in out
     exported = yaml.safe_load(afhub(capsys, "export")[1])
     assert exported == yaml.safe_load(EXAMPLE.read_text())
     stores = opened(home)
@@ -108,8 +113,10 @@ def test_bad_input_is_one_line_and_exit_2(home, capsys, argv, message):
     argv = [{"BADYAML": str(bad_yaml), "EXAMPLE": str(EXAMPLE)}.get(arg, arg) for arg in argv]
     code, out, err = afhub(capsys, *argv)
     assert code == 2, (out, err)
-    assert message in err and err.startswith("afhub: ")
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert message in err
+    assert err.startswith("afhub: ")
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
 
 
 def test_remove_refused_while_a_server_runs(home, capsys):
@@ -123,7 +130,8 @@ def test_remove_refused_while_a_server_runs(home, capsys):
     finally:
         stores.close()
     code, _, err = afhub(capsys, "remove", "a100-80gb")
-    assert code == 2 and "1 server(s) still run on it; stop them" in err
+    assert code == 2
+    assert "1 server(s) still run on it; stop them" in err
     assert "a100-80gb" in afhub(capsys, "list")[1]
 
 
@@ -175,7 +183,8 @@ def test_registry_file_is_applied_at_hub_start(home, monkeypatch, capsys):
         stores.close()
     # the operator's CLI may not remove a file entry
     code, _, err = afhub(capsys, "remove", "cpu-standard")
-    assert code == 2 and "registry file" in err
+    assert code == 2
+    assert "registry file" in err
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,8 @@ def test_pools_from_the_recorded_cluster():
         "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB",
         "nvidia.com/gpu.count": "4",
     }
-    assert a100["cpu_per_node"] == 127.5 and a100["memory_per_node"] == "1005Gi"
+    assert a100["cpu_per_node"] == 127.5
+    assert a100["memory_per_node"] == "1005Gi"
     assert a100["tolerations"] == [
         {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}
     ]
@@ -43,11 +44,13 @@ def test_pools_from_the_recorded_cluster():
     assert (mig["extended_resource"], mig["count_per_node"]) == ("nvidia.com/mig-1g.10gb", 7)
     assert mig["accelerator"] == "NVIDIA A100 SXM4 80GB MIG 1g.10gb"
     fpga = found["fpga-xilinx-u250-gen3x16-xdma-shell-4-1-0"]
-    assert fpga["kind"] == "fpga" and fpga["count_per_node"] == 2
+    assert fpga["kind"] == "fpga"
+    assert fpga["count_per_node"] == 2
     assert fpga["extended_resource"] == "xilinx.com/fpga-xilinx_u250_gen3x16_xdma_shell_4_1-0"
     cpu = found["cpu-c6i-16xlarge"]
     # cpu-03 is cordoned and cp-1 is the control plane: neither is proposed
-    assert cpu["node_count"] == 2 and "extended_resource" not in cpu
+    assert cpu["node_count"] == 2
+    assert "extended_resource" not in cpu
     assert cpu["node_selector"] == {"node.kubernetes.io/instance-type": "c6i.16xlarge"}
     assert all(p["allowed_groups"] == [] for p in found.values())
 

@@ -62,8 +62,10 @@ def fpga(name="u250", groups=("atlas/higgs",)):
 def error_of(response, status):
     assert response.status_code == status, response.text
     body = response.json()
-    assert body["status"] == status and body["error"]
-    assert "Traceback" not in response.text and "/work/" not in response.text
+    assert body["status"] == status
+    assert body["error"]
+    assert "Traceback" not in response.text
+    assert "/work/" not in response.text
     return body["error"]
 
 
@@ -86,17 +88,20 @@ def test_admin_registers_and_members_see_only_what_their_groups_may_use(api):
     assert root("POST", "api/providers", json=PROVIDER).status_code == 201
     created = root("POST", "api/resources", json=gpu())
     assert created.status_code == 201, created.text
-    assert created.json()["source"] == "api" and created.json()["accelerators_total"] == 8
+    assert created.json()["source"] == "api"
+    assert created.json()["accelerators_total"] == 8
     assert root("PUT", "api/resources/u250", json=fpga()).status_code == 201
     assert root("PUT", "api/resources/cpu", json=gpu("cpu", groups=["cms"])).status_code == 201
 
     # hana (atlas/higgs/students) inherits atlas/higgs: the GPU and the FPGA, not cms's
     seen = hana("GET", "api/resources").json()["resources"]
     assert [r["name"] for r in seen] == ["a100", "u250"]
-    assert seen[0]["kind"] == "gpu" and seen[0]["accelerator"] == "NVIDIA A100 80GB"
+    assert seen[0]["kind"] == "gpu"
+    assert seen[0]["accelerator"] == "NVIDIA A100 80GB"
     assert seen[0]["usable_through"] == ["atlas/higgs"]
     assert seen[0]["institution"] == "University of Chicago"
-    assert "allowed_groups" not in seen[0] and "source" not in seen[0]
+    assert "allowed_groups" not in seen[0]
+    assert "source" not in seen[0]
     assert hana("GET", "api/resources/u250").json()["kind"] == "fpga"
     # carl (cms) sees only cms's; a resource he may not use is 404 like an unknown one
     assert [r["name"] for r in carl("GET", "api/resources").json()["resources"]] == ["cpu"]
@@ -110,11 +115,13 @@ def test_admin_registers_and_members_see_only_what_their_groups_may_use(api):
     assert everything[0]["allowed_groups"] == ["atlas/higgs"]
     assert everything[0]["servers_running"] == 0
     document = root("GET", "api/registry").json()
-    assert document["resources"][0] == gpu() and document["providers"] == [PROVIDER]
+    assert document["resources"][0] == gpu()
+    assert document["providers"] == [PROVIDER]
 
     # replace, then remove
     changed = root("PUT", "api/resources/a100", json=gpu(node_count=3))
-    assert changed.status_code == 200 and changed.json()["node_count"] == 3
+    assert changed.status_code == 200
+    assert changed.json()["node_count"] == 3
     assert root("DELETE", "api/resources/cpu").json() == {"deleted": "cpu"}
     error_of(root("DELETE", "api/resources/cpu"), 404)
     assert api.stores.registry.load().resources["a100"].node_count == 3
@@ -269,7 +276,8 @@ def test_through_a_real_hub(facility, new_user):
         assert call("forged-token", "GET", "resources").status_code == 401
         # the operator's CLI on the hub host reads the same database
         out = facility.afhub("resources", "list").stdout
-        assert names[0] in out and names[1] in out
+        assert names[0] in out
+        assert names[1] in out
     finally:
         for name in names:
             call(admin, "DELETE", f"resources/{name}")

@@ -63,9 +63,11 @@ def test_example_loads_with_every_field():
     mig = registry.resources["a100-mig-1g10gb"]
     assert mig.extended_resource == "nvidia.com/mig-1g.10gb"
     fpga = registry.resources["alveo-u250"]
-    assert fpga.kind == "fpga" and fpga.extended_resource.startswith("xilinx.com/fpga-")
+    assert fpga.kind == "fpga"
+    assert fpga.extended_resource.startswith("xilinx.com/fpga-")
     cpu = registry.resources["cpu-standard"]
-    assert cpu.extended_resource is None and cpu.count_per_node == 0
+    assert cpu.extended_resource is None
+    assert cpu.count_per_node == 0
 
 
 def test_yaml_text_and_dict_give_the_same_registry(data):

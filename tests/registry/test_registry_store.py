@@ -56,7 +56,8 @@ def run_server_on(stores, resource, user="hana"):
 def test_empty_registry(stores):
     assert stores.registry.revision() == 0
     registry = stores.registry.load()
-    assert isinstance(registry, Registry) and not registry.resources
+    assert isinstance(registry, Registry)
+    assert not registry.resources
     assert stores.registry.document() == {"providers": [], "resources": []}
     assert stores.registry.get_resource("a100") is None
 
@@ -72,7 +73,8 @@ def test_add_show_remove_and_revision(stores):
     assert registry.allowed({"atlas/higgs/students"})[0].name == "a100"
     assert store.resource_records()[0]["source"] == "api"
     store.remove_resource("a100")
-    assert store.get_resource("a100") is None and store.revision() == 3
+    assert store.get_resource("a100") is None
+    assert store.revision() == 3
     with pytest.raises(NotFound, match="no resource named 'a100'"):
         store.remove_resource("a100")
 
@@ -95,7 +97,8 @@ def test_bad_entries_are_refused_with_the_entry_and_field(stores):
             store.add_resource(entry)
         assert message in str(caught.value), str(caught.value)
         assert caught.value.status == 400
-    assert store.revision() == 1 and store.document()["resources"] == []
+    assert store.revision() == 1
+    assert store.document()["resources"] == []
     with pytest.raises(RegistryInvalid, match="field 'institution' is required"):
         store.add_provider({"name": "fnal"})
 
@@ -124,7 +127,8 @@ def test_load_is_cached_until_a_write(stores, db_url):
     finally:
         other.close()
     second = store.load()
-    assert second is not first and second.resources["a100"].node_count == 5
+    assert second is not first
+    assert second.resources["a100"].node_count == 5
     assert store.load() is second
     # a refused write changes nothing
     with pytest.raises(RegistryInvalid):
@@ -214,7 +218,8 @@ def test_apply_is_all_or_nothing(stores):
     bad["resources"][-1]["count_per_node"] = -2
     with pytest.raises(RegistryInvalid, match="must not be negative"):
         store.apply(bad, source="file")
-    assert store.document() == before and store.revision() == revision
+    assert store.document() == before
+    assert store.revision() == revision
     for document, message in [
         ({"resources": "x"}, "must be a list"),
         ({"providers": [], "extra": 1}, "unknown top-level keys ['extra']"),

@@ -113,7 +113,8 @@ def test_dashboard_link_with_alices_token_does_not_act_for_bob(facility, alice_c
         r = bob.browser.get(f"{dashboard(facility, name)}?{query}", headers=NAVIGATE)
         assert r.status_code == 400, (query, r.status_code)
     r = requests.get(gateway_url(facility) + f"api/v1/clusters/?token={alice.token}", timeout=30)
-    assert r.status_code == 400 and "tokens in URLs are refused" in r.json()["error"]
+    assert r.status_code == 400
+    assert "tokens in URLs are refused" in r.json()["error"]
 
     # the same link without the token: Bob's browser is identified as Bob (the hub's
     # OAuth), and Bob does not own the cluster
@@ -126,9 +127,11 @@ def test_dashboard_link_with_alices_token_does_not_act_for_bob(facility, alice_c
 def test_owner_sees_the_dashboard_sandboxed_through_the_hub_login(facility, alice_cluster):
     alice, _, name = alice_cluster
     r = alice.browser.get(dashboard(facility, name), headers=NAVIGATE, allow_redirects=False)
-    assert r.status_code == 302 and "/hub/api/oauth2/authorize" in r.headers["Location"]
+    assert r.status_code == 302
+    assert "/hub/api/oauth2/authorize" in r.headers["Location"]
     state_cookie = r.headers["Set-Cookie"]
-    assert "HttpOnly" in state_cookie and "SameSite=Lax" in state_cookie
+    assert "HttpOnly" in state_cookie
+    assert "SameSite=Lax" in state_cookie
     # the browser follows the hub's OAuth (Alice is logged in) back to the dashboard, at
     # clusters/NAME/~KEY/status: the key admits the page's own subresources, which the
     # sandbox's opaque origin requests without cookies
@@ -139,16 +142,19 @@ def test_owner_sees_the_dashboard_sandboxed_through_the_hub_login(facility, alic
     page_base = r.url.rsplit("/", 1)[0] + "/"
     assert page_base.startswith(gateway_url(facility) + f"clusters/{name}/~"), r.url
     sub = requests.get(page_base + "info/main/workers.html", timeout=30)
-    assert sub.status_code == 200 and "html" in sub.text.lower()
+    assert sub.status_code == 200
+    assert "html" in sub.text.lower()
     assert_sandboxed(sub)
     # the key reads this cluster's dashboard only; a page load under it needs the owner
     other = requests.get(
         gateway_url(facility) + "clusters/another/" + page_base.rsplit("/", 2)[-2] + "/status",
         timeout=30,
     )
-    assert other.status_code == 404 and "expired" in other.json()["error"]
+    assert other.status_code == 404
+    assert "expired" in other.json()["error"]
     r = bob_like = requests.get(page_base + "status", headers=NAVIGATE, timeout=30)
-    assert bob_like.status_code == 200 and "/~" not in r.url  # sent to the clean link...
+    assert bob_like.status_code == 200
+    assert "/~" not in r.url
     assert "oauth2/authorize" in r.url or "login" in r.url  # ...and to the hub's login
     # the dashboard session cookie: HttpOnly, SameSite=Lax, only for the dashboards' path
     session = [c for c in alice.browser.cookies if c.name == "afhub-dask-dashboard"]
@@ -162,7 +168,8 @@ def test_owner_sees_the_dashboard_sandboxed_through_the_hub_login(facility, alic
         headers={"Authorization": f"jupyterhub {alice.token}"},
         timeout=30,
     )
-    assert r.status_code == 200 and "html" in r.text.lower()
+    assert r.status_code == 200
+    assert "html" in r.text.lower()
     assert_sandboxed(r)
     # read-only: nothing but GET and HEAD reaches the scheduler
     r = alice.browser.post(dashboard(facility, name), data="x", headers={"Origin": facility.url})
@@ -183,7 +190,8 @@ def test_forged_and_missing_tokens_are_401_with_a_message(facility, alice_cluste
             message = r.json()["error"]
             assert "token" in message.lower() or "log in" in message, message
     r = requests.get(dashboard(facility, name) + "?token=forged", timeout=30)
-    assert r.status_code == 400 and "Authorization" in r.json()["error"]
+    assert r.status_code == 400
+    assert "Authorization" in r.json()["error"]
 
 
 # dask_gateway's Gateway.__del__ closes a second time after close() and complains
@@ -289,7 +297,8 @@ def test_in_a_browser_the_link_attack_fails_and_dashboard_scripts_are_isolated(
         assert "tokens in URLs are refused" in page.content()
         # without the token: the hub's login identifies Bob, who does not own the cluster
         response = page.goto(dashboard(facility, name))
-        assert response.status == 403 and bob.name in page.content()
+        assert response.status == 403
+        assert bob.name in page.content()
     finally:
         context.close()
     # Alice opens her own dashboard: shown, but what her scheduler serves runs in an

@@ -49,11 +49,13 @@ def test_gpu_offer_only_for_groups_that_may_pay():
     user_groups = {STUDENTS, "users"}
     # charging the students (below atlas): offered
     offer = gpu_offer(REGISTRY, user_groups, chain("atlas", "atlas/higgs", STUDENTS))
-    assert offer.resources == ("gpu-atlas",) and offer.max_worker_gpus == 1
+    assert offer.resources == ("gpu-atlas",)
+    assert offer.max_worker_gpus == 1
     assert validate_gpus(1, "gpu-atlas", offer) == "gpu-atlas"
     # charging 'users': the user may use the GPU, 'users' may not pay for it
     other = gpu_offer(REGISTRY, user_groups, chain("users"))
-    assert other.resources == () and other.max_worker_gpus == 0
+    assert other.resources == ()
+    assert other.max_worker_gpus == 0
     assert "gpu-atlas" in other.choices  # listed, so that choosing it says why not
     for resource in ("gpu-atlas", "(none)"):
         with pytest.raises(OptionsRefused) as refused:

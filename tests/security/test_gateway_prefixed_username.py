@@ -48,7 +48,8 @@ def test_prefixed_username_is_looked_up_under_its_own_name(facility):
             )
         finally:
             stores.close()
-        assert interval is not None and interval.group == "users"
+        assert interval is not None
+        assert interval.group == "users"
         model = requests.get(gateway + f"clusters/{cluster}", headers=auth, timeout=30).json()
         assert model["name"] == cluster
     finally:

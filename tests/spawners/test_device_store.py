@@ -50,7 +50,8 @@ def test_slots_are_exclusive_and_released(stores, devices):
     assert devices.allocate(GPU, 3, 2, user="ann", interval_id=admit(stores, "ann")) == [0, 1]
     with pytest.raises(DevicesBusy) as info:
         devices.allocate(GPU, 3, 2, user="bob", interval_id=admit(stores, "bob"))
-    assert info.value.status == 409 and "2 of 3 in use" in str(info.value)
+    assert info.value.status == 409
+    assert "2 of 3 in use" in str(info.value)
     assert devices.allocate(GPU, 3, 1, user="bob", server_name="x") == [2]
     assert devices.counts() == {"sim-gpu": 3}
     assert [a.slot for a in devices.held_by(user="ann")] == [0, 1]
@@ -77,7 +78,8 @@ def test_stale_allocations_are_reclaimed(stores, devices):
     assert devices.reclaim(alive=[("cat", "")]) == 1
     assert [(a.user, a.slot) for a in devices.allocations()] == [("cat", 0)]
     stores.ledger.close(devices.allocations()[0].interval_id)
-    assert devices.reclaim() == 1 and devices.allocations() == []
+    assert devices.reclaim() == 1
+    assert devices.allocations() == []
 
 
 def test_racing_allocations_never_share_a_slot(stores, devices):
@@ -99,6 +101,7 @@ def test_racing_allocations_never_share_a_slot(stores, devices):
     for t in threads:
         t.join(60)
     won = {u: r for u, r in results.items() if isinstance(r, list)}
-    assert len(results) == 8 and len(won) == 3
+    assert len(results) == 8
+    assert len(won) == 3
     assert sorted(s for r in won.values() for s in r) == [0, 1, 2]
     assert sorted(a.slot for a in devices.allocations("sim-gpu")) == [0, 1, 2]

@@ -102,7 +102,9 @@ def test_slots_lowest_free_and_none_when_short():
     with pytest.raises(ValueError):
         choose_slots(4, set(), -1)
     message = busy_message(REGISTRY.resources["sim-fpga"], 1, 1, 1)
-    assert "no free FPGA" in message and "'sim-fpga'" in message and "1 of 1" in message
+    assert "no free FPGA" in message
+    assert "'sim-fpga'" in message
+    assert "1 of 1" in message
 
 
 def test_device_environment_real_simulated_and_none():
@@ -114,9 +116,11 @@ def test_device_environment_real_simulated_and_none():
         "CUDA_VISIBLE_DEVICES": "",
     }
     real = device_environment(gpu, [1, 3], ["0", "1", "2", "GPU-x"])
-    assert real["CUDA_VISIBLE_DEVICES"] == "1,GPU-x" and real["AFHUB_DEVICES_SIMULATED"] == "0"
+    assert real["CUDA_VISIBLE_DEVICES"] == "1,GPU-x"
+    assert real["AFHUB_DEVICES_SIMULATED"] == "0"
     cpu = device_environment(REGISTRY.resources["cpu-big"], [])
-    assert cpu["CUDA_VISIBLE_DEVICES"] == "" and cpu["AFHUB_DEVICES"] == ""
+    assert cpu["CUDA_VISIBLE_DEVICES"] == ""
+    assert cpu["AFHUB_DEVICES"] == ""
     with pytest.raises(ValueError, match="mapped to 1 real"):
         device_environment(gpu, [0], ["0"])
 
@@ -124,8 +128,10 @@ def test_device_environment_real_simulated_and_none():
 def test_local_resources_and_composition():
     gpus = [LocalGpu(0, "NVIDIA H100", "GPU-1")]
     local = local_resources(16, 64 * 2**30, gpus)
-    assert local[LOCAL_CPU].cpu_per_node == 16 and local[LOCAL_CPU].memory_per_node == "65536Mi"
-    assert local[LOCAL_GPU].count_per_node == 1 and local[LOCAL_GPU].accelerator == "NVIDIA H100"
+    assert local[LOCAL_CPU].cpu_per_node == 16
+    assert local[LOCAL_CPU].memory_per_node == "65536Mi"
+    assert local[LOCAL_GPU].count_per_node == 1
+    assert local[LOCAL_GPU].accelerator == "NVIDIA H100"
     assert LOCAL_GPU not in local_resources(2, 2**30)
     # a member of atlas/higgs: local-cpu first (no registered CPU for them), then the rest
     offered = compose(REGISTRY.resources, {"atlas/higgs"}, local)
@@ -152,7 +158,8 @@ def test_remaining_is_the_smallest_room_on_the_chain():
     assert (room.group, room.servers, room.gpus) == ("atlas/higgs", 4, 1)
     units = units_left(room, [ResourceKind("sim-gpu", True), ResourceKind("cpu", False)])
     assert units == {"sim-gpu": 1}
-    assert "1 accelerator" in describe(room) and "atlas/higgs" in describe(room)
+    assert "1 accelerator" in describe(room)
+    assert "atlas/higgs" in describe(room)
     # what remaining says agrees with the admission decision at the edge
     assert decide(chain, Charge("server", 1, 1), NOW).allowed
     assert not decide(chain, Charge("server", 1, 2), NOW).allowed
@@ -161,7 +168,8 @@ def test_remaining_is_the_smallest_room_on_the_chain():
 def test_spent_budgets_and_full_servers_leave_nothing():
     spent_gpu = remaining([node("g", Limits(gpu_hours=10), Usage(gpu_hours=10))])
     units = units_left(spent_gpu, [ResourceKind("gpu", True), ResourceKind("cpu", False)])
-    assert units == {"gpu": 0} and "no GPU-hours" in describe(spent_gpu)
+    assert units == {"gpu": 0}
+    assert "no GPU-hours" in describe(spent_gpu)
     full = remaining([node("g", Limits(max_servers=1), Usage(holdings=Holdings(servers=1)))])
     assert units_left(full, [ResourceKind("gpu", True), ResourceKind("cpu", False)]) == {
         "gpu": 0,

@@ -97,7 +97,8 @@ def test_kube_spawns_fail_fast_and_leave_nothing(db):
     assert "cms" in refused(spawner(url, "bob", {**gpu, "charge_to": "cms"}), 403)
     form = asyncio.run(spawner(url, "ann", {}).options_form(spawner(url, "ann", {})))
     assert "Your quota leaves 1 GPU." in form
-    assert stores.ledger.open_intervals() == [] and devices.allocations() == []
+    assert stores.ledger.open_intervals() == []
+    assert devices.allocations() == []
 
     ann = spawner(url, "ann", gpu)
     admitted(ann)
@@ -108,7 +109,8 @@ def test_kube_spawns_fail_fast_and_leave_nothing(db):
 
     # every slot held: 409 at once, the interval failed, nothing held
     message = refused(spawner(url, "cat", gpu), 409)
-    assert "no free GPU on resource 'gpu'" in message and "2 of 2 in use" in message
+    assert "no free GPU on resource 'gpu'" in message
+    assert "2 of 2 in use" in message
     assert {i.user for i in stores.ledger.open_intervals()} == {"ann", "bob"}
     assert {a.user for a in devices.allocations()} == {"ann", "bob"}
 

@@ -190,7 +190,8 @@ def test_enforcement_round_warns_once_then_stops_after_grace(tree):
     assert tree.ledger.enforcement_round(grace, now=T0 + hours(1)) == []
     (notice,) = tree.ledger.enforcement_round(grace, now=T0 + hours(2))
     assert (notice.action, notice.interval.id) == (EnforcementAction.WARN, interval)
-    assert "CPU core-hours" in notice.reason and "'atlas/higgs/students'" in notice.reason
+    assert "CPU core-hours" in notice.reason
+    assert "'atlas/higgs/students'" in notice.reason
     # warned already: nothing new until the grace period has passed, then stop
     assert tree.ledger.enforcement_round(grace, now=T0 + hours(2.1)) == []
     (notice,) = tree.ledger.enforcement_round(grace, now=T0 + hours(2.25))

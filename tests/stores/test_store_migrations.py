@@ -124,7 +124,8 @@ def test_0005_gives_invitations_random_ids_and_orphan_charges_an_identity(tmp_pa
     # cms (January): the cms of today was made in June: no group has it
     # the old atlas/higgs (January): the new one is not it; atlas is
     assert orphans == {1: 1, 2: None, 3: 1}
-    assert len(set(ids)) == 2 and all(len(i) == 22 and i.isalnum() for i in ids)
+    assert len(set(ids)) == 2
+    assert all(len(i) == 22 and i.isalnum() for i in ids)
     downgrade(url, "0004_devices")  # and back
     upgrade(url)
 

@@ -141,7 +141,7 @@ def max_worker_cores_for(chain: Sequence[NodeState], policy: DaskPolicy) -> int:
     ceiling = core_ceiling(chain)
     bound = policy.max_worker_cores
     if ceiling is not None:
-        bound = min(bound, int(math.floor(ceiling[0] - policy.scheduler_cores)))
+        bound = min(bound, math.floor(ceiling[0] - policy.scheduler_cores))
     return max(1, bound)
 
 
@@ -151,7 +151,7 @@ def max_workers_for(chain: Sequence[NodeState], policy: DaskPolicy, worker_cores
     if ceiling is None:
         return policy.max_workers
     room = ceiling[0] - policy.scheduler_cores
-    return max(0, min(policy.max_workers, int(math.floor(room / worker_cores))))
+    return max(0, min(policy.max_workers, math.floor(room / worker_cores)))
 
 
 def scheduler_charge(policy: DaskPolicy) -> Charge:

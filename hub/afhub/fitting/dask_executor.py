@@ -65,7 +65,7 @@ class _FitProcess:
         self.signature = (preload, tuple(sorted(env.items())))
         ours, theirs = socket.socketpair()
         try:
-            self.process = subprocess.Popen(  # noqa: S603 - our interpreter and module
+            self.process = subprocess.Popen(
                 [sys.executable, "-m", "afhub.fitting.child", str(theirs.fileno()), *preload],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,

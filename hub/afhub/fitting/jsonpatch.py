@@ -32,11 +32,11 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "UNBOUNDED",
     "PatchError",
     "PatchLimits",
     "PatchTooLarge",
     "Sizer",
-    "UNBOUNDED",
     "apply_patch",
     "apply_patch_sized",
     "measure",

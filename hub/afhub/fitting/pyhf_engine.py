@@ -106,7 +106,7 @@ class RecordingScipyOptimizer(_PointCapture, pyhf.optimize.scipy_optimizer):
 
     def _minimize(
         self, minimizer, func, x0, do_grad=False, bounds=None, fixed_vals=None, options=None
-    ):  # noqa: E501
+    ):
         result = super()._minimize(
             minimizer,
             func,

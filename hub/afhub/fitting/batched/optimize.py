@@ -87,7 +87,7 @@ def _newton_step(
     constraint (a diagonal entry of 1e11) does not damp every other direction, and each item
     is treated on its own (nothing depends on the other items of the batch or on padding).
     """
-    B, P = grad.shape
+    B, _P = grad.shape
     wf = work.to(hess.dtype)
     hw = hess * wf.unsqueeze(-1) * wf.unsqueeze(-2) + torch.diag_embed(1 - wf)
     chol, info = torch.linalg.cholesky_ex(hw)

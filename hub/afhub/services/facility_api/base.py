@@ -317,7 +317,7 @@ class FacilityHandler(HubOAuthenticated, web.RequestHandler):
 class NotFoundHandler(FacilityHandler):
     anonymous = True
 
-    def prepare(self):  # noqa: D401 - no identity needed for a 404
+    def prepare(self):
         raise ApiError(404, "no such API path")
 
 
