@@ -754,17 +754,21 @@ class LedgerStore:
         return result
 
     def enforcement_round(
-        self, grace: timedelta, now: datetime | None = None
+        self, grace: timedelta, now: datetime | None = None, *, kind: str | None = None
     ) -> list[EnforcementNotice]:
         """One pass of the running-budget enforcement: what to warn now and what to stop.
 
         Charges over budget and not yet warned are marked warned (the grace period starts
         and survives hub restarts); charges warned at least ``grace`` ago are to be stopped.
         The hub sends the warnings, stops the servers (then calls :meth:`close`). Run it
-        after each :meth:`checkpoint`.
+        after each :meth:`checkpoint`. ``kind`` limits the round to charges of that kind.
         """
         now = self._now(now)
-        over = {o.interval.id: o for o in self.over_budget(now)}
+        over = {
+            o.interval.id: o
+            for o in self.over_budget(now)
+            if kind is None or o.interval.kind == kind
+        }
         steps = plan_enforcement([o.pure() for o in over.values()], now, grace)
         self.mark_warned([s.interval_id for s in steps if s.action == EnforcementAction.WARN], now)
         return [EnforcementNotice(s.action, over[s.interval_id].interval, s.reason) for s in steps]
