@@ -8,10 +8,11 @@ import json
 
 import pytest
 
+from afhub.fitting.plan import PRELOAD, cache_key, request_of_task
 from afhub.fitting.runner import KillablePool
 from afhub.fitting.validation import validate_request
 from afhub.services.fitting.config import FittingService
-from afhub.services.fitting.scheduler import PRELOAD, Scheduler, cache_key, request_of_task
+from afhub.services.fitting.scheduler import Scheduler
 from afhub.stores.errors import NotFound
 from afhub.stores.facade import Stores
 from afhub.stores.fitting import FitJob, FitStore, TooManyJobs, new_job_id
@@ -170,7 +171,7 @@ def test_cache_lookups_name_the_owner_prefer_ones_own_and_honour_the_scope(store
 
 
 def test_a_result_from_another_users_job_gets_this_jobs_own_timing():
-    from afhub.services.fitting.scheduler import own_timings
+    from afhub.fitting.plan import own_timings
 
     theirs = {"build": 0.5, "compute": 1.5, "total": 2.0}
     mine = own_timings(theirs, 0.01)

@@ -16,15 +16,11 @@ import pytest
 from distributed import get_task_stream
 
 from afhub.fitting.dask_executor import DaskExecutor, fit_processes
+from afhub.fitting.plan import PRELOAD, batch_chunks, request_of_task
 from afhub.fitting.runner import KillablePool
 from afhub.fitting.validation import validate_request
 from afhub.services.fitting.config import FittingService
-from afhub.services.fitting.scheduler import (
-    PRELOAD,
-    Scheduler,
-    batch_chunks,
-    request_of_task,
-)
+from afhub.services.fitting.scheduler import Scheduler
 from afhub.stores.facade import Stores
 from afhub.stores.fitting import FitStore
 from tests.facility import PROJECT_ROOT

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from afhub.fitting.types import FitTask, PatchResult
+from afhub.fitting.worker import die_with_parent
 
 _READY = "ready"
 
@@ -60,8 +61,10 @@ class RemoteError(RuntimeError):
 
 
 def _worker_main(conn: multiprocessing.connection.Connection, preload: tuple[str, ...]) -> None:
-    """Worker loop: import ``preload``, say ready, then run ``(fn, args, kwargs)`` jobs and
-    send back ``(ok, value)``; stop on None or when the parent goes away."""
+    """Worker loop: arrange to die with the parent process (:func:`die_with_parent`), import
+    ``preload``, say ready, then run ``(fn, args, kwargs)`` jobs and send back
+    ``(ok, value)``; stop on None or when the parent goes away."""
+    die_with_parent()
     for module in preload:
         # a module that fails here fails again, reported, in the task that needs it
         with contextlib.suppress(Exception):
@@ -74,7 +77,7 @@ def _worker_main(conn: multiprocessing.connection.Connection, preload: tuple[str
             return
         try:
             job = pickle.loads(raw)  # noqa: S301 - written by the parent pool, never by users
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any unpickling failure goes back as the answer
             conn.send((False, (type(exc).__name__, f"task could not be unpickled: {exc}")))
             continue
         if job is None:
@@ -82,11 +85,11 @@ def _worker_main(conn: multiprocessing.connection.Connection, preload: tuple[str
         fn, args, kwargs = job
         try:
             reply: tuple[bool, Any] = (True, fn(*args, **kwargs))
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - whatever the task raised is its answer
             reply = (False, (type(exc).__name__, str(exc)[:2000]))
         try:
             conn.send(reply)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - an unpicklable result is reported, not fatal
             conn.send((False, (type(exc).__name__, f"result could not be sent back: {exc}")))
 
 
@@ -247,7 +250,7 @@ class KillablePool:
                 if job.future.set_running_or_notify_cancel():
                     try:
                         worker.conn.send_bytes(pickle.dumps((job.fn, job.args, job.kwargs)))
-                    except Exception as exc:
+                    except Exception as exc:  # noqa: BLE001 - the task's future carries it
                         job.future.set_exception(exc)
                         continue
                     worker.job = job
@@ -397,7 +400,7 @@ class PatchJob:
         except asyncio.CancelledError:
             if not self.future.cancelled():
                 raise  # the awaiting task itself was cancelled
-        except Exception:  # noqa: S110 - turned into a failed PatchResult below
+        except Exception:  # noqa: S110, BLE001 - turned into a failed PatchResult below
             pass
         return self.result()
 

@@ -48,6 +48,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from afhub.fitting.ladder import certify_batched_result, ladder_patch, needs_ladder
+from afhub.fitting.plan import (
+    PRELOAD,
+    batch_chunks,
+    cache_key,
+    own_timings,
+    task_from_request,
+    use_batched,
+)
 from afhub.fitting.pyhf_engine import safe_message
 from afhub.fitting.runner import (
     KillablePool,
@@ -60,22 +68,16 @@ from afhub.fitting.runner import (
     single_patch_task,
 )
 from afhub.fitting.types import FitTask, PatchResult
-from afhub.fitting.validation import canonical_sha256, parse_settings
+from afhub.fitting.worker import batched_available, probe_device, run_batched
 from afhub.quotas.limits import Charge, ChargeKind
 from afhub.services.fitting.config import FittingService
-from afhub.services.fitting.work import batched_available, probe_device, run_batched
 from afhub.stores.errors import StoreError
-from afhub.stores.fitting import DONE, FAILED, FitStore, JobInfo
+from afhub.stores.fitting import DONE, FAILED, FitStore, JobInfo, StoredResult
 from afhub.stores.ledger import LedgerStore
 from afhub.stores.registry import RegistryStore
 
 log = logging.getLogger("afhub.fitting")
 T = TypeVar("T")
-
-#: what each worker imports before taking tasks (the batched engine, torch, where installed)
-PRELOAD = ("pyhf", "afhub.fitting.ladder", "afhub.services.fitting.work") + (
-    ("afhub.fitting.batched",) if batched_available() else ()
-)
 
 
 class StartError(ValueError):
@@ -99,63 +101,6 @@ def make_executor(config: FittingService, preload: tuple[str, ...] = PRELOAD) ->
             preload=preload,
         )
     return KillablePool(config.workers, preload=preload)
-
-
-def batch_chunks(indices: list[int], parts: int) -> list[list[int]]:
-    """``indices`` cut into ``min(parts, len(indices))`` contiguous chunks of sizes that
-    differ by at most one (the batched engine's tasks)."""
-    parts = max(1, min(parts, len(indices)))
-    size, extra = divmod(len(indices), parts)
-    chunks, start = [], 0
-    for part in range(parts):
-        end = start + size + (part < extra)
-        chunks.append(indices[start:end])
-        start = end
-    return [c for c in chunks if c]
-
-
-def cache_key(task: FitTask, index: int) -> str:
-    """sha256 of what determines a patch's result: workspace hash, patch content,
-    operation, measurement and settings."""
-    patch = task.patches[index]["patch"] if task.patches else None
-    return canonical_sha256(
-        {
-            "workspace_sha256": task.workspace_sha256,
-            "patch": patch,
-            "operation": task.operation,
-            "measurement": task.measurement,
-            "settings": task.settings.to_dict(),
-        }
-    )
-
-
-def own_timings(stored: dict[str, float] | None, elapsed: float) -> dict[str, float]:
-    """Timings for a result served from another user's identical request: this job's own
-    time (``elapsed``) as ``total``, the stored parts scaled to it (the same keys a fresh
-    result has, none of the first computation's durations)."""
-    stored = {k: v for k, v in (stored or {}).items() if isinstance(v, int | float)}
-    total = stored.get("total") or sum(stored.values())
-    scale = elapsed / total if total > 0 else 0.0
-    out = {key: value * scale for key, value in stored.items()}
-    out["total"] = elapsed
-    return out
-
-
-def task_from_request(job: JobInfo, request: dict[str, Any]) -> FitTask:
-    """The FitTask of a stored (already validated) job."""
-    return FitTask(
-        workspace=request["workspace"],
-        patches=tuple(request.get("patches") or ()),
-        operation=job.operation,
-        settings=parse_settings(job.settings),
-        workspace_sha256=job.workspace_sha256,
-        measurement=job.measurement,
-    )
-
-
-def request_of_task(task: FitTask) -> dict[str, Any]:
-    """What the store keeps of a validated task to run it again."""
-    return {"workspace": task.workspace, "patches": list(task.patches)}
 
 
 @dataclass
@@ -332,88 +277,107 @@ class Scheduler:
             self.wake()
 
     async def _execute(self, job: JobInfo, run: JobRun) -> None:
-        """Run the job (``run.interval``: its ledger charge, closed by the caller)."""
+        """Run the job (``run.interval``: its ledger charge, closed by the caller): serve what
+        the cache has, admit the charge, run the rest batched and/or with pyhf, finish."""
         task = task_from_request(job, await self.call(self.fits.request_of, job.id))
-        n = max(1, len(task.patches))
-        keys = [cache_key(task, i) for i in range(n)]
-        have = await self.call(self.fits.done_indices, job.id)
-        todo = [i for i in range(n) if i not in have]
-        started = time.monotonic()
-        scope = self.config.cache_scope
-        hits = (
-            await self.call(
-                functools.partial(
-                    self.fits.cached_results,
-                    [keys[i] for i in todo],
-                    owner=job.owner if scope == "user" else None,
-                    group=job.group if scope == "group" else None,
-                    prefer_owner=job.owner,
-                )
-            )
-            if todo
-            else {}
-        )
-        for i in list(todo):
-            hit = hits.get(keys[i])
-            if hit is None:
-                continue
-            own = hit.owner == job.owner
-            result = dict(hit.result)
-            if not own:
-                result["timings"] = own_timings(result.get("timings"), time.monotonic() - started)
-            result["patch"] = task.patches[i]["name"] if task.patches else None
-            await self.call(
-                self.fits.add_result,
-                job.id,
-                i,
-                patch=result["patch"],
-                cache_key=keys[i],
-                status=hit.status,
-                engine=hit.engine,
-                result=result,
-                cached=own,
-            )
-            todo.remove(i)
-
-        use_batched = bool(todo) and self._use_batched(task, len(todo))
-        gpu = use_batched and self.config.batched_device == "cuda"
+        keys = [cache_key(task, i) for i in range(max(1, len(task.patches)))]
+        todo = await self._serve_cached(job, task, keys)
+        batched = bool(todo) and use_batched(task.settings, len(todo), self._batched)
+        gpu = batched and self.config.batched_device == "cuda"
         refusal = await self.call(self.gpu_refusal, job.group) if gpu else None
         if refusal is not None:
             if task.settings.engine == "batched":
                 await self.call(self.fits.finish, job.id, FAILED, f"not admitted: {refusal}")
                 return
-            use_batched = gpu = False  # auto: pyhf on the CPU workers
-        if todo:
-            try:
-                admission = await self.call(
-                    self.ledger.admit,
-                    user=job.owner,
-                    group=job.group,
-                    charge=Charge(
-                        kind=ChargeKind.FIT,
-                        cpu_cores=float(min(await self.call(self.pool.cores), len(todo))),
-                        gpus=int(gpu),
-                        resource=self.pool.resource + ("+gpu" if gpu else ""),
-                    ),
-                    server_name=job.id,
-                )
-            except StoreError as exc:
-                await self.call(self.fits.finish, job.id, FAILED, f"not admitted: {exc}")
-                return
-            run.interval = admission.interval_id
+            batched = gpu = False  # auto: pyhf on the CPU workers
+        if todo and not await self._admit(job, run, len(todo), gpu):
+            return
         if not await self.call(self.fits.start, job.id, run.interval):
             return  # cancelled meanwhile: closing the pending charge charges nothing
         if run.interval is not None:
             await self.call(self.ledger.mark_running, run.interval)
 
         pyhf_todo, fallback = list(todo), {}
-        if use_batched and not run.cancelled:
+        if batched and not run.cancelled:
             pyhf_todo, fallback = await self._run_batched(job, task, todo, keys, run)
         if pyhf_todo and not run.cancelled:
             await self._run_pyhf(job, task, pyhf_todo, keys, run, fallback)
+        if not run.cancelled:
+            await self._finish(job)
 
-        if run.cancelled:
-            return
+    async def _serve_cached(self, job: JobInfo, task: FitTask, keys: list[str]) -> list[int]:
+        """Store the patches not done yet whose identical request has a stored result (among
+        those ``cache_scope`` allows); return the indices left to compute."""
+        have = await self.call(self.fits.done_indices, job.id)
+        todo = [i for i in range(len(keys)) if i not in have]
+        started = time.monotonic()
+        if not todo:
+            return todo
+        scope = self.config.cache_scope
+        hits = await self.call(
+            functools.partial(
+                self.fits.cached_results,
+                [keys[i] for i in todo],
+                owner=job.owner if scope == "user" else None,
+                group=job.group if scope == "group" else None,
+                prefer_owner=job.owner,
+            )
+        )
+        for i in list(todo):
+            hit = hits.get(keys[i])
+            if hit is not None:
+                await self._store_cached(job, task, i, keys[i], hit, started)
+                todo.remove(i)
+        return todo
+
+    async def _store_cached(
+        self, job: JobInfo, task: FitTask, i: int, key: str, hit: StoredResult, started: float
+    ) -> None:
+        """Store ``hit`` as patch ``i``'s result: ``cached`` with its own timings when it is
+        the owner's, else with this job's timing (nobody learns of another user's run)."""
+        own = hit.owner == job.owner
+        result = dict(hit.result)
+        if not own:
+            result["timings"] = own_timings(result.get("timings"), time.monotonic() - started)
+        result["patch"] = task.patches[i]["name"] if task.patches else None
+        await self.call(
+            self.fits.add_result,
+            job.id,
+            i,
+            patch=result["patch"],
+            cache_key=key,
+            status=hit.status,
+            engine=hit.engine,
+            result=result,
+            cached=own,
+        )
+
+    async def _admit(self, job: JobInfo, run: JobRun, count: int, gpu: bool) -> bool:
+        """Admit the job's ``fit`` charge (the cores ``count`` patches can use) on the owner's
+        group and keep its interval in ``run``; False, the job failed with the quota's
+        message, when refused."""
+        cores = float(min(await self.call(self.pool.cores), count))
+        try:
+            admission = await self.call(
+                self.ledger.admit,
+                user=job.owner,
+                group=job.group,
+                charge=Charge(
+                    kind=ChargeKind.FIT,
+                    cpu_cores=cores,
+                    gpus=int(gpu),
+                    resource=self.pool.resource + ("+gpu" if gpu else ""),
+                ),
+                server_name=job.id,
+            )
+        except StoreError as exc:
+            await self.call(self.fits.finish, job.id, FAILED, f"not admitted: {exc}")
+            return False
+        run.interval = admission.interval_id
+        return True
+
+    async def _finish(self, job: JobInfo) -> None:
+        """Mark the job done, or failed when every patch failed (with the first reason)."""
         results = await self.call(self.fits.results, job.id)
         failed = [r for r in results if r.status == "failed"]
         if results and len(failed) == len(results):
@@ -440,15 +404,6 @@ class Scheduler:
                 "registry; ask the facility's operators"
             )
         return resource.payer_refusal(group or "")
-
-    def _use_batched(self, task: FitTask, count: int) -> bool:
-        engine = task.settings.engine
-        if engine == "pyhf" or not self._batched:
-            return False
-        if engine == "batched":
-            return True
-        s = task.settings
-        return count >= 2 and s.optimizer == "scipy" and s.tolerance is None
 
     async def _store(
         self, job: JobInfo, index: int, key: str, result: PatchResult, run: JobRun
@@ -500,7 +455,7 @@ class Scheduler:
             for i in todo:
                 await self._store(job, i, keys[i], failed_result(task, i, "batched", str(exc)), run)
             return [], {}
-        except (RemoteError, Exception) as exc:
+        except (RemoteError, Exception) as exc:  # noqa: BLE001 - any failure: pyhf fits them
             if run.cancelled:
                 return [], {}
             reason = f"the batched engine failed ({safe_message(exc)}); fitted with pyhf"
