@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from afhub.fitting.client import FitClient, FitError, format_table
+from afhub.client import FitClient, FitError, format_table
 
 
 def _client(args: argparse.Namespace) -> FitClient:

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from afhub.fitting import validation
+from afhub.fitting.jsonpatch import Sizer
 from afhub.fitting.types import FitSettings
 from afhub.fitting.validation import (
     Limits,
@@ -596,7 +597,7 @@ def test_the_document_size_cap_holds_for_values_the_patch_carries():
 
 def test_operations_and_work_per_request_are_capped_before_any_patch_is_applied():
     patches = [signal_patch(f"p{i}", [1.0, 2.0]) for i in range(20)]
-    nodes = validation.Sizer().measure(small_workspace())[0]
+    nodes = Sizer().measure(small_workspace())[0]
     msg = rejected(
         body(patches=patches),
         "20 patches",

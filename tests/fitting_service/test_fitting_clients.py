@@ -37,7 +37,7 @@ def test_fitclient_in_a_users_server_gets_a_cls_table(facility, carol, sbottom):
         code = f"""
 import json
 from pathlib import Path
-from afhub.fitting.client import FitClient, format_table
+from afhub.client import FitClient, format_table
 region = Path({str(sbottom["dir"])!r})
 workspace = json.loads((region / "BkgOnly.json").read_text())
 patchset = json.loads(Path({str(patchset_file)!r}).read_text())

@@ -20,8 +20,8 @@ import pyhf
 import scipy
 
 from afhub.fitting.certificate import FitPoint, PyhfEvaluator, certify_points
+from afhub.fitting.jsonpatch import UNBOUNDED, apply_patch
 from afhub.fitting.types import FitSettings, FitTask, PatchResult, all_finite
-from afhub.fitting.validation import apply_patch
 
 #: a fit that stops after at most this many iterations is suspect ...
 STALL_MAX_NIT = 1
@@ -183,7 +183,9 @@ class PyhfEngine:
         previous = pyhf.get_backend()
         try:
             pyhf.set_backend(settings.backend, optimizer)
-            spec = apply_patch(task.workspace, patch) if patch else task.workspace
+            spec = (
+                apply_patch(task.workspace, patch["patch"], UNBOUNDED) if patch else task.workspace
+            )
             workspace = pyhf.Workspace(spec)
             model = workspace.model(
                 measurement_name=task.measurement,

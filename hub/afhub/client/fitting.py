@@ -4,7 +4,7 @@ Inside a user's server it needs no configuration: the token is ``$JUPYTERHUB_API
 and the service's URL ``$AFHUB_FITTING_URL`` (set by the facility), else derived from
 ``$JUPYTERHUB_PUBLIC_HUB_URL`` or ``$AFHUB_URL``::
 
-    from afhub.fitting.client import FitClient
+    from afhub.client import FitClient
 
     fits = FitClient()
     job = fits.submit(workspace, patchset=patchset)
