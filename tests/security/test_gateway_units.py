@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 from aiohttp.web import HTTPUnauthorized
 
-from afhub.services.facility_api.base import scrub_uri
+from afhub.services.kit.bodies import scrub_uri
 from afhub.services.gateway.auth import (
     has_secret_parameter,
     hub_username,

@@ -23,8 +23,9 @@ import os
 from datetime import UTC, datetime, timedelta
 
 from afhub.groups.mirror import MirrorPlan, plan_mirror
-from afhub.quotas.decisions import EnforcementAction, plan_enforcement
+from afhub.quotas.decisions import EnforcementAction
 from afhub.services.hub_client import HubAPIError, HubClient
+from afhub.services.kit.lifecycle import ParentWatch
 from afhub.stores.facade import Stores
 
 log = logging.getLogger("afhub.accountant")
@@ -51,24 +52,20 @@ async def mirror_groups(stores: Stores, hub: HubClient) -> MirrorPlan:
 
 
 async def enforce(stores: Stores, hub: HubClient, grace: timedelta) -> list[str]:
-    """Checkpoint, then warn or stop what is over budget; returns what was done."""
+    """Checkpoint, then warn or stop what is over budget (the ledger's enforcement round);
+    returns what was done."""
     now = datetime.now(UTC)
     await asyncio.to_thread(stores.ledger.checkpoint, now)
-    over = await asyncio.to_thread(stores.ledger.over_budget, now)
-    by_id = {item.interval.id: item.interval for item in over}
+    notices = await asyncio.to_thread(stores.ledger.enforcement_round, grace, now)
     done: list[str] = []
-    steps = plan_enforcement([item.pure() for item in over], now, grace)
-    warn = [s.interval_id for s in steps if s.action == EnforcementAction.WARN]
-    if warn:
-        await asyncio.to_thread(stores.ledger.mark_warned, warn, now)
-    for step in steps:
-        interval = by_id[step.interval_id]
+    for notice in notices:
+        interval = notice.interval
         who = f"{interval.kind} {interval.server_name or '(default)'} of {interval.user}"
-        if step.action == EnforcementAction.WARN:
-            log.warning("Over budget, stopping in %s: %s (%s)", grace, who, step.reason)
+        if notice.action == EnforcementAction.WARN:
+            log.warning("Over budget, stopping in %s: %s (%s)", grace, who, notice.reason)
             done.append(f"warned {who}")
         elif interval.kind == "server":
-            log.warning("Stopping %s: %s", who, step.reason)
+            log.warning("Stopping %s: %s", who, notice.reason)
             try:
                 await hub.stop_server(interval.user, interval.server_name)
             except HubAPIError as exc:
@@ -91,20 +88,18 @@ async def wait_for_hub(hub: HubClient, timeout: float = 60) -> None:
 
 
 async def run(stores: Stores, hub: HubClient, interval: float, grace: timedelta) -> None:
-    parent = os.getppid()
+    hub_process = ParentWatch()
     await wait_for_hub(hub)
     report = await asyncio.to_thread(stores.ledger.reconcile, await hub.running_servers())
     log.info("Reconciled the ledger with the hub: %s", report)
-    while os.getppid() == parent:
+    while not hub_process.gone:
         for step in (lambda: mirror_groups(stores, hub), lambda: enforce(stores, hub, grace)):
             try:
                 await step()
             except Exception:  # keep accounting whatever one round met
                 log.exception("accountant round failed")
-        # sleep in short steps so that a hub that died is noticed within a second
-        deadline = asyncio.get_running_loop().time() + interval
-        while os.getppid() == parent and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(min(1.0, interval))
+        # a hub that died is noticed within a second
+        await hub_process.wait(interval)
     log.info("The hub is gone; the accountant stops")
 
 

@@ -37,6 +37,7 @@ from afhub.culling import (
     kind_of,
     server_kinds,
 )
+from afhub.services.kit.lifecycle import ParentWatch
 from afhub.stores.facade import Stores
 
 log = logging.getLogger("afhub.culler")
@@ -152,21 +153,19 @@ async def cull_round(
 
 
 async def run(stores: Stores, policy: CullPolicy, every: float, api_url: str, token: str):
-    parent = os.getppid()
+    hub_process = ParentWatch()
     log.info(
         "Culling servers idle for %s (seconds; 0: never), maximum age %s s, every %s s",
         ", ".join(f"{kind} {seconds:g}" for kind, seconds in policy.timeouts.items()),
         policy.max_age,
         every,
     )
-    while os.getppid() == parent:
+    while not hub_process.gone:
         try:
             await cull_round(stores, policy, api_url, token)
         except Exception:  # the hub may be starting or busy: try again next round
             log.exception("culling round failed")
-        deadline = asyncio.get_running_loop().time() + every
-        while os.getppid() == parent and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(min(1.0, every))
+        await hub_process.wait(every)
     log.info("The hub is gone; the culler stops")
 
 

@@ -16,7 +16,6 @@ from urllib.parse import urlparse
 from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler
 from tornado import web
 
-from afhub.services.facility_api.base import NotFoundHandler, openapi_handler
 from afhub.services.facility_api.groups import GroupHandler, GroupsHandler
 from afhub.services.facility_api.invitations import (
     GroupInvitationsHandler,
@@ -36,7 +35,8 @@ from afhub.services.facility_api.resources import (
 )
 from afhub.services.facility_api.usage import UsageHandler
 from afhub.services.facility_api.users import MeHandler, UserHandler
-from afhub.services.lifecycle import run_until_stopped
+from afhub.services.kit.handlers import NotFoundHandler, openapi_handler
+from afhub.services.kit.lifecycle import run_until_stopped
 from afhub.stores.facade import Stores
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")

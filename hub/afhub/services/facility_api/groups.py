@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from afhub.groups import tree
 from afhub.groups.tree import Action
-from afhub.services.facility_api.base import ApiError, FacilityHandler
-
-
-def group_payload(info, stores=None) -> dict[str, object]:
-    return info.to_dict()
+from afhub.services.facility_api.base import FacilityHandler
+from afhub.services.kit.errors import ApiError
 
 
 class GroupsHandler(FacilityHandler):

@@ -8,7 +8,8 @@ from datetime import timedelta
 from tornado import web
 
 from afhub.groups.tree import Role
-from afhub.services.facility_api.base import ApiError, FacilityHandler
+from afhub.services.facility_api.base import FacilityHandler
+from afhub.services.kit.errors import ApiError
 from afhub.stores.errors import StoreError
 
 MAX_EXPIRES_HOURS = 365 * 24
@@ -94,7 +95,7 @@ class JoinPageHandler(FacilityHandler):
             )
         )
 
-    def write_error(self, status_code: int, **kwargs) -> None:
+    def write_error(self, status_code: int, **kwargs) -> None:  # noqa: ARG002 (tornado's signature; the page names the error, the status is already set)
         self.set_header("Content-Type", "text/html; charset=utf-8")
         exc = kwargs.get("exc_info", (None, None))[1]
         message = getattr(exc, "message", None) or "the invitation could not be handled"

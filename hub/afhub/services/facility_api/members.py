@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from afhub.groups import tree
 from afhub.groups.tree import Action, Role
-from afhub.services.facility_api.base import ApiError, FacilityHandler
+from afhub.services.facility_api.base import FacilityHandler
+from afhub.services.kit.errors import ApiError
 
 
 class MembersHandler(FacilityHandler):

@@ -13,7 +13,8 @@ from typing import Any
 
 from afhub.groups.tree import PermissionDenied
 from afhub.registry.model import Registry, expand_groups
-from afhub.services.facility_api.base import ApiError, FacilityHandler
+from afhub.services.facility_api.base import FacilityHandler
+from afhub.services.kit.errors import ApiError
 from afhub.stores.registry import API, SOURCES
 
 #: a whole registry document (PUT /api/registry): a few hundred resources

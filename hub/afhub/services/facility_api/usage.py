@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 
 from afhub.groups import tree
 from afhub.groups.tree import Action
-from afhub.services.facility_api.base import ApiError, FacilityHandler
+from afhub.services.facility_api.base import FacilityHandler
+from afhub.services.kit.errors import ApiError
 from afhub.stores.ledger import USAGE_COLUMNS
 
 

@@ -6,7 +6,8 @@ import os
 from datetime import timedelta
 
 from afhub.groups import tree
-from afhub.services.facility_api.base import ApiError, FacilityHandler
+from afhub.services.facility_api.base import FacilityHandler
+from afhub.services.kit.errors import ApiError
 from afhub.stores.errors import NotFound
 
 #: the accountant's grace period between the warning and the stop (same environment)

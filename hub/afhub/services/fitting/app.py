@@ -9,10 +9,8 @@ hub-managed service gets (``JUPYTERHUB_API_TOKEN``, ``JUPYTERHUB_SERVICE_PREFIX`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,10 +20,11 @@ from jupyterhub.services.auth import HubOAuth
 from tornado import web
 from tornado.httpserver import HTTPServer
 
-from afhub.services.facility_api.base import NotFoundHandler, openapi_handler
 from afhub.services.fitting.config import FittingService, load_fitting_settings
 from afhub.services.fitting.jobs import JOB_ID, JobHandler, JobsHandler, ResultsHandler, Submissions
 from afhub.services.fitting.scheduler import Scheduler, StartError
+from afhub.services.kit.handlers import NotFoundHandler, openapi_handler
+from afhub.services.kit.lifecycle import ParentWatch, on_stop_signals
 from afhub.stores.facade import Stores
 from afhub.stores.fitting import FitStore
 
@@ -98,13 +97,8 @@ async def serve(config: FittingService) -> None:
         (scheduler.device or {}).get("device", "cpu"),
     )
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    parent = os.getppid()
-    while not stop.is_set() and os.getppid() == parent:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 2)
+    on_stop_signals(stop.set)
+    await ParentWatch().wait(step=2, stop=stop)
     log.info("fitting service stopping")
     server.stop()
     await scheduler.stop()

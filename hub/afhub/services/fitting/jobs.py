@@ -8,8 +8,8 @@ from collections import Counter
 
 from afhub.fitting.plan import request_of_task
 from afhub.fitting.validation import ValidationError, validate_request
-from afhub.services.facility_api.base import ApiError
 from afhub.services.fitting.base import FittingHandler
+from afhub.services.kit.errors import ApiError
 from afhub.stores.fitting import ACTIVE_STATES, FINAL_STATES
 
 JOB_ID = r"(?P<job_id>[^/]+)"
