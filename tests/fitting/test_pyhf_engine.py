@@ -214,7 +214,7 @@ def test_iteration_limit_is_not_converged():
 def test_non_finite_cls_is_not_converged(monkeypatch):
     """pyhf#2232: NaN CLs without an exception must never come out as a value."""
 
-    def nan_hypotest(*args, **kwargs):
+    def nan_hypotest(*_args, **_kwargs):
         return np.float64("nan"), [np.float64(0.5)] * 5
 
     monkeypatch.setattr(pyhf.infer, "hypotest", nan_hypotest)

@@ -37,7 +37,7 @@ def wait_running(futures, timeout: float = 60) -> None:
         time.sleep(0.05)
 
 
-def spin_fit(task: FitTask, patch_index: int) -> PatchResult:
+def spin_fit(_task: FitTask, _patch_index: int) -> PatchResult:
     """A fit that never ends (busy loop)."""
     while True:
         pass

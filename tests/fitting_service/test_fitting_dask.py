@@ -54,7 +54,7 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def dask_pool(one_thread):
+def dask_pool(one_thread):  # noqa: ARG001 - for its effect: one thread per fit
     with DaskExecutor(2, preload=PRELOAD) as pool:
         pool.wait_warm(timeout=300)
         yield pool
@@ -69,7 +69,7 @@ def dask_pool(one_thread):
 
 
 @pytest.fixture(scope="module")
-def local_pool(one_thread):
+def local_pool(one_thread):  # noqa: ARG001 - for its effect: one thread per fit
     with KillablePool(2, preload=PRELOAD) as pool:
         yield pool
 
@@ -202,7 +202,8 @@ def test_a_patchset_fans_out_and_gives_what_the_local_pool_gives(
         assert [j.state for j in on_dask] == [j.state for j in on_local] == ["done", "done"]
         for dask_job, local_job in zip(on_dask, on_local, strict=True):
             got, want = outcome(stores, dask_job.id), outcome(local_stores, local_job.id)
-            assert len(got) == 4 and all(r[1] == "converged" for r in got), got
+            assert len(got) == 4, got
+            assert all(r[1] == "converged" for r in got), got
             assert got == want  # same numbers, diagnostics and provenance, exactly
         pyhf_results, batched_results = (outcome(stores, j.id) for j in on_dask)
         assert {r[2] for r in pyhf_results} == {"pyhf"}
@@ -365,7 +366,8 @@ def test_asking_for_cuda_without_a_gpu_stops_the_service_at_start(tmp_path):
     assert "Traceback" not in service.stderr
 
 
-def test_the_batched_engine_on_a_cuda_device(stores, tmp_path, one_thread):
+@pytest.mark.usefixtures("one_thread")
+def test_the_batched_engine_on_a_cuda_device(stores, tmp_path):
     if not _cuda_available():
         pytest.skip("no CUDA device")
     config = FittingService(workers=1, max_running_jobs=2, batched_device="cuda")

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -305,7 +305,7 @@ def _ordering(
 
 def cross_check(
     own: Iterable[tuple[str, float | None]],
-    others: dict[str, Iterable[tuple[str, float | None]]],
+    others: Mapping[str, Iterable[tuple[str, float | None]]],
     rounding: float,
     gap_tol: float = NLL_TOL,
 ) -> dict[str, Any]:

@@ -271,42 +271,12 @@ class DaskExecutor:
     ):
         """``workers``: processes of the cluster this executor starts and owns (1 thread
         each) when neither ``address`` nor ``gateway_cluster`` is given."""
-        import distributed
-
         self.preload = tuple(preload)
         #: the fit processes' thread settings: the service's (default one thread)
         self.env = {name: os.environ.get(name) or "1" for name in THREAD_VARS}
         self._cluster: Any = None
-        if gateway_cluster:
-            from dask_gateway import Gateway
-            from dask_gateway.auth import JupyterHubAuth
-
-            gateway = Gateway(
-                address=gateway_url or None,
-                auth=JupyterHubAuth(api_token=os.environ.get("JUPYTERHUB_API_TOKEN")),
-            )
-            self._cluster = gateway.connect(gateway_cluster)
-            self.client = self._cluster.get_client(set_as_default=False)
-            self.resource = f"dask-gateway:{gateway_cluster}"
-            self._owns_cluster = False
-        elif address:
-            self.client = distributed.Client(address, timeout=connect_timeout, set_as_default=False)
-            self.resource = "dask"
-            self._owns_cluster = False
-        else:
-            if not workers or workers < 1:
-                raise ValueError("workers must be >= 1")
-            self._cluster = distributed.LocalCluster(
-                n_workers=workers,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address=None,
-                silence_logs=logging.WARNING,
-            )
-            self.client = distributed.Client(self._cluster, set_as_default=False)
-            self.resource = "dask-local"
-            self._owns_cluster = True
+        self._owns_cluster = False
+        self.client = self._connect(workers, address, gateway_url, gateway_cluster, connect_timeout)
         if workers and self._owns_cluster:
             self.client.wait_for_workers(workers, timeout=connect_timeout)
         self._size = max(1, self.cores())
@@ -317,7 +287,52 @@ class DaskExecutor:
         self._killer = threading.Thread(target=self._kill_loop, name="dask-kill", daemon=True)
         self._killer.start()
         #: one fit process started ahead on each worker (the local pool preloads too)
-        self._warm = [
+        self._warm = self._warm_up()
+
+    def _connect(
+        self,
+        workers: int | None,
+        address: str,
+        gateway_url: str,
+        gateway_cluster: str,
+        connect_timeout: float,
+    ) -> Any:
+        """The Dask client of the cluster asked for: a Dask Gateway cluster, an existing
+        scheduler, or a LocalCluster this executor starts and owns. Sets ``resource`` (the
+        ledger's name for it) and the cluster this executor holds."""
+        import distributed
+
+        if gateway_cluster:
+            from dask_gateway import Gateway
+            from dask_gateway.auth import JupyterHubAuth
+
+            gateway = Gateway(
+                address=gateway_url or None,
+                auth=JupyterHubAuth(api_token=os.environ.get("JUPYTERHUB_API_TOKEN")),
+            )
+            self._cluster = gateway.connect(gateway_cluster)
+            self.resource = f"dask-gateway:{gateway_cluster}"
+            return self._cluster.get_client(set_as_default=False)
+        if address:
+            self.resource = "dask"
+            return distributed.Client(address, timeout=connect_timeout, set_as_default=False)
+        if not workers or workers < 1:
+            raise ValueError("workers must be >= 1")
+        self._cluster = distributed.LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=logging.WARNING,
+        )
+        self.resource = "dask-local"
+        self._owns_cluster = True
+        return distributed.Client(self._cluster, set_as_default=False)
+
+    def _warm_up(self) -> list[Any]:
+        """Start one fit process ahead on each worker; the tasks that do it."""
+        return [
             self.client.submit(
                 warm_up,
                 self.preload,
@@ -392,8 +407,10 @@ class DaskExecutor:
         self._kills.put(entry)
         return True
 
-    def shutdown(self, wait: bool = True, cancel_pending: bool = True) -> None:
-        """Kill what still runs, then close the client (and the cluster it owns)."""
+    def shutdown(self, wait: bool = True, cancel_pending: bool = True) -> None:  # noqa: ARG002
+        """Kill what still runs, then close the client (and the cluster it owns). ``wait``
+        and ``cancel_pending``: the local pool's signature; here shutdown always waits and
+        always cancels."""
         with self._lock:
             self._closing = True
             entries = list(self._futures.items())
@@ -409,7 +426,7 @@ class DaskExecutor:
                 self.client.run(kill_tasks, keys)
             if self._owns_cluster:
                 self.client.run(stop_fit_processes)
-        except Exception as exc:  # the cluster may be gone already
+        except Exception as exc:  # noqa: BLE001 - the cluster may be gone already: logged
             log.warning("stopping the fits on the Dask cluster: %s", exc)
         with contextlib.suppress(Exception):
             self.client.close(timeout=10)
@@ -432,7 +449,7 @@ class DaskExecutor:
             return
         try:
             value = task.result()
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - whatever the task raised is its answer
             with contextlib.suppress(InvalidStateError):
                 future.set_exception(_translate(exc))
         else:
@@ -452,7 +469,7 @@ class DaskExecutor:
                     # refuse (and kill) on every worker first, then drop the queued ones
                     self.client.run(kill_tasks, [key for key, _ in entries])
                     self.client.cancel([task for _, task in entries], force=True)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - logged; the loop must keep killing
                     log.warning("killing %d Dask fit tasks: %s", len(entries), exc)
             if stop:
                 return

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pyhf
 import scipy
+from pyhf.optimize.mixins import OptimizerMixin
 
 from afhub.fitting.certificate import FitPoint, PyhfEvaluator, certify_points
 from afhub.fitting.jsonpatch import UNBOUNDED, apply_patch
@@ -70,11 +71,13 @@ def stalled(rec: dict[str, Any]) -> bool:
     return nit is not None and nit <= STALL_MAX_NIT and (grad is None or grad > STALL_GRAD_TOL)
 
 
-class _PointCapture:
+class _PointCapture(OptimizerMixin):
     """Keeps, for every minimisation, what a certificate needs: the data fitted, the fixed
-    parameters, the bounds and the reported minimum (pyhf's parameter order)."""
+    parameters, the bounds and the reported minimum (pyhf's parameter order). Mixed in
+    before one of pyhf's optimizers (all of them are OptimizerMixins)."""
 
     points: list[dict[str, Any]]
+    _current: dict[str, Any] | None = None
 
     def minimize(self, objective, data, pdf, init_pars, par_bounds, fixed_vals=None, **kwargs):
         self._current = {
@@ -202,7 +205,7 @@ class PyhfEngine:
             result.timings["compute"] = t2 - t1
             self._judge(result, values, optimizer.records)
             if self.certify:
-                self._certify(result, task, spec, model, data, optimizer.points)
+                self._certify(result, task, spec, model, optimizer.points)
                 result.timings["certificate"] = time.perf_counter() - t2
         except pyhf.exceptions.FailedMinimization as exc:
             result.timings.setdefault("compute", time.perf_counter() - t0)
@@ -216,7 +219,7 @@ class PyhfEngine:
         except FloatingPointError as exc:
             result.status = "not_converged"
             result.diagnostics = {"reason": str(exc), **self._fit_summary(optimizer.records)}
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any other failure is this patch's result
             result.status = "failed"
             result.diagnostics = {
                 "reason": safe_message(exc),
@@ -248,7 +251,7 @@ class PyhfEngine:
                     data, model, scan=scan, level=settings.level, return_results=True, **kwargs
                 )
             )
-            values = {
+            values: dict[str, Any] = {
                 "obs_limit": float(obs_limit),
                 "exp_limits": _floats(exp_limits),
                 "poi_values": _floats(scan),
@@ -326,7 +329,6 @@ class PyhfEngine:
         task: FitTask,
         spec: dict[str, Any],
         model: Any,
-        data: Any,
         captured: list[dict[str, Any]],
     ) -> None:
         """Attach the certificate; a result without a passing one is not ``converged``."""

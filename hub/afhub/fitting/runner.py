@@ -28,12 +28,15 @@ import weakref
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field, replace
-from typing import Any
+from multiprocessing.context import ForkContext, ForkServerContext, SpawnContext
+from typing import Any, cast
 
 from afhub.fitting.types import FitTask, PatchResult
 from afhub.fitting.worker import die_with_parent
 
 _READY = "ready"
+#: what ``multiprocessing.get_context`` returns for the names it accepts
+_Context = SpawnContext | ForkContext | ForkServerContext
 
 
 class WallClockExceeded(TimeoutError):
@@ -126,7 +129,7 @@ class KillablePool:
         limit of a task starts when a ready worker receives it)."""
         if processes < 1:
             raise ValueError("processes must be >= 1")
-        self._ctx = multiprocessing.get_context(context)
+        self._ctx = cast("_Context", multiprocessing.get_context(context))
         self._preload = tuple(preload)
         self._size = processes
         self._lock = threading.Lock()
@@ -272,6 +275,7 @@ class KillablePool:
             worker.ready = True
             return
         worker.job = None
+        assert job is not None, "a worker answered without a task"
         ok, value = message
         if ok:
             job.future.set_result(value)

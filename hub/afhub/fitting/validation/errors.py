@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -24,6 +25,18 @@ def short(value: Any, limit: int = 120) -> str:
     """``value`` (repr unless a string) cut to ``limit`` characters, for a message."""
     text = value if isinstance(value, str) else repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_known(given: Iterable[str], known: Iterable[str], what: str, field: str) -> None:
+    """Refuse keys of ``given`` not in ``known``, naming them (``what``: "setting(s)")."""
+    known = sorted(known)
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise ValidationError(
+            f"unknown {what}: {', '.join(short(k, 40) for k in unknown)}; known: "
+            f"{', '.join(known)}",
+            field=field,
+        )
 
 
 def is_number(value: Any) -> bool:

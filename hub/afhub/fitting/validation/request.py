@@ -17,7 +17,7 @@ from typing import Any
 from afhub.fitting.jsonpatch import Sizer
 from afhub.fitting.types import OPERATIONS, FitSettings, FitTask
 from afhub.fitting.validation.body import parse_body
-from afhub.fitting.validation.errors import ValidationError, short
+from afhub.fitting.validation.errors import ValidationError, check_known, short
 from afhub.fitting.validation.limits import DEFAULT_LIMITS, Limits, patch_limits
 from afhub.fitting.validation.patches import (
     apply_sized,
@@ -47,13 +47,7 @@ def _check_fields(payload: Any) -> tuple[str, str | None]:
     operation and measurement."""
     if not isinstance(payload, dict):
         raise ValidationError("request body must be a JSON object", field="body")
-    unknown = sorted(set(payload) - REQUEST_KEYS)
-    if unknown:
-        raise ValidationError(
-            f"unknown request field(s): {', '.join(short(k, 40) for k in unknown)}; known: "
-            f"{', '.join(sorted(REQUEST_KEYS))}",
-            field="body",
-        )
+    check_known(payload, REQUEST_KEYS, "request field(s)", "body")
     if "workspace" not in payload:
         raise ValidationError("request has no workspace", field="workspace")
     operation = payload.get("operation", "hypotest")

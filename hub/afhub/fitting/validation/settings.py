@@ -16,7 +16,7 @@ from afhub.fitting.types import (
     TEST_STATISTICS,
     FitSettings,
 )
-from afhub.fitting.validation.errors import ValidationError, is_number, short
+from afhub.fitting.validation.errors import ValidationError, check_known, is_number, short
 from afhub.fitting.validation.limits import DEFAULT_LIMITS, Limits
 
 OPTIMIZERS: tuple[str, ...] = ("scipy", "minuit")
@@ -87,14 +87,7 @@ def parse_settings(raw: Any, limits: Limits = DEFAULT_LIMITS) -> FitSettings:
 def _check_keys(raw: Any) -> None:
     if not isinstance(raw, dict):
         raise ValidationError("settings must be a JSON object", field="settings")
-    known = {f.name for f in fields(FitSettings)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ValidationError(
-            f"unknown setting(s): {', '.join(short(k, 40) for k in unknown)}; known: "
-            f"{', '.join(sorted(known))}",
-            field="settings",
-        )
+    check_known(raw, (f.name for f in fields(FitSettings)), "setting(s)", "settings")
 
 
 def _parse_tolerance(value: Any) -> float:

@@ -5,7 +5,7 @@ shape and ordered, POI values and scan within the POI's bounds."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from afhub.fitting.types import FitSettings
@@ -24,8 +24,8 @@ class _Shape:
 
     bins: int = 0
     samples: int = 0
-    par_sizes: dict[str, int] | None = None
-    par_types: dict[str, set[str]] | None = None
+    par_sizes: dict[str, int] = field(default_factory=dict)
+    par_types: dict[str, set[str]] = field(default_factory=dict)
 
 
 def _check_len(data: Any, n: int, where: str, what: str) -> None:
@@ -46,7 +46,7 @@ def _walk_channels(spec: dict[str, Any], where: str, limits: Limits) -> _Shape:
             f"{limits.max_channels}",
             field=f"{where}.channels",
         )
-    shape = _Shape(par_sizes={}, par_types={})
+    shape = _Shape()
     for ci, channel in enumerate(channels):
         cw = f"{where}.channels[{ci}]"
         if not isinstance(channel, dict) or not isinstance(channel.get("samples"), list):
@@ -164,8 +164,8 @@ def _check_parameters(
     measurement: dict[str, Any], shape: _Shape, where: str
 ) -> tuple[float, float] | None:
     """Check parameter configs (bounds/inits); return the POI's bounds when known."""
-    config = measurement.get("config") or {}
-    poi = config.get("poi")
+    config: dict[str, Any] = measurement.get("config") or {}
+    poi: Any = config.get("poi")  # a key of par_sizes once _check_poi passes
     mname = short(measurement.get("name"), 60)
     _check_poi(poi, mname, shape, where)
     poi_bounds = NORMFACTOR_DEFAULT_BOUNDS if "normfactor" in shape.par_types[poi] else None
