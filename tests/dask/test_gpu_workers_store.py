@@ -10,8 +10,9 @@ import asyncio
 import pytest
 from dask_gateway_server.models import User
 
+from afhub.dask.bounds import OptionsRefused
 from afhub.dask.gpus import NO_GPU_RESOURCE, validate_gpus
-from afhub.dask.policy import DaskPolicy, OptionsRefused, scheduler_charge
+from afhub.dask.policy import DaskPolicy, scheduler_charge
 from afhub.devices import LOCAL_GPU, LocalGpu, local_resources
 from afhub.quotas.limits import Charge
 from afhub.services.gateway.backend import AfhubLocalBackend

@@ -13,8 +13,8 @@ from urllib.parse import urljoin
 import pytest
 import requests
 
+from afhub.dask.bounds import OptionsRefused
 from afhub.dask.gpus import gpu_offer, validate_gpus
-from afhub.dask.policy import OptionsRefused
 from afhub.quotas.decisions import NodeState
 from afhub.quotas.limits import Holdings, Limits, Usage
 from afhub.registry.model import parse_registry

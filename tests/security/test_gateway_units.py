@@ -11,14 +11,14 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 from aiohttp.web import HTTPUnauthorized
 
-from afhub.services.kit.bodies import scrub_uri
 from afhub.services.gateway.auth import (
     has_secret_parameter,
     hub_username,
     scrub_url,
     started_by_server,
 )
-from afhub.services.gateway.backend import is_cross_site
+from afhub.services.gateway.middleware import is_cross_site
+from afhub.services.kit.bodies import scrub_uri
 from afhub.services.logfilter import ScrubSecrets, scrub
 
 

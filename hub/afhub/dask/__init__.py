@@ -6,6 +6,7 @@ gateway backend (:mod:`afhub.services.gateway`) feeds it the charged group's cha
 the ledger and acts on its answers.
 """
 
+from afhub.dask.bounds import OptionsRefused
 from afhub.dask.gpus import (
     NO_GPU_RESOURCE,
     GpuOffer,
@@ -19,7 +20,6 @@ from afhub.dask.gpus import (
 from afhub.dask.policy import (
     ClusterRequest,
     DaskPolicy,
-    OptionsRefused,
     core_ceiling,
     scale_notice,
     scheduler_charge,

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from afhub.dask.policy import OptionsRefused
+from afhub.dask.bounds import OptionsRefused, lowest_limit
 from afhub.devices import capacity
 from afhub.quotas.decisions import NodeState
 from afhub.quotas.limits import LimitName
@@ -40,12 +40,8 @@ def gpu_resources(registry: Registry, user_groups: Iterable[str]) -> list[Resour
 def gpu_ceiling(chain: Sequence[NodeState]) -> tuple[int, str] | None:
     """The lowest ``max_gpus`` on the chain and the group that sets it (``None``: no
     group on the chain limits concurrent GPUs)."""
-    best: tuple[int, str] | None = None
-    for node in chain:
-        value = node.limits.get(LimitName.MAX_GPUS)
-        if value is not None and (best is None or value < best[0]):
-            best = (int(value), node.path)
-    return best
+    found = lowest_limit(chain, LimitName.MAX_GPUS)
+    return None if found is None else (int(found[0]), found[1])
 
 
 @dataclass(frozen=True)

@@ -14,20 +14,22 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
+from afhub.dask.bounds import OptionsRefused, lowest_limit
+from afhub.dask.gpus import GpuOffer, validate_gpus
 from afhub.quotas.decisions import Decision, NodeState, decide
 from afhub.quotas.limits import Charge, ChargeKind, LimitName
 
-if TYPE_CHECKING:
-    from afhub.dask.gpus import GpuOffer
-
 GIB = 1024**3
-
-
-class OptionsRefused(ValueError):
-    """Cluster options that the group's limits or the facility's policy do not allow; the
-    message says which option, the bound, and where the bound comes from."""
+#: the policy's bounds an operator sets (``GatewaySettings``), by their one name
+POLICY_SETTINGS = (
+    "max_worker_cores",
+    "default_worker_cores",
+    "max_worker_memory_gib",
+    "default_worker_memory_gib",
+    "max_workers",
+    "scheduler_cores",
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,12 @@ class DaskPolicy:
     max_workers: int = 100
     scheduler_cores: int = 1
     scheduler_memory_gib: float = 2.0
+
+    @classmethod
+    def of(cls, settings: object) -> DaskPolicy:
+        """The policy of settings that carry the :data:`POLICY_SETTINGS` under these names
+        (the gateway's settings, the gateway backend's traits)."""
+        return cls(**{name: getattr(settings, name) for name in POLICY_SETTINGS})
 
     def __post_init__(self) -> None:
         if not 1 <= self.default_worker_cores <= self.max_worker_cores:
@@ -79,12 +87,8 @@ class ClusterRequest:
 def core_ceiling(chain: Sequence[NodeState]) -> tuple[float, str] | None:
     """The lowest ``max_dask_cores`` on the chain and the group that sets it (``None``:
     no group on the chain limits Dask cores)."""
-    best: tuple[float, str] | None = None
-    for node in chain:
-        value = node.limits.get(LimitName.MAX_DASK_CORES)
-        if value is not None and (best is None or value < best[0]):
-            best = (float(value), node.path)
-    return best
+    found = lowest_limit(chain, LimitName.MAX_DASK_CORES)
+    return None if found is None else (float(found[0]), found[1])
 
 
 def _fmt(value: float) -> str:
@@ -131,8 +135,6 @@ def validate_request(
             f"max_workers={request.max_workers} is outside 1..{policy.max_workers} "
             "(the facility's bound per cluster)"
         )
-    from afhub.dask.gpus import validate_gpus
-
     return validate_gpus(request.worker_gpus, request.gpu_resource, gpus)
 
 

@@ -11,12 +11,12 @@ import os
 import sys
 from pathlib import Path
 
-from traitlets import Bool, Float, Integer, default
+from traitlets import Bool, Float, Integer
 from traitlets.config import Config, Configurable
 
-from afhub.dask.policy import DaskPolicy
+from afhub.dask.policy import POLICY_SETTINGS, DaskPolicy
 from afhub.services.gateway import SERVICE_NAME
-from afhub.settings import FacilitySettings, _env
+from afhub.settings import FacilitySettings, flag, from_env, integer, number
 
 #: file in ``$AFHUB_HOME`` holding the gateway database's encryption key (mode 0600)
 KEYS_FILE = "dask-gateway-keys"
@@ -66,52 +66,38 @@ class GatewaySettings(Configurable):
         them too. Env: ``AFHUB_DASK_STOP_CLUSTERS_ON_SHUTDOWN`` (``1``/``true``)."""
     ).tag(config=True)
 
-    @default("max_worker_cores")
-    def _d_max_worker_cores(self) -> int:
-        return int(_env("AFHUB_DASK_MAX_WORKER_CORES", 4))
+    _default_max_worker_cores = from_env(
+        "max_worker_cores", "AFHUB_DASK_MAX_WORKER_CORES", 4, integer
+    )
 
-    @default("default_worker_cores")
-    def _d_default_worker_cores(self) -> int:
-        return int(_env("AFHUB_DASK_DEFAULT_WORKER_CORES", 1))
+    _default_default_worker_cores = from_env(
+        "default_worker_cores", "AFHUB_DASK_DEFAULT_WORKER_CORES", 1, integer
+    )
 
-    @default("max_worker_memory_gib")
-    def _d_max_worker_memory_gib(self) -> float:
-        return float(_env("AFHUB_DASK_MAX_WORKER_MEMORY_GIB", 16))
+    _default_max_worker_memory_gib = from_env(
+        "max_worker_memory_gib", "AFHUB_DASK_MAX_WORKER_MEMORY_GIB", 16, number
+    )
 
-    @default("default_worker_memory_gib")
-    def _d_default_worker_memory_gib(self) -> float:
-        return float(_env("AFHUB_DASK_DEFAULT_WORKER_MEMORY_GIB", 2))
+    _default_default_worker_memory_gib = from_env(
+        "default_worker_memory_gib", "AFHUB_DASK_DEFAULT_WORKER_MEMORY_GIB", 2, number
+    )
 
-    @default("max_workers")
-    def _d_max_workers(self) -> int:
-        return int(_env("AFHUB_DASK_MAX_WORKERS", 100))
+    _default_max_workers = from_env("max_workers", "AFHUB_DASK_MAX_WORKERS", 100, integer)
 
-    @default("scheduler_cores")
-    def _d_scheduler_cores(self) -> int:
-        return int(_env("AFHUB_DASK_SCHEDULER_CORES", 1))
+    _default_scheduler_cores = from_env("scheduler_cores", "AFHUB_DASK_SCHEDULER_CORES", 1, integer)
 
-    @default("heartbeat_period")
-    def _d_heartbeat_period(self) -> int:
-        return int(_env("AFHUB_DASK_HEARTBEAT_PERIOD", 5))
+    _default_heartbeat_period = from_env(
+        "heartbeat_period", "AFHUB_DASK_HEARTBEAT_PERIOD", 5, integer
+    )
 
-    @default("liveness_period")
-    def _d_liveness_period(self) -> float:
-        return float(_env("AFHUB_DASK_LIVENESS_PERIOD", 2))
+    _default_liveness_period = from_env("liveness_period", "AFHUB_DASK_LIVENESS_PERIOD", 2, number)
 
-    @default("stop_clusters_on_shutdown")
-    def _d_stop_clusters_on_shutdown(self) -> bool:
-        value = str(_env("AFHUB_DASK_STOP_CLUSTERS_ON_SHUTDOWN", "true")).lower()
-        return value in ("1", "true", "yes")
+    _default_stop_clusters_on_shutdown = from_env(
+        "stop_clusters_on_shutdown", "AFHUB_DASK_STOP_CLUSTERS_ON_SHUTDOWN", "true", flag
+    )
 
     def policy(self) -> DaskPolicy:
-        return DaskPolicy(
-            max_worker_cores=self.max_worker_cores,
-            default_worker_cores=self.default_worker_cores,
-            max_worker_memory_gib=self.max_worker_memory_gib,
-            default_worker_memory_gib=self.default_worker_memory_gib,
-            max_workers=self.max_workers,
-            scheduler_cores=self.scheduler_cores,
-        )
+        return DaskPolicy.of(self)
 
 
 def ensure_encrypt_keys(path: Path) -> list[str]:
@@ -159,12 +145,8 @@ def build_gateway_config(
     backend.cluster_status_period = 5.0
     backend.worker_status_period = 5.0
     backend.facility_db_url = settings.db_url
-    backend.max_worker_cores = gateway.max_worker_cores
-    backend.default_worker_cores = gateway.default_worker_cores
-    backend.max_worker_memory_gib = gateway.max_worker_memory_gib
-    backend.default_worker_memory_gib = gateway.default_worker_memory_gib
-    backend.max_workers = gateway.max_workers
-    backend.scheduler_charge_cores = gateway.scheduler_cores
+    for name in POLICY_SETTINGS:
+        backend[name] = getattr(gateway, name)
     c.ClusterConfig.scheduler_cores = gateway.scheduler_cores
     backend.liveness_period = gateway.liveness_period
     backend.enforcement_period = float(
