@@ -17,6 +17,7 @@ the authenticators and spawners::
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,27 +40,100 @@ class ConfigFileError(SettingsError):
     """The afhub YAML config file cannot be used; the message says why."""
 
 
-def _env(name: str, fallback: Any) -> Any:
+def env_value(name: str, fallback: Any) -> Any:
+    """The environment variable ``name``, or ``fallback`` when it is unset or empty."""
     value = os.environ.get(name)
     return fallback if value in (None, "") else value
 
 
-def _env_int(name: str, fallback: int, minimum: int = 0) -> int:
-    """An integer setting from the environment, at least ``minimum``; a clear error if not."""
-    value = _env(name, fallback)
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise TraitError(f"{name}={value!r} is not a whole number") from None
-    if number < minimum:
-        raise TraitError(f"{name}={number} must be at least {minimum}")
-    return number
+#: how an environment-backed setting reads its value: ``parse(value, variable name)``
+Parse = Callable[[Any, str], Any]
 
 
-def _slashed(prefix: str) -> str:
+def integer(value: Any, _name: str) -> int:
+    return int(value)
+
+
+def number(value: Any, _name: str) -> float:
+    return float(value)
+
+
+def text(value: Any, _name: str) -> Any:
+    return value
+
+
+def whole(minimum: int = 0) -> Parse:
+    """A whole number at least ``minimum``; a :class:`TraitError` naming the variable if not."""
+
+    def parse(value: Any, name: str) -> int:
+        try:
+            count = int(value)
+        except (TypeError, ValueError):
+            raise TraitError(f"{name}={value!r} is not a whole number") from None
+        if count < minimum:
+            raise TraitError(f"{name}={count} must be at least {minimum}")
+        return count
+
+    return parse
+
+
+def flag(value: Any, _name: str) -> bool:
+    """``1``/``true``/``yes`` (any case) is true; anything else is false."""
+    return str(value).lower() in ("1", "true", "yes")
+
+
+def yes_or_no(value: Any, name: str) -> bool:
+    """``true``/``1``/``yes`` or ``false``/``0``/``no``; a :class:`TraitError` otherwise."""
+    value = str(value).strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise TraitError(f"{name}={value!r} must be true or false")
+    return value in ("true", "1", "yes")
+
+
+def from_env(trait: str, env: str, fallback: Any, parse: Parse = text) -> Any:
+    """The dynamic default of the setting ``trait``: the environment variable ``env`` when
+    set and not empty, else ``fallback`` (``fallback(settings)`` when it is callable: a
+    default that depends on another setting), read with ``parse``. In a class body::
+
+        workers = Integer(help="... Env: ``AFHUB_FIT_WORKERS``.").tag(config=True)
+        _default_workers = from_env("workers", "AFHUB_FIT_WORKERS", 4, integer)
+
+    Values from the afhub YAML file still win over it (traitlets' order)."""
+
+    def generate(settings: Any) -> Any:
+        value = os.environ.get(env)
+        if value in (None, ""):
+            value = fallback(settings) if callable(fallback) else fallback
+        return parse(value, env)
+
+    generate.__name__ = f"_default_{trait}"
+    return default(trait)(generate)
+
+
+def _slashed(prefix: str, _name: str = "") -> str:
     """``af``, ``/af``, ``af/`` → ``/af/``; empty → ``/``."""
     value = "/" + prefix.strip("/")
     return value if value == "/" else value + "/"
+
+
+def _resolved(path: str, _name: str) -> str:
+    return str(Path(path).resolve())
+
+
+def _authenticator(value: str, name: str) -> str:
+    if value not in AUTHENTICATORS:
+        raise SettingsError(f"{name}={value!r} is not one of: {', '.join(AUTHENTICATORS)}")
+    return value
+
+
+def _installed_proxy(_settings: Any) -> str:
+    """The configurable-http-proxy ``make install`` put in the project's
+    ``node_modules``, else the one on ``PATH``."""
+    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        candidate = base / "node_modules" / ".bin" / "configurable-http-proxy"
+        if candidate.exists():
+            return str(candidate)
+    return "configurable-http-proxy"
 
 
 class FacilitySettings(Configurable):
@@ -70,9 +144,7 @@ class FacilitySettings(Configurable):
         secret, the admin password, user homes and logs. Env: ``AFHUB_HOME``.""",
     ).tag(config=True)
 
-    @default("home")
-    def _default_home(self) -> str:
-        return str(Path(_env("AFHUB_HOME", ".afhub")).resolve())
+    _default_home = from_env("home", "AFHUB_HOME", ".afhub", _resolved)
 
     @validate("home")
     def _absolute_home(self, proposal: Any) -> str:
@@ -82,26 +154,20 @@ class FacilitySettings(Configurable):
         help="Address the public proxy listens on. Env: ``AFHUB_IP``.",
     ).tag(config=True)
 
-    @default("ip")
-    def _default_ip(self) -> str:
-        return _env("AFHUB_IP", "127.0.0.1")
+    _default_ip = from_env("ip", "AFHUB_IP", "127.0.0.1")
 
     port = Integer(
         help="Port of the public proxy (where people log in). Env: ``AFHUB_PORT``.",
     ).tag(config=True)
 
-    @default("port")
-    def _default_port(self) -> int:
-        return int(_env("AFHUB_PORT", 8000))
+    _default_port = from_env("port", "AFHUB_PORT", 8000, integer)
 
     base_url = Unicode(
         help="""URL prefix of the whole facility (``/`` or e.g. ``/af/``), for a facility
         served under a path of a larger site. Env: ``AFHUB_BASE_URL``.""",
     ).tag(config=True)
 
-    @default("base_url")
-    def _default_base_url(self) -> str:
-        return _slashed(_env("AFHUB_BASE_URL", "/"))
+    _default_base_url = from_env("base_url", "AFHUB_BASE_URL", "/", _slashed)
 
     @validate("base_url")
     def _slashed_base_url(self, proposal: Any) -> str:
@@ -111,17 +177,13 @@ class FacilitySettings(Configurable):
         help="Port the hub itself listens on, behind the proxy. Env: ``AFHUB_HUB_PORT``.",
     ).tag(config=True)
 
-    @default("hub_port")
-    def _default_hub_port(self) -> int:
-        return int(_env("AFHUB_HUB_PORT", 8081))
+    _default_hub_port = from_env("hub_port", "AFHUB_HUB_PORT", 8081, integer)
 
     proxy_api_port = Integer(
         help="Port of configurable-http-proxy's REST API. Env: ``AFHUB_PROXY_API_PORT``.",
     ).tag(config=True)
 
-    @default("proxy_api_port")
-    def _default_proxy_api_port(self) -> int:
-        return int(_env("AFHUB_PROXY_API_PORT", 8001))
+    _default_proxy_api_port = from_env("proxy_api_port", "AFHUB_PROXY_API_PORT", 8001, integer)
 
     authenticator = Enum(
         list(AUTHENTICATORS),
@@ -130,23 +192,20 @@ class FacilitySettings(Configurable):
         production; configure ``AfhubCILogonAuthenticator``). Env: ``AFHUB_AUTHENTICATOR``.""",
     ).tag(config=True)
 
-    @default("authenticator")
-    def _default_authenticator(self) -> str:
-        value = _env("AFHUB_AUTHENTICATOR", "local")
-        if value not in AUTHENTICATORS:
-            raise SettingsError(
-                f"AFHUB_AUTHENTICATOR={value!r} is not one of: {', '.join(AUTHENTICATORS)}"
-            )
-        return value
+    _default_authenticator = from_env(
+        "authenticator", "AFHUB_AUTHENTICATOR", "local", _authenticator
+    )
 
     hub_db_url = Unicode(
         help="""SQLAlchemy URL of JupyterHub's own database. Default: SQLite in
         ``home``. Env: ``AFHUB_HUB_DB_URL``.""",
     ).tag(config=True)
 
-    @default("hub_db_url")
-    def _default_hub_db_url(self) -> str:
-        return _env("AFHUB_HUB_DB_URL", f"sqlite:///{Path(self.home) / 'jupyterhub.sqlite'}")
+    _default_hub_db_url = from_env(
+        "hub_db_url",
+        "AFHUB_HUB_DB_URL",
+        lambda settings: f"sqlite:///{Path(settings.home) / 'jupyterhub.sqlite'}",
+    )
 
     db_url = Unicode(
         help="""SQLAlchemy URL of afhub's facility database (groups, quotas, invitations,
@@ -154,34 +213,30 @@ class FacilitySettings(Configurable):
         (``postgresql+psycopg2://...``). Env: ``AFHUB_DB_URL``.""",
     ).tag(config=True)
 
-    @default("db_url")
-    def _default_db_url(self) -> str:
-        return _env("AFHUB_DB_URL", f"sqlite:///{Path(self.home) / 'afhub.sqlite'}")
+    _default_db_url = from_env(
+        "db_url",
+        "AFHUB_DB_URL",
+        lambda settings: f"sqlite:///{Path(settings.home) / 'afhub.sqlite'}",
+    )
 
     api_port = Integer(
         help="Port of the facility API service (``/services/facility/``). Env: ``AFHUB_API_PORT``.",
     ).tag(config=True)
 
-    @default("api_port")
-    def _default_api_port(self) -> int:
-        return int(_env("AFHUB_API_PORT", 8082))
+    _default_api_port = from_env("api_port", "AFHUB_API_PORT", 8082, integer)
 
     fitting_port = Integer(
         help="Port of the fitting service (``/services/fitting/``). Env: ``AFHUB_FITTING_PORT``.",
     ).tag(config=True)
 
-    @default("fitting_port")
-    def _default_fitting_port(self) -> int:
-        return int(_env("AFHUB_FITTING_PORT", 8083))
+    _default_fitting_port = from_env("fitting_port", "AFHUB_FITTING_PORT", 8083, integer)
 
     gateway_port = Integer(
         help="""Port of the Dask Gateway's private API server (only its own proxy talks to
         it). Env: ``AFHUB_GATEWAY_PORT``.""",
     ).tag(config=True)
 
-    @default("gateway_port")
-    def _default_gateway_port(self) -> int:
-        return int(_env("AFHUB_GATEWAY_PORT", 8084))
+    _default_gateway_port = from_env("gateway_port", "AFHUB_GATEWAY_PORT", 8084, integer)
 
     gateway_proxy_port = Integer(
         help="""Port of the Dask Gateway's proxy: the gateway's HTTP API and dashboards
@@ -189,18 +244,18 @@ class FacilitySettings(Configurable):
         Dask clients to their schedulers. Env: ``AFHUB_GATEWAY_PROXY_PORT``.""",
     ).tag(config=True)
 
-    @default("gateway_proxy_port")
-    def _default_gateway_proxy_port(self) -> int:
-        return int(_env("AFHUB_GATEWAY_PROXY_PORT", 8085))
+    _default_gateway_proxy_port = from_env(
+        "gateway_proxy_port", "AFHUB_GATEWAY_PROXY_PORT", 8085, integer
+    )
 
     dask_idle_timeout = Integer(
         help="""Seconds without work after which a Dask cluster shuts itself down (0: never).
         Env: ``AFHUB_DASK_IDLE_TIMEOUT``.""",
     ).tag(config=True)
 
-    @default("dask_idle_timeout")
-    def _default_dask_idle_timeout(self) -> int:
-        return int(_env("AFHUB_DASK_IDLE_TIMEOUT", 1800))
+    _default_dask_idle_timeout = from_env(
+        "dask_idle_timeout", "AFHUB_DASK_IDLE_TIMEOUT", 1800, integer
+    )
 
     default_group = Unicode(
         help="""Group every user who belongs to no group joins at login (created if
@@ -209,9 +264,7 @@ class FacilitySettings(Configurable):
         ``AFHUB_DEFAULT_GROUP``.""",
     ).tag(config=True)
 
-    @default("default_group")
-    def _default_default_group(self) -> str:
-        return _env("AFHUB_DEFAULT_GROUP", "users")
+    _default_default_group = from_env("default_group", "AFHUB_DEFAULT_GROUP", "users")
 
     checkpoint_interval = Integer(
         help="""Seconds between checkpoints of running ledger intervals (a hub crash loses
@@ -219,18 +272,16 @@ class FacilitySettings(Configurable):
         ``AFHUB_CHECKPOINT_INTERVAL``.""",
     ).tag(config=True)
 
-    @default("checkpoint_interval")
-    def _default_checkpoint_interval(self) -> int:
-        return int(_env("AFHUB_CHECKPOINT_INTERVAL", 60))
+    _default_checkpoint_interval = from_env(
+        "checkpoint_interval", "AFHUB_CHECKPOINT_INTERVAL", 60, integer
+    )
 
     grace_period = Integer(
         help="""Seconds between the warning that a group's budget is spent and stopping
         its servers. Env: ``AFHUB_GRACE_PERIOD``.""",
     ).tag(config=True)
 
-    @default("grace_period")
-    def _default_grace_period(self) -> int:
-        return int(_env("AFHUB_GRACE_PERIOD", 600))
+    _default_grace_period = from_env("grace_period", "AFHUB_GRACE_PERIOD", 600, integer)
 
     # -- idle culling and named servers (afhub.services.culler, docs/culling.md) --
 
@@ -239,12 +290,7 @@ class FacilitySettings(Configurable):
         their kind's timeout. Env: ``AFHUB_CULL_ENABLED`` (``true``/``false``).""",
     ).tag(config=True)
 
-    @default("cull_enabled")
-    def _default_cull_enabled(self) -> bool:
-        value = str(_env("AFHUB_CULL_ENABLED", "true")).strip().lower()
-        if value not in ("true", "false", "1", "0", "yes", "no"):
-            raise TraitError(f"AFHUB_CULL_ENABLED={value!r} must be true or false")
-        return value in ("true", "1", "yes")
+    _default_cull_enabled = from_env("cull_enabled", "AFHUB_CULL_ENABLED", "true", yes_or_no)
 
     cull_timeout_cpu = Integer(
         min=0,
@@ -253,9 +299,9 @@ class FacilitySettings(Configurable):
         being idle. Env: ``AFHUB_CULL_TIMEOUT_CPU``.""",
     ).tag(config=True)
 
-    @default("cull_timeout_cpu")
-    def _default_cull_timeout_cpu(self) -> int:
-        return _env_int("AFHUB_CULL_TIMEOUT_CPU", 3600)
+    _default_cull_timeout_cpu = from_env(
+        "cull_timeout_cpu", "AFHUB_CULL_TIMEOUT_CPU", 3600, whole()
+    )
 
     cull_timeout_gpu = Integer(
         min=0,
@@ -263,9 +309,9 @@ class FacilitySettings(Configurable):
         CPU servers: idle GPUs are scarce); 0: never. Env: ``AFHUB_CULL_TIMEOUT_GPU``.""",
     ).tag(config=True)
 
-    @default("cull_timeout_gpu")
-    def _default_cull_timeout_gpu(self) -> int:
-        return _env_int("AFHUB_CULL_TIMEOUT_GPU", 1200)
+    _default_cull_timeout_gpu = from_env(
+        "cull_timeout_gpu", "AFHUB_CULL_TIMEOUT_GPU", 1200, whole()
+    )
 
     cull_timeout_fpga = Integer(
         min=0,
@@ -273,9 +319,9 @@ class FacilitySettings(Configurable):
         ``AFHUB_CULL_TIMEOUT_FPGA``.""",
     ).tag(config=True)
 
-    @default("cull_timeout_fpga")
-    def _default_cull_timeout_fpga(self) -> int:
-        return _env_int("AFHUB_CULL_TIMEOUT_FPGA", 1200)
+    _default_cull_timeout_fpga = from_env(
+        "cull_timeout_fpga", "AFHUB_CULL_TIMEOUT_FPGA", 1200, whole()
+    )
 
     cull_every = Integer(
         min=1,
@@ -283,9 +329,7 @@ class FacilitySettings(Configurable):
         stopped at most this long after its timeout). Env: ``AFHUB_CULL_EVERY``.""",
     ).tag(config=True)
 
-    @default("cull_every")
-    def _default_cull_every(self) -> int:
-        return _env_int("AFHUB_CULL_EVERY", 60, minimum=1)
+    _default_cull_every = from_env("cull_every", "AFHUB_CULL_EVERY", 60, whole(1))
 
     cull_max_age = Integer(
         min=0,
@@ -293,9 +337,7 @@ class FacilitySettings(Configurable):
         no maximum age. Env: ``AFHUB_CULL_MAX_AGE``.""",
     ).tag(config=True)
 
-    @default("cull_max_age")
-    def _default_cull_max_age(self) -> int:
-        return _env_int("AFHUB_CULL_MAX_AGE", 0)
+    _default_cull_max_age = from_env("cull_max_age", "AFHUB_CULL_MAX_AGE", 0, whole())
 
     named_server_limit = Integer(
         min=0,
@@ -304,9 +346,9 @@ class FacilitySettings(Configurable):
         ``AFHUB_NAMED_SERVER_LIMIT``.""",
     ).tag(config=True)
 
-    @default("named_server_limit")
-    def _default_named_server_limit(self) -> int:
-        return _env_int("AFHUB_NAMED_SERVER_LIMIT", 3)
+    _default_named_server_limit = from_env(
+        "named_server_limit", "AFHUB_NAMED_SERVER_LIMIT", 3, whole()
+    )
 
     registry_file = Unicode(
         help="""Path of the declarative resource registry (YAML: ``providers`` and
@@ -316,9 +358,7 @@ class FacilitySettings(Configurable):
         naming the entry and the field. Empty: no file. Env: ``AFHUB_REGISTRY``.""",
     ).tag(config=True)
 
-    @default("registry_file")
-    def _default_registry_file(self) -> str:
-        return _env("AFHUB_REGISTRY", "")
+    _default_registry_file = from_env("registry_file", "AFHUB_REGISTRY", "")
 
     proxy_command = Unicode(
         help="""Path of the configurable-http-proxy executable. Default: the one
@@ -326,16 +366,7 @@ class FacilitySettings(Configurable):
         Env: ``AFHUB_PROXY_COMMAND``.""",
     ).tag(config=True)
 
-    @default("proxy_command")
-    def _default_proxy_command(self) -> str:
-        explicit = _env("AFHUB_PROXY_COMMAND", "")
-        if explicit:
-            return explicit
-        for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
-            candidate = base / "node_modules" / ".bin" / "configurable-http-proxy"
-            if candidate.exists():
-                return str(candidate)
-        return "configurable-http-proxy"
+    _default_proxy_command = from_env("proxy_command", "AFHUB_PROXY_COMMAND", _installed_proxy)
 
     default_url = Unicode(
         "/lab",
@@ -372,10 +403,10 @@ class FacilitySettings(Configurable):
 
 def config_file_path() -> Path:
     """Where the afhub YAML config file is: ``$AFHUB_CONFIG`` or ``$AFHUB_HOME/afhub.yaml``."""
-    explicit = _env("AFHUB_CONFIG", "")
+    explicit = env_value("AFHUB_CONFIG", "")
     if explicit:
         return Path(explicit)
-    return Path(_env("AFHUB_HOME", ".afhub")).resolve() / "afhub.yaml"
+    return Path(env_value("AFHUB_HOME", ".afhub")).resolve() / "afhub.yaml"
 
 
 def load_config_file(path: Path | None = None) -> Config:

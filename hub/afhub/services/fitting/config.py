@@ -13,17 +13,27 @@ file (``$AFHUB_CONFIG``, default ``$AFHUB_HOME/afhub.yaml``)::
 from __future__ import annotations
 
 import os
-from typing import Any
 
-from traitlets import Enum, Float, Integer, TraitError, Unicode, default
+from traitlets import Enum, Float, Integer, TraitError, Unicode
 from traitlets.config import Configurable
 
 from afhub.fitting.validation import Limits
+from afhub.settings import from_env, integer, number
 
-
-def _env(name: str, fallback: Any) -> Any:
-    value = os.environ.get(name)
-    return fallback if value in (None, "") else value
+#: the validation caps (:class:`~afhub.fitting.validation.Limits`) an operator sets here,
+#: under the same names
+LIMIT_SETTINGS = (
+    "max_body_bytes",
+    "max_bins",
+    "max_parameters",
+    "max_patches",
+    "max_patch_operations",
+    "max_operations",
+    "max_document_nodes",
+    "max_copied_nodes",
+    "max_work_nodes",
+    "max_model_size",
+)
 
 
 class FittingService(Configurable):
@@ -34,9 +44,9 @@ class FittingService(Configurable):
         the machine's cores. Env: ``AFHUB_FIT_WORKERS``.""",
     ).tag(config=True)
 
-    @default("workers")
-    def _default_workers(self) -> int:
-        return int(_env("AFHUB_FIT_WORKERS", os.cpu_count() or 1))
+    _default_workers = from_env(
+        "workers", "AFHUB_FIT_WORKERS", lambda _settings: os.cpu_count() or 1, integer
+    )
 
     executor = Enum(
         ["local", "dask"],
@@ -47,9 +57,7 @@ class FittingService(Configurable):
         (``dask_workers`` processes, one thread each). Env: ``AFHUB_FIT_EXECUTOR``.""",
     ).tag(config=True)
 
-    @default("executor")
-    def _default_executor(self) -> str:
-        return _env("AFHUB_FIT_EXECUTOR", "local")
+    _default_executor = from_env("executor", "AFHUB_FIT_EXECUTOR", "local")
 
     dask_workers = Integer(
         help="""Worker processes (one thread each) of the Dask cluster the service owns
@@ -57,9 +65,9 @@ class FittingService(Configurable):
         ``AFHUB_FIT_DASK_WORKERS``.""",
     ).tag(config=True)
 
-    @default("dask_workers")
-    def _default_dask_workers(self) -> int:
-        return int(_env("AFHUB_FIT_DASK_WORKERS", self.workers))
+    _default_dask_workers = from_env(
+        "dask_workers", "AFHUB_FIT_DASK_WORKERS", lambda settings: settings.workers, integer
+    )
 
     dask_address = Unicode(
         help="""Scheduler address of an existing Dask cluster to run fits on
@@ -69,9 +77,7 @@ class FittingService(Configurable):
         cluster. Env: ``AFHUB_FIT_DASK_ADDRESS``.""",
     ).tag(config=True)
 
-    @default("dask_address")
-    def _default_dask_address(self) -> str:
-        return _env("AFHUB_FIT_DASK_ADDRESS", "")
+    _default_dask_address = from_env("dask_address", "AFHUB_FIT_DASK_ADDRESS", "")
 
     dask_gateway_cluster = Unicode(
         help="""Name of a running Dask Gateway cluster to run fits on (``executor: dask``),
@@ -80,9 +86,9 @@ class FittingService(Configurable):
         ``AFHUB_FIT_DASK_GATEWAY_CLUSTER``.""",
     ).tag(config=True)
 
-    @default("dask_gateway_cluster")
-    def _default_dask_gateway_cluster(self) -> str:
-        return _env("AFHUB_FIT_DASK_GATEWAY_CLUSTER", "")
+    _default_dask_gateway_cluster = from_env(
+        "dask_gateway_cluster", "AFHUB_FIT_DASK_GATEWAY_CLUSTER", ""
+    )
 
     dask_gateway_url = Unicode(
         help="""URL of the Dask Gateway API for ``dask_gateway_cluster`` (e.g.
@@ -90,9 +96,7 @@ class FittingService(Configurable):
         configuration (``DASK_GATEWAY__ADDRESS``). Env: ``AFHUB_FIT_DASK_GATEWAY_URL``.""",
     ).tag(config=True)
 
-    @default("dask_gateway_url")
-    def _default_dask_gateway_url(self) -> str:
-        return _env("AFHUB_FIT_DASK_GATEWAY_URL", "")
+    _default_dask_gateway_url = from_env("dask_gateway_url", "AFHUB_FIT_DASK_GATEWAY_URL", "")
 
     wall_seconds = Float(
         help="""Wall-clock limit of one fit (one patch), in seconds; a fit still running
@@ -100,36 +104,34 @@ class FittingService(Configurable):
         parameter ``wall_seconds``, never for more. Env: ``AFHUB_FIT_WALL_SECONDS``.""",
     ).tag(config=True)
 
-    @default("wall_seconds")
-    def _default_wall_seconds(self) -> float:
-        return float(_env("AFHUB_FIT_WALL_SECONDS", 3600))
+    _default_wall_seconds = from_env("wall_seconds", "AFHUB_FIT_WALL_SECONDS", 3600, number)
 
     max_jobs_per_user = Integer(
         help="""Queued plus running jobs one user may have; more are refused with 429.
         Env: ``AFHUB_FIT_MAX_JOBS_PER_USER``.""",
     ).tag(config=True)
 
-    @default("max_jobs_per_user")
-    def _default_max_jobs_per_user(self) -> int:
-        return int(_env("AFHUB_FIT_MAX_JOBS_PER_USER", 10))
+    _default_max_jobs_per_user = from_env(
+        "max_jobs_per_user", "AFHUB_FIT_MAX_JOBS_PER_USER", 10, integer
+    )
 
     max_jobs_per_group = Integer(
         help="""Queued plus running jobs charged to one group; more are refused with 429.
         Env: ``AFHUB_FIT_MAX_JOBS_PER_GROUP``.""",
     ).tag(config=True)
 
-    @default("max_jobs_per_group")
-    def _default_max_jobs_per_group(self) -> int:
-        return int(_env("AFHUB_FIT_MAX_JOBS_PER_GROUP", 50))
+    _default_max_jobs_per_group = from_env(
+        "max_jobs_per_group", "AFHUB_FIT_MAX_JOBS_PER_GROUP", 50, integer
+    )
 
     max_running_jobs = Integer(
         help="""Jobs the scheduler runs at the same time (their patches share the worker
         pool; the rest wait in the queue). Env: ``AFHUB_FIT_MAX_RUNNING_JOBS``.""",
     ).tag(config=True)
 
-    @default("max_running_jobs")
-    def _default_max_running_jobs(self) -> int:
-        return int(_env("AFHUB_FIT_MAX_RUNNING_JOBS", 4))
+    _default_max_running_jobs = from_env(
+        "max_running_jobs", "AFHUB_FIT_MAX_RUNNING_JOBS", 4, integer
+    )
 
     max_validations = Integer(
         help="""Submissions validated at the same time (validation of a large patchset takes
@@ -137,18 +139,16 @@ class FittingService(Configurable):
         Env: ``AFHUB_FIT_MAX_VALIDATIONS``.""",
     ).tag(config=True)
 
-    @default("max_validations")
-    def _default_max_validations(self) -> int:
-        return int(_env("AFHUB_FIT_MAX_VALIDATIONS", 2))
+    _default_max_validations = from_env("max_validations", "AFHUB_FIT_MAX_VALIDATIONS", 2, integer)
 
     max_body_bytes = Integer(
         help="""Largest request body, in bytes (413 beyond). Env:
         ``AFHUB_FIT_MAX_BODY_BYTES``.""",
     ).tag(config=True)
 
-    @default("max_body_bytes")
-    def _default_max_body_bytes(self) -> int:
-        return int(_env("AFHUB_FIT_MAX_BODY_BYTES", 64 * 1024 * 1024))
+    _default_max_body_bytes = from_env(
+        "max_body_bytes", "AFHUB_FIT_MAX_BODY_BYTES", 64 * 1024 * 1024, integer
+    )
 
     cache_scope = Enum(
         ["all", "group", "user"],
@@ -161,9 +161,7 @@ class FittingService(Configurable):
         ``AFHUB_FIT_CACHE_SCOPE``.""",
     ).tag(config=True)
 
-    @default("cache_scope")
-    def _default_cache_scope(self) -> str:
-        return _env("AFHUB_FIT_CACHE_SCOPE", "all")
+    _default_cache_scope = from_env("cache_scope", "AFHUB_FIT_CACHE_SCOPE", "all")
 
     batched_device = Enum(
         ["cpu", "cuda"],
@@ -174,9 +172,7 @@ class FittingService(Configurable):
         ``AFHUB_FIT_BATCHED_DEVICE``.""",
     ).tag(config=True)
 
-    @default("batched_device")
-    def _default_batched_device(self) -> str:
-        return _env("AFHUB_FIT_BATCHED_DEVICE", "cpu")
+    _default_batched_device = from_env("batched_device", "AFHUB_FIT_BATCHED_DEVICE", "cpu")
 
     gpu_resource = Unicode(
         help="""The registry resource the service's GPU is (``batched_device: cuda``), e.g.
@@ -189,51 +185,50 @@ class FittingService(Configurable):
         ``AFHUB_FIT_GPU_RESOURCE``.""",
     ).tag(config=True)
 
-    @default("gpu_resource")
-    def _default_gpu_resource(self) -> str:
-        return _env("AFHUB_FIT_GPU_RESOURCE", "")
+    _default_gpu_resource = from_env("gpu_resource", "AFHUB_FIT_GPU_RESOURCE", "")
 
     max_bins = Integer(
         help="Most bins a workspace may have. Env: ``AFHUB_FIT_MAX_BINS``.",
     ).tag(config=True)
 
-    @default("max_bins")
-    def _default_max_bins(self) -> int:
-        return int(_env("AFHUB_FIT_MAX_BINS", Limits.max_bins))
+    _default_max_bins = from_env("max_bins", "AFHUB_FIT_MAX_BINS", Limits.max_bins, integer)
 
     max_parameters = Integer(
         help="Most parameters a model may have. Env: ``AFHUB_FIT_MAX_PARAMETERS``.",
     ).tag(config=True)
 
-    @default("max_parameters")
-    def _default_max_parameters(self) -> int:
-        return int(_env("AFHUB_FIT_MAX_PARAMETERS", Limits.max_parameters))
+    _default_max_parameters = from_env(
+        "max_parameters", "AFHUB_FIT_MAX_PARAMETERS", Limits.max_parameters, integer
+    )
 
     max_patches = Integer(
         help="Most patches one request may carry. Env: ``AFHUB_FIT_MAX_PATCHES``.",
     ).tag(config=True)
 
-    @default("max_patches")
-    def _default_max_patches(self) -> int:
-        return int(_env("AFHUB_FIT_MAX_PATCHES", Limits.max_patches))
+    _default_max_patches = from_env(
+        "max_patches", "AFHUB_FIT_MAX_PATCHES", Limits.max_patches, integer
+    )
 
     max_patch_operations = Integer(
         help="""JSON Patch operations in one patch (413 beyond).
         Env: ``AFHUB_FIT_MAX_PATCH_OPERATIONS``.""",
     ).tag(config=True)
 
-    @default("max_patch_operations")
-    def _default_max_patch_operations(self) -> int:
-        return int(_env("AFHUB_FIT_MAX_PATCH_OPERATIONS", Limits.max_patch_operations))
+    _default_max_patch_operations = from_env(
+        "max_patch_operations",
+        "AFHUB_FIT_MAX_PATCH_OPERATIONS",
+        Limits.max_patch_operations,
+        integer,
+    )
 
     max_operations = Integer(
         help="""JSON Patch operations in all patches of one request (413
         beyond). Env: ``AFHUB_FIT_MAX_OPERATIONS``.""",
     ).tag(config=True)
 
-    @default("max_operations")
-    def _default_max_operations(self) -> int:
-        return int(_env("AFHUB_FIT_MAX_OPERATIONS", Limits.max_operations))
+    _default_max_operations = from_env(
+        "max_operations", "AFHUB_FIT_MAX_OPERATIONS", Limits.max_operations, integer
+    )
 
     max_document_nodes = Integer(
         help="""JSON values (objects, arrays, strings, numbers, ...) a patched workspace may
@@ -241,9 +236,9 @@ class FittingService(Configurable):
         it). Env: ``AFHUB_FIT_MAX_DOCUMENT_NODES``.""",
     ).tag(config=True)
 
-    @default("max_document_nodes")
-    def _default_max_document_nodes(self) -> int:
-        return int(_env("AFHUB_FIT_MAX_DOCUMENT_NODES", Limits.max_document_nodes))
+    _default_max_document_nodes = from_env(
+        "max_document_nodes", "AFHUB_FIT_MAX_DOCUMENT_NODES", Limits.max_document_nodes, integer
+    )
 
     max_copied_nodes = Integer(
         help="""JSON values the ``copy`` operations of one patch may add (the only operation that
@@ -251,9 +246,9 @@ class FittingService(Configurable):
         Env: ``AFHUB_FIT_MAX_COPIED_NODES``.""",
     ).tag(config=True)
 
-    @default("max_copied_nodes")
-    def _default_max_copied_nodes(self) -> int:
-        return int(_env("AFHUB_FIT_MAX_COPIED_NODES", Limits.max_copied_nodes))
+    _default_max_copied_nodes = from_env(
+        "max_copied_nodes", "AFHUB_FIT_MAX_COPIED_NODES", Limits.max_copied_nodes, integer
+    )
 
     max_work_nodes = Integer(
         help="""Work per request: the JSON values of all its patched workspaces together (about
@@ -262,33 +257,22 @@ class FittingService(Configurable):
         Env: ``AFHUB_FIT_MAX_WORK_NODES``.""",
     ).tag(config=True)
 
-    @default("max_work_nodes")
-    def _default_max_work_nodes(self) -> int:
-        return int(_env("AFHUB_FIT_MAX_WORK_NODES", Limits.max_work_nodes))
+    _default_max_work_nodes = from_env(
+        "max_work_nodes", "AFHUB_FIT_MAX_WORK_NODES", Limits.max_work_nodes, integer
+    )
 
     max_model_size = Integer(
         help="""Modifiers x samples x bins of a model (pyhf builds arrays of that size for
         every fit; 413 beyond). Env: ``AFHUB_FIT_MAX_MODEL_SIZE``.""",
     ).tag(config=True)
 
-    @default("max_model_size")
-    def _default_max_model_size(self) -> int:
-        return int(_env("AFHUB_FIT_MAX_MODEL_SIZE", Limits.max_model_size))
+    _default_max_model_size = from_env(
+        "max_model_size", "AFHUB_FIT_MAX_MODEL_SIZE", Limits.max_model_size, integer
+    )
 
     def limits(self) -> Limits:
         """The validation caps for these settings."""
-        return Limits(
-            max_body_bytes=self.max_body_bytes,
-            max_bins=self.max_bins,
-            max_parameters=self.max_parameters,
-            max_patches=self.max_patches,
-            max_patch_operations=self.max_patch_operations,
-            max_operations=self.max_operations,
-            max_document_nodes=self.max_document_nodes,
-            max_copied_nodes=self.max_copied_nodes,
-            max_work_nodes=self.max_work_nodes,
-            max_model_size=self.max_model_size,
-        )
+        return Limits(**{name: getattr(self, name) for name in LIMIT_SETTINGS})
 
     def check(self) -> FittingService:
         """Evaluate every setting now; raise ValueError naming a bad one."""
