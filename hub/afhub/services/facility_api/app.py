@@ -35,7 +35,7 @@ from afhub.services.facility_api.resources import (
 )
 from afhub.services.facility_api.usage import UsageHandler
 from afhub.services.facility_api.users import MeHandler, UserHandler
-from afhub.services.kit.handlers import NotFoundHandler, openapi_handler
+from afhub.services.kit.app import service_application, service_prefix, service_routes
 from afhub.services.kit.lifecycle import run_until_stopped
 from afhub.stores.facade import Stores
 
@@ -53,34 +53,34 @@ class OAuthCallbackHandler(HubOAuthCallbackHandler):
         return self.settings["hub_auth"]
 
 
-OpenAPIHandler = openapi_handler(OPENAPI_PATH)
-
-
 def routes(prefix: str) -> list[tuple]:
-    api = prefix + "api/"
-    return [
-        (api + r"openapi\.yaml", OpenAPIHandler),
-        (api + r"users/me", MeHandler),
-        (api + r"users/(?P<name>[^/]+)", UserHandler),
-        (api + r"groups", GroupsHandler),
-        (api + r"groups/" + GROUP + r"/-/members", MembersHandler),
-        (api + r"groups/" + GROUP + r"/-/members/(?P<user>[^/]+)", MemberHandler),
-        (api + r"groups/" + GROUP + r"/-/quota", QuotaHandler),
-        (api + r"groups/" + GROUP + r"/-/usage", UsageHandler),
-        (api + r"groups/" + GROUP + r"/-/invitations", GroupInvitationsHandler),
-        (api + r"groups/" + GROUP, GroupHandler),
-        (api + r"invitations/redeem", RedeemHandler),
-        (api + r"invitations/(?P<invitation_id>[A-Za-z0-9]{1,32})", InvitationHandler),
-        (api + r"resources", ResourcesHandler),
-        (api + r"resources/(?P<name>[^/]+)", ResourceHandler),
-        (api + r"providers", ProvidersHandler),
-        (api + r"providers/(?P<name>[^/]+)", ProviderHandler),
-        (api + r"registry", RegistryDocumentHandler),
-        (prefix + r"metrics", MetricsHandler),
-        (prefix + r"join/(?P<token>[A-Za-z0-9_-]{10,200})", JoinPageHandler),
-        (prefix + r"oauth_callback", OAuthCallbackHandler),
-        (prefix + r".*", NotFoundHandler),
-    ]
+    return service_routes(
+        prefix,
+        OPENAPI_PATH,
+        [
+            (r"users/me", MeHandler),
+            (r"users/(?P<name>[^/]+)", UserHandler),
+            (r"groups", GroupsHandler),
+            (r"groups/" + GROUP + r"/-/members", MembersHandler),
+            (r"groups/" + GROUP + r"/-/members/(?P<user>[^/]+)", MemberHandler),
+            (r"groups/" + GROUP + r"/-/quota", QuotaHandler),
+            (r"groups/" + GROUP + r"/-/usage", UsageHandler),
+            (r"groups/" + GROUP + r"/-/invitations", GroupInvitationsHandler),
+            (r"groups/" + GROUP, GroupHandler),
+            (r"invitations/redeem", RedeemHandler),
+            (r"invitations/(?P<invitation_id>[A-Za-z0-9]{1,32})", InvitationHandler),
+            (r"resources", ResourcesHandler),
+            (r"resources/(?P<name>[^/]+)", ResourceHandler),
+            (r"providers", ProvidersHandler),
+            (r"providers/(?P<name>[^/]+)", ProviderHandler),
+            (r"registry", RegistryDocumentHandler),
+        ],
+        [
+            (r"metrics", MetricsHandler),
+            (r"join/(?P<token>[A-Za-z0-9_-]{10,200})", JoinPageHandler),
+            (r"oauth_callback", OAuthCallbackHandler),
+        ],
+    )
 
 
 def make_app(
@@ -91,18 +91,13 @@ def make_app(
     cookie_secret: bytes | None = None,
 ) -> web.Application:
     """The tornado application. ``prefix`` defaults to ``$JUPYTERHUB_SERVICE_PREFIX``."""
-    prefix = prefix or os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/facility/")
-    if not prefix.endswith("/"):
-        prefix += "/"
-    hub_auth = hub_auth or HubOAuth(cache_max_age=60)
-    return web.Application(
+    prefix = service_prefix(prefix, "/services/facility/")
+    return service_application(
         routes(prefix),
+        hub_auth=hub_auth,
+        cookie_secret=cookie_secret,
         afhub_stores=stores,
         afhub_prefix=prefix,
-        hub_auth=hub_auth,
-        cookie_secret=cookie_secret or os.urandom(32),
-        xsrf_cookies=False,
-        default_handler_class=NotFoundHandler,
     )
 
 

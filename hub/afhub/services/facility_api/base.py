@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from afhub.groups.tree import Actor
+from afhub.groups.tree import Actor, Role
 from afhub.services.kit.errors import ApiError
 from afhub.services.kit.handlers import NOT_AUTHENTICATED, JsonHandler
 from afhub.stores.facade import Stores
@@ -30,6 +31,13 @@ class FacilityHandler(JsonHandler):
         self.actor = await self.call(
             self.stores.groups.actor, model["name"], hub_admin=bool(model.get("admin"))
         )
+
+    def role_field(self, body: dict[str, Any]) -> Role:
+        """The body's ``role`` (default ``member``); 400 naming the roles otherwise."""
+        try:
+            return Role.parse(self.field(body, "role", str, default="member"))
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
 
     def unauthenticated(self) -> None:
         """No (valid) token: 401 for the API; browser pages redirect to the hub login.

@@ -7,7 +7,6 @@ from datetime import timedelta
 
 from tornado import web
 
-from afhub.groups.tree import Role
 from afhub.services.facility_api.base import FacilityHandler
 from afhub.services.kit.errors import ApiError
 from afhub.stores.errors import StoreError
@@ -30,11 +29,7 @@ class GroupInvitationsHandler(FacilityHandler):
         hours = self.field(body, "expires_in_hours", (int, float), default=7 * 24)
         if not 0 < hours <= MAX_EXPIRES_HOURS:
             raise ApiError(400, "expires_in_hours must be between 0 and 8760 (365 days)")
-        role = self.field(body, "role", str, default="member")
-        try:
-            role = Role.parse(role)
-        except ValueError as exc:
-            raise ApiError(400, str(exc)) from None
+        role = self.role_field(body)
         created = await self.call(
             self.stores.invitations.create,
             path,

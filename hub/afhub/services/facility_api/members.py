@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from afhub.groups import tree
-from afhub.groups.tree import Action, Role
+from afhub.groups.tree import Action
 from afhub.services.facility_api.base import FacilityHandler
-from afhub.services.kit.errors import ApiError
 
 
 class MembersHandler(FacilityHandler):
@@ -19,11 +18,7 @@ class MemberHandler(FacilityHandler):
     async def put(self, path: str, user: str) -> None:
         """Add ``user`` to the group, or change their role: ``{"role": "admin"}``."""
         body = self.json_body()
-        role = self.field(body, "role", str, default="member")
-        try:
-            role = Role.parse(role)
-        except ValueError as exc:
-            raise ApiError(400, str(exc)) from None
+        role = self.role_field(body)
         member = await self.call(
             self.stores.groups.add_member, path, user, role=role, actor=self.actor
         )

@@ -14,30 +14,19 @@ from afhub.services.facility_api.base import FacilityHandler
 def render_metrics(states, open_counts) -> bytes:
     """The Prometheus text exposition of every group's usage and limits."""
     registry = CollectorRegistry()
-    used = Gauge(
+
+    def gauge(name: str, documentation: str, labels=("group", "limit")) -> Gauge:
+        return Gauge(name, documentation, list(labels), registry=registry)
+
+    used = gauge(
         "afhub_group_used",
         "Usage of a group's subtree: budgets in the current period, holdings now",
-        ["group", "limit"],
-        registry=registry,
     )
-    limit = Gauge(
-        "afhub_group_limit",
-        "A group's own limit (absent: no limit)",
-        ["group", "limit"],
-        registry=registry,
+    limit = gauge("afhub_group_limit", "A group's own limit (absent: no limit)")
+    ratio = gauge(
+        "afhub_group_limit_used_ratio", "used / limit, for limits that are set and non-zero"
     )
-    ratio = Gauge(
-        "afhub_group_limit_used_ratio",
-        "used / limit, for limits that are set and non-zero",
-        ["group", "limit"],
-        registry=registry,
-    )
-    open_gauge = Gauge(
-        "afhub_ledger_open_intervals",
-        "Open ledger intervals",
-        ["kind", "state"],
-        registry=registry,
-    )
+    open_gauge = gauge("afhub_ledger_open_intervals", "Open ledger intervals", ("kind", "state"))
     for node in states:
         for name in LimitName:
             value = node.usage.get(name)

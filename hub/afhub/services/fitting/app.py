@@ -23,7 +23,7 @@ from tornado.httpserver import HTTPServer
 from afhub.services.fitting.config import FittingService, load_fitting_settings
 from afhub.services.fitting.jobs import JOB_ID, JobHandler, JobsHandler, ResultsHandler, Submissions
 from afhub.services.fitting.scheduler import Scheduler, StartError
-from afhub.services.kit.handlers import NotFoundHandler, openapi_handler
+from afhub.services.kit.app import service_application, service_prefix, service_routes
 from afhub.services.kit.lifecycle import ParentWatch, on_stop_signals
 from afhub.stores.facade import Stores
 from afhub.stores.fitting import FitStore
@@ -32,18 +32,16 @@ log = logging.getLogger("afhub.fitting")
 OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
 
 
-OpenAPIHandler = openapi_handler(OPENAPI_PATH)
-
-
 def routes(prefix: str) -> list[tuple]:
-    api = prefix + "api/"
-    return [
-        (api + r"openapi\.yaml", OpenAPIHandler),
-        (api + r"jobs/?", JobsHandler),
-        (api + r"jobs/" + JOB_ID + r"/results", ResultsHandler),
-        (api + r"jobs/" + JOB_ID, JobHandler),
-        (prefix + r".*", NotFoundHandler),
-    ]
+    return service_routes(
+        prefix,
+        OPENAPI_PATH,
+        [
+            (r"jobs/?", JobsHandler),
+            (r"jobs/" + JOB_ID + r"/results", ResultsHandler),
+            (r"jobs/" + JOB_ID, JobHandler),
+        ],
+    )
 
 
 def make_app(
@@ -55,11 +53,10 @@ def make_app(
     hub_auth: HubOAuth | None = None,
 ) -> web.Application:
     """The tornado application. ``prefix`` defaults to ``$JUPYTERHUB_SERVICE_PREFIX``."""
-    prefix = prefix or os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/fitting/")
-    if not prefix.endswith("/"):
-        prefix += "/"
-    return web.Application(
+    prefix = service_prefix(prefix, "/services/fitting/")
+    return service_application(
         routes(prefix),
+        hub_auth=hub_auth,
         afhub_stores=stores,
         afhub_fits=scheduler.fits,
         afhub_scheduler=scheduler,
@@ -67,10 +64,6 @@ def make_app(
         afhub_prefix=prefix,
         afhub_submissions=Submissions(),
         afhub_validators=ThreadPoolExecutor(config.max_validations, "fit-validate"),
-        hub_auth=hub_auth or HubOAuth(cache_max_age=60),
-        cookie_secret=os.urandom(32),
-        xsrf_cookies=False,
-        default_handler_class=NotFoundHandler,
     )
 
 

@@ -7,6 +7,8 @@
 - :mod:`.handlers`: the JSON handler on JupyterHub's ``HubOAuth`` (identity from the hub,
   JSON in and out, errors as ``{"error": ..., "status": 4xx}``, never a stack trace), the 404
   handler and the OpenAPI document handler;
+- :mod:`.app`: the service's application: its routes under its prefix between the OpenAPI
+  document and the 404;
 - :mod:`.lifecycle`: the watch on the parent process (a service never outlives the hub that
   started it) and the stop signals.
 
