@@ -13,13 +13,12 @@ from __future__ import annotations
 import logging
 import re
 
-#: parameter names whose values are credentials (OAuth codes included: single use, but
-#: nothing a log needs)
-NAMES = ("token", "access_token", "api_token", "code")
+from afhub.services.kit.bodies import CREDENTIAL_PARAMETERS
+
 _EQUALS = r"(?:=|%3D|%253D)"
 _SEPARATOR = r"(?:^|[?&;\s]|%3F|%26|%253F|%2526)"
 _PATTERN = re.compile(
-    rf"({_SEPARATOR}(?:{'|'.join(NAMES)}){_EQUALS})(?!\[secret\])([^&\s#\"'<>]+?)"
+    rf"({_SEPARATOR}(?:{'|'.join(CREDENTIAL_PARAMETERS)}){_EQUALS})(?!\[secret\])([^&\s#\"'<>]+?)"
     rf"(?=%26|%2526|[&\s#\"'<>]|$)",
     re.IGNORECASE,
 )
@@ -36,7 +35,7 @@ class ScrubSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
-        except Exception:  # a record that cannot be formatted is left to the handler
+        except Exception:  # noqa: BLE001 (formatting may raise anything; the handler reports it)
             return True
         clean = scrub(message)
         if clean != message:

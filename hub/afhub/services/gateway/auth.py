@@ -46,6 +46,8 @@ from dask_gateway_server.auth import JupyterHubAuthenticator
 from dask_gateway_server.models import User
 from traitlets import Integer, Unicode, default
 
+from afhub.services.kit.bodies import CREDENTIAL_PARAMETERS
+
 MISSING = (
     "authentication required: send your JupyterHub token as 'Authorization: jupyterhub "
     "TOKEN' (inside a facility server, dask_gateway.Gateway() does this)"
@@ -66,7 +68,7 @@ DASHBOARD_LOGIN = (
 )
 #: query parameters that carry credentials (refused in requests, scrubbed from logs; the
 #: OAuth ``code`` is taken on the OAuth callback only)
-SECRET_PARAMETERS = frozenset({"token", "access_token", "api_token", "code"})
+SECRET_PARAMETERS = frozenset(CREDENTIAL_PARAMETERS)
 _PAGE_KEY = re.compile(r"/~[A-Za-z0-9_-]+")
 #: the dashboard session cookie (the API never reads a cookie)
 SESSION_COOKIE = "afhub-dask-dashboard"

@@ -16,10 +16,13 @@ MAX_BODY_DEPTH = 32
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _JSON_BRACKETS = re.compile(rb"[\[\]{}]")
 
-#: query parameters that carry credentials: refused, and scrubbed from the access log
-URL_CREDENTIALS = frozenset({"token", "access_token", "api_token"})
+#: query parameters whose values are credentials (OAuth codes included: single use, but
+#: nothing a log needs), kept out of every log of the hub services
+CREDENTIAL_PARAMETERS = ("token", "access_token", "api_token", "code")
+#: query parameters that carry credentials: refused (an OAuth code comes back in one)
+URL_CREDENTIALS = frozenset(CREDENTIAL_PARAMETERS) - {"code"}
 _SECRET_IN_URI = re.compile(
-    r"((?:[?&](?:token|access_token|api_token|code)=)[^&#]*)|(/join/)[A-Za-z0-9_-]+",
+    rf"((?:[?&](?:{'|'.join(CREDENTIAL_PARAMETERS)})=)[^&#]*)|(/join/)[A-Za-z0-9_-]+",
     re.IGNORECASE,
 )
 
