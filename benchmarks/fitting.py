@@ -170,7 +170,7 @@ class Load:
 
     def since(self, mark: int) -> str:
         window = self.samples[max(0, mark - 1) :] or self.samples[-1:]
-        return f"{min(window):.1f}–{max(window):.1f} (mean {sum(window) / len(window):.1f})"
+        return f"{min(window):.1f}-{max(window):.1f} (mean {sum(window) / len(window):.1f})"
 
     def stop(self) -> None:
         self._stop.set()
@@ -313,13 +313,13 @@ def render(args: argparse.Namespace, st: dict) -> str:
         )
         notes.append(
             f"Dask executor: {same}/{n} results identical to the local executor's (status "
-            f"and numbers); wall time {dask['wall'] / local['wall']:.2f}× the local one's."
+            f"and numbers); wall time {dask['wall'] / local['wall']:.2f}x the local one's."
         )
     if one is not None and many is not None:
         ratio = one["wall"] / many["wall"]
         notes.append(
             f"Scaling: {workers} workers against 1 worker on the same {len(scaling)} patches: "
-            f"{ratio:.2f}× faster, {ratio / workers:.0%} of linear."
+            f"{ratio:.2f}x faster, {ratio / workers:.0%} of linear."
         )
     if local is not None and seq is not None:
         notes.append(
@@ -339,7 +339,7 @@ def render(args: argparse.Namespace, st: dict) -> str:
         if local is not None:
             notes.append(
                 f"The service's `local` executor against the plain pool: "
-                f"{pool['wall'] / local['wall']:.2f}× its speed."
+                f"{pool['wall'] / local['wall']:.2f}x its speed."
             )
     notes.append("Target: within 90% of linear in the worker cores.")
     missing = [k for k in st["phases"] if k not in st]
@@ -392,7 +392,7 @@ fits the patches{subset}; its speedup compares with the sequential loop's time f
 patches. The plain pool runs the sequential loop's body in a `ProcessPoolExecutor` with as
 many processes as the service has workers: what the cores allow without a service.
 Occupancy: the fits' own times over the wall time (how many workers were busy on average).
-Load: the machine's 1-minute load average during each run (min–max, mean), sampled every 5 s;
+Load: the machine's 1-minute load average during each run (min-max, mean), sampled every 5 s;
 the machine has {os.cpu_count()} cores and is shared with other work.
 
 | run | patches | wall (s) | fits/s | speedup vs sequential | per worker core | occupancy | load |

@@ -42,11 +42,11 @@ def profile_statements(engine) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {}
 
     @event.listens_for(engine, "before_cursor_execute")
-    def _before(conn, cursor, statement, params, context, executemany):
+    def _before(conn, _cursor, _statement, _params, _context, _executemany):
         conn.info["afhub_t0"] = time.perf_counter()
 
     @event.listens_for(engine, "after_cursor_execute")
-    def _after(conn, cursor, statement, params, context, executemany):
+    def _after(conn, _cursor, statement, _params, _context, _executemany):
         elapsed = (time.perf_counter() - conn.info.pop("afhub_t0")) * 1000
         times.setdefault(" ".join(statement.split())[:70], []).append(elapsed)
 
