@@ -60,7 +60,8 @@ def model(user, name="", idle_s=0.0, age_s=7200.0, options=None):
 # -- settings → policy, hub configuration --
 
 
-def test_defaults_cull_gpu_and_fpga_sooner_than_cpu(env):
+@pytest.mark.usefixtures("env")
+def test_defaults_cull_gpu_and_fpga_sooner_than_cpu():
     settings = load_settings(Config())
     assert settings.cull_enabled is True
     assert (settings.cull_timeout_cpu, settings.cull_timeout_gpu) == (3600, 1200)
@@ -105,10 +106,11 @@ def test_bad_culling_settings_are_refused_naming_the_variable(env, name, value, 
     assert message in str(caught.value)
 
 
-def test_a_negative_timeout_in_the_yaml_file_is_refused(env):
+@pytest.mark.usefixtures("env")
+def test_a_negative_timeout_in_the_yaml_file_is_refused():
     # load_settings lets a TraitError raised while applying the YAML file through (it
     # wraps only the defaults): the message still names the setting and the minimum
-    with pytest.raises((SettingsError, TraitError), match="cull_timeout_gpu.*less than 0"):
+    with pytest.raises((SettingsError, TraitError), match=r"cull_timeout_gpu.*less than 0"):
         load_settings(Config({"FacilitySettings": {"cull_timeout_gpu": -5}}))
 
 
@@ -236,7 +238,7 @@ def test_a_server_with_no_ledger_interval_falls_back_to_its_profile_option():
     assert bare.started == NOW - timedelta(seconds=7200)
 
 
-def test_arbiter_applies_the_maximum_age_and_a_missing_activity(stores):
+def test_arbiter_applies_the_maximum_age_and_a_missing_activity():
     policy = CullPolicy({"cpu": 3600}, max_age=3600 * 8)
     arbiter = make_arbiter(policy, {}, {}, now=lambda: NOW)
     busy_but_old = model("dan", idle_s=1, age_s=3600 * 9)
