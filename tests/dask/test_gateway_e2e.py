@@ -135,11 +135,13 @@ def test_student_cluster_from_notebook_computes_hits_limit_and_is_charged(facili
     assert lines["SUM"] == "4000000", out
     # scaling past the group's limit is capped, with the reason
     assert "runs 2 workers instead" in lines["WARN"], out
-    assert STUDENTS in lines["WARN"] and "concurrent Dask cores" in lines["WARN"], out
+    assert STUDENTS in lines["WARN"], out
+    assert "concurrent Dask cores" in lines["WARN"], out
     assert lines["WORKERS"] == "2", out
     # options beyond the group's limit: a clear error and no cluster
     assert lines["REFUSED"].startswith("ValueError"), out
-    assert "worker_cores=8" in lines["REFUSED"] and STUDENTS in lines["REFUSED"], out
+    assert "worker_cores=8" in lines["REFUSED"], out
+    assert STUDENTS in lines["REFUSED"], out
     cluster = lines["NAME"]
 
     # the ledger holds a scheduler and two workers of this cluster, charged to the group

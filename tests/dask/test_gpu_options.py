@@ -120,7 +120,7 @@ def test_gpu_options_are_validated_against_the_offer():
     assert validate_gpus(0, NO_GPU_RESOURCE, offer) == ""
     assert validate_gpus(1, NO_GPU_RESOURCE, offer) == "gpu-a100"  # the default
     assert validate_gpus(1, "gpu-t4", offer) == "gpu-t4"
-    with pytest.raises(OptionsRefused, match="gpu_resource='gpu-cms'.*gpu-a100, gpu-t4"):
+    with pytest.raises(OptionsRefused, match=r"gpu_resource='gpu-cms'.*gpu-a100, gpu-t4"):
         validate_gpus(1, "gpu-cms", offer)
     with pytest.raises(OptionsRefused, match="at most 1 GPU"):
         validate_gpus(2, "gpu-a100", offer)
@@ -128,7 +128,7 @@ def test_gpu_options_are_validated_against_the_offer():
         validate_gpus(-1, "gpu-a100", offer)
     with pytest.raises(OptionsRefused, match="none is"):
         validate_gpus(1, NO_GPU_RESOURCE, gpu_offer(REGISTRY, {"atlas/top"}, chain()))
-    with pytest.raises(OptionsRefused, match="max_gpus.*'atlas/higgs'"):
+    with pytest.raises(OptionsRefused, match=r"max_gpus.*'atlas/higgs'"):
         validate_gpus(1, "gpu-a100", gpu_offer(REGISTRY, {"atlas/higgs"}, chain(higgs=0)))
 
 

@@ -62,7 +62,7 @@ def test_offer_comes_from_the_registry_and_the_group_quota(charging, stores):
     # max_gpus 0 on an ancestor: no GPU workers for the students
     stores.quotas.set("atlas/higgs", {"max_gpus": 0})
     refused = charging.offer("sam", stores.ledger.status(GROUP))
-    with pytest.raises(OptionsRefused, match="'atlas/higgs'.*max_gpus"):
+    with pytest.raises(OptionsRefused, match=r"'atlas/higgs'.*max_gpus"):
         validate_gpus(1, "gpu-sim", refused)
 
 
@@ -178,7 +178,8 @@ def test_the_gateway_options_form_offers_and_refuses_gpu_workers(charging, store
         sam.get_configuration(sam.parse_options({"worker_gpus": 1}), User("sam"))
 
 
-def test_this_machines_gpus_are_offered_to_everyone_with_real_devices(charging, stores):
+@pytest.mark.usefixtures("charging")
+def test_this_machines_gpus_are_offered_to_everyone_with_real_devices(stores):
     """Local mode: ``local-gpu`` (from ``nvidia-smi -L``) is open to every user, its
     slots are shared with servers, and its workers see the real CUDA device."""
     gpu = LocalGpu(0, "NVIDIA H100 80GB HBM3", "GPU-0b1c")
@@ -195,5 +196,5 @@ def test_this_machines_gpus_are_offered_to_everyone_with_real_devices(charging, 
         "AFHUB_DEVICES_SIMULATED": "0",
         "CUDA_VISIBLE_DEVICES": "0",
     }
-    with pytest.raises(WorkerRefused, match="'local-gpu'.*1 of 1 in use"):
+    with pytest.raises(WorkerRefused, match=r"'local-gpu'.*1 of 1 in use"):
         machine.admit(user="tom", group="atlas/top", key="c9/w2", spec=spec)

@@ -142,5 +142,5 @@ def test_scale_notice_says_how_many_and_why():
 
 
 def test_policy_rejects_inconsistent_defaults():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="default_worker_cores must be between 1"):
         DaskPolicy(default_worker_cores=8, max_worker_cores=4)
