@@ -276,7 +276,8 @@ def test_next_never_redirects_off_site(hub, redirect_user, next_query):
     assert result.callback_status == 302
     hub_netloc = urlsplit(hub.url).netloc
     for location in result.locations:
-        assert "\\" not in location and not location.startswith("//"), location
+        assert "\\" not in location, location
+        assert not location.startswith("//"), location
         parts = urlsplit(location)
         assert parts.scheme in ("", "http"), location
         assert parts.netloc in ("", hub_netloc), location

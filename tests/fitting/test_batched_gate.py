@@ -55,7 +55,7 @@ def batched_results(sbottom_dir):
     return out
 
 
-def test_subset_is_spread_over_regions(sbottom_dir, batched_results):
+def test_subset_is_spread_over_regions(batched_results):
     assert len(batched_results) == PER_REGION * len(REGIONS) + 1
     assert {k[0] for k in batched_results} == set(REGIONS)
     assert REFERENCE in batched_results

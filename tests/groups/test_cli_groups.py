@@ -54,7 +54,8 @@ def test_groups_quota_invite_round_trip(afhub):
     status, out, _ = afhub("invite", "list", "atlas")
     assert "\tused\t" in out
     invitation_id = out.split("\t")[0]
-    assert len(invitation_id) == 22 and invitation_id.isalnum(), out  # random, not 1, 2, ...
+    assert len(invitation_id) == 22, out  # random, not 1, 2, ...
+    assert invitation_id.isalnum(), out
     assert afhub("invite", "revoke", invitation_id)[0] == 0
     assert afhub("invite", "revoke", "1")[0] != 0
     assert afhub("groups", "remove-member", "atlas/higgs", "hana")[0] == 0

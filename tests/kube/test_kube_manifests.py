@@ -175,10 +175,10 @@ def test_outside_group_refused_before_any_pod():
 def test_two_gpus_refused_when_quota_allows_one():
     refused(
         options={"profile": "a100-80gb", "accelerators": "2"},
-        remaining_quota=lambda spawner: {"a100-80gb": 1},
+        remaining_quota=lambda _spawner: {"a100-80gb": 1},
     )
 
-    async def one_left(spawner):
+    async def one_left(_spawner):
         return {"a100-80gb": 1}
 
     pod = build(options={"profile": "a100-80gb", "accelerators": "1"}, remaining_quota=one_left)

@@ -67,7 +67,7 @@ def test_charge_holdings_and_rates():
     assert server.rate(LimitName.CPU_CORE_HOURS) == 4.0
     dask = Charge("dask", cpu_cores=8)
     assert dask.holdings == Holdings(servers=0, gpus=0, dask_cores=8)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="'notebook' is not a valid ChargeKind"):
         Charge("notebook")
     with pytest.raises(InvalidQuota):
         Charge("server", cpu_cores=-1)

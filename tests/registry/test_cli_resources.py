@@ -135,7 +135,8 @@ def test_remove_refused_while_a_server_runs(home, capsys):
     assert "a100-80gb" in afhub(capsys, "list")[1]
 
 
-def test_the_installed_command_exits_2_on_bad_input(home):
+@pytest.mark.usefixtures("home")
+def test_the_installed_command_exits_2_on_bad_input():
     result = subprocess.run(
         [sys.executable, "-m", "afhub", "resources", "add", "--json", '{"name": "x"}'],
         capture_output=True,

@@ -287,7 +287,7 @@ def test_removing_a_resource_in_use_refused(data):
     smaller = copy.deepcopy(data)
     smaller["resources"] = [r for r in smaller["resources"] if r["name"] != "a100-80gb"]
     new = parse_registry(smaller)
-    with pytest.raises(RegistryError, match="'a100-80gb'.*2 server"):
+    with pytest.raises(RegistryError, match=r"'a100-80gb'.*2 server"):
         check_update(old, new, {"a100-80gb": 2})
     check_update(old, new, {"a100-80gb": 0, "cpu-standard": 3})  # drained: allowed
     changed = copy.deepcopy(data)

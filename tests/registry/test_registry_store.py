@@ -14,7 +14,7 @@ import yaml
 
 from afhub.quotas.limits import Charge, ChargeKind
 from afhub.registry.model import Registry, parse_registry
-from afhub.stores.errors import AlreadyExists, NotFound
+from afhub.stores.errors import AlreadyExists, NotFound, StoreError
 from afhub.stores.facade import Stores
 from afhub.stores.registry import ManagedElsewhere, RegistryBusy, RegistryInvalid
 from tests.stores.conftest import _postgres_url, _sqlite_template, db_url, stores  # noqa: F401
@@ -239,7 +239,7 @@ def test_concurrent_writers_lose_nothing(stores, db_url):
         opened = Stores.open(db_url, migrate=False)
         try:
             opened.registry.add_resource(gpu(name=f"gpu-{i}"))
-        except Exception as exc:  # pragma: no cover - the assertion below reports it
+        except StoreError as exc:  # pragma: no cover - the assertion below reports it
             errors.append(exc)
         finally:
             opened.close()

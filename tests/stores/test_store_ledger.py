@@ -5,7 +5,7 @@ import pytest
 
 from afhub.quotas.decisions import EnforcementAction, plan_enforcement
 from afhub.quotas.limits import Charge, LimitName
-from afhub.stores.errors import LedgerConflict, NotAMember
+from afhub.stores.errors import LedgerConflict, NotAMember, StoreError
 from afhub.stores.facade import Stores
 from afhub.stores.ledger import QuotaExceeded, split_by_hour
 
@@ -103,7 +103,7 @@ def test_parent_limit_holds_over_children(tree):
     tree.quotas.set("atlas/higgs/students", {"gpu_hours": 100})  # oversubscribes its parent
     run(tree, "sam", GPU, T0, T0 + hours(2))
     run(tree, "tom", GPU, T0, T0 + hours(1))
-    with pytest.raises(QuotaExceeded, match="group 'atlas' .* 3/3 GPU-hours"):
+    with pytest.raises(QuotaExceeded, match=r"group 'atlas' .* 3/3 GPU-hours"):
         tree.ledger.admit(user="sam", charge=GPU, now=T0 + hours(3))
     with pytest.raises(QuotaExceeded, match="group 'atlas'"):
         tree.ledger.admit(user="tom", charge=GPU, now=T0 + hours(3))
@@ -210,7 +210,7 @@ def _race(db_url, n, target):
         barrier.wait()
         try:
             results[i] = target(opened, i)
-        except Exception as exc:  # collected and checked by the caller
+        except StoreError as exc:  # a refusal: collected and checked by the caller
             results[i] = exc
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]

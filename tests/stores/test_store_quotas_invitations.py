@@ -152,7 +152,7 @@ def test_single_use_invitation_under_concurrent_redemption(tree, db_url):
         barrier.wait()
         try:
             results[i] = opened.invitations.redeem(created.token, user=f"u{i}", now=T0)
-        except Exception as exc:  # checked below
+        except StoreError as exc:  # a refusal: checked below
             results[i] = exc
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
