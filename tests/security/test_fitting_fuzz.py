@@ -36,4 +36,5 @@ def test_no_input_gives_a_server_error(case, fuzzer):
     )
     if response.status_code >= 400:
         body = response.json()
-        assert isinstance(body.get("error"), str) and body["error"], response.text[:300]
+        assert isinstance(body.get("error"), str), response.text[:300]
+        assert body["error"], response.text[:300]

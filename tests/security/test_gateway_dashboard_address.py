@@ -14,6 +14,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import urljoin
 
 import pytest
@@ -27,7 +28,7 @@ SECRET = "INTERNAL-ONLY-6d1f"
 
 
 class Internal(BaseHTTPRequestHandler):
-    hits: list[str] = []
+    hits: ClassVar[list[str]] = []
 
     def do_GET(self):
         Internal.hits.append(self.path)
