@@ -41,7 +41,8 @@ def test_users_cli_lists_and_refuses_duplicates_and_bad_names(facility, new_user
     assert "exists already" in duplicate.stderr
     for bad in ("", "Bad Name", "../etc", "a" * 70, "<script>"):
         result = facility.afhub("users", "add", bad, check=False)
-        assert result.returncode == 2 and "invalid username" in result.stderr, bad
+        assert result.returncode == 2, bad
+        assert "invalid username" in result.stderr, bad
 
 
 def test_login_spawn_lab_kernel_stop(facility, new_user):

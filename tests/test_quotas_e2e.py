@@ -122,7 +122,8 @@ def test_student_invited_spawns_until_budget_spent_then_refused(fac, admin):
         time.sleep(0.3)
     else:
         pytest.fail("the server over budget was not stopped")
-    assert warnings and warnings[0]["group"] == "atlas/higgs/students", warnings
+    assert warnings
+    assert warnings[0]["group"] == "atlas/higgs/students", warnings
     assert "will be stopped at" in warnings[0]["message"]
     closed = intervals(fac, "atlas/higgs/students")
     assert closed
@@ -181,7 +182,8 @@ def test_twenty_racing_spawns_for_three_slots_start_exactly_three(fac, admin):
             session.stop_server()
 
 
-def test_failed_spawn_is_never_charged(fac, admin):
+@pytest.mark.usefixtures("admin")
+def test_failed_spawn_is_never_charged(fac):
     session = fac.login("unlucky", fac.add_user("unlucky"))
     # a file where the home folder must be: the server cannot start
     (fac.home / "homes").mkdir(exist_ok=True)
@@ -196,7 +198,8 @@ def test_failed_spawn_is_never_charged(fac, admin):
             time.sleep(0.5)
     with sqlite3.connect(fac.home / "afhub.sqlite") as db:
         rows = db.execute("SELECT state FROM afhub_ledger WHERE user_name = 'unlucky'").fetchall()
-    assert rows and all(state == "failed" for (state,) in rows), rows
+    assert rows
+    assert all(state == "failed" for (state,) in rows), rows
     report = [i for i in intervals(fac, "users") if i.user == "unlucky"]
     assert sum(i.hours() for i in report) == 0
     (fac.home / "homes" / "unlucky").unlink()
@@ -269,7 +272,8 @@ def test_hub_crash_ledger_matches_true_lifetime_within_a_checkpoint(tmp_path, fa
         fac.cleanup_orphans()
 
 
-def test_cli_manages_groups_quotas_invitations_and_reports_usage(fac, admin):
+@pytest.mark.usefixtures("admin")
+def test_cli_manages_groups_quotas_invitations_and_reports_usage(fac):
     run = fac.afhub
     run("groups", "create", "alice-lab")
     run("groups", "create", "alice-lab/team")

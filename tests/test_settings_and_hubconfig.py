@@ -29,7 +29,8 @@ def env(monkeypatch, tmp_path):
     return monkeypatch
 
 
-def test_defaults_are_local_login_on_port_8000(env, tmp_path):
+@pytest.mark.usefixtures("env")
+def test_defaults_are_local_login_on_port_8000(tmp_path):
     settings = FacilitySettings()
     assert settings.port == 8000
     assert settings.authenticator == "local"
@@ -67,7 +68,8 @@ def test_unknown_authenticator_is_refused(env):
         load_settings()
 
 
-def test_yaml_config_overrides_and_reaches_other_classes(env, tmp_path):
+@pytest.mark.usefixtures("env")
+def test_yaml_config_overrides_and_reaches_other_classes(tmp_path):
     path = tmp_path / "afhub.yaml"
     path.write_text("FacilitySettings:\n  port: 8123\nAfhubLocalSpawner:\n  start_timeout: 33\n")
     overrides = load_config_file(path)
@@ -98,7 +100,8 @@ def test_cli_reports_bad_settings_without_traceback(env, capsys):
     assert "Traceback" not in err
 
 
-def test_bad_value_in_yaml_config_is_a_settings_error(env):
+@pytest.mark.usefixtures("env")
+def test_bad_value_in_yaml_config_is_a_settings_error():
     from afhub.settings import SettingsError, load_settings
 
     config = Config({"FacilitySettings": {"cull_timeout_gpu": -5}})

@@ -99,7 +99,7 @@ def test_slots_lowest_free_and_none_when_short():
     assert choose_slots(4, {0, 2}, 2) == [1, 3]
     assert choose_slots(4, {0, 2}, 3) is None
     assert choose_slots(4, set(), 0) == []
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="count must not be negative"):
         choose_slots(4, set(), -1)
     message = busy_message(REGISTRY.resources["sim-fpga"], 1, 1, 1)
     assert "no free FPGA" in message
@@ -178,7 +178,7 @@ def test_spent_budgets_and_full_servers_leave_nothing():
     free = remaining([node("g")])
     assert units_left(free, [ResourceKind("gpu", True)]) == {}
     assert describe(free) == "Quota of g: no limit applies."
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="the chain must contain at least the charged group"):
         remaining([])
 
 

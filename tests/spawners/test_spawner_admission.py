@@ -132,7 +132,8 @@ def test_a_resource_is_paid_only_by_a_group_it_is_open_to(db):
     stores.groups.add_member("atlas/higgs/students", "dan")
     gpu = {"profile": "gpu", "accelerators": "1"}
     message = refused(spawner(url, "ann", {**gpu, "charge_to": "users"}), 403)
-    assert "'atlas/higgs'" in message and "not to 'users'" in message, message
+    assert "'atlas/higgs'" in message, message
+    assert "not to 'users'" in message, message
     assert "your groups that may pay: atlas/higgs/students" in message, message
     # a malformed charge_to is a 400 that says why, never a 500
     for bad in ("atlas/../users", "atlas//higgs", "/atlas", "Atlas"):

@@ -170,4 +170,5 @@ def test_the_cli_creates_private_files(tmp_path):
         timeout=120,
     )
     files = list((tmp_path / "home").iterdir())
-    assert files and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files), files
+    assert files
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files), files
