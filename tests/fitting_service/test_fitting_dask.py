@@ -54,7 +54,8 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def dask_pool(one_thread):  # noqa: ARG001 - for its effect: one thread per fit
+def dask_pool(request):
+    request.getfixturevalue("one_thread")  # for its effect: one thread per fit
     with DaskExecutor(2, preload=PRELOAD) as pool:
         pool.wait_warm(timeout=300)
         yield pool
@@ -69,7 +70,8 @@ def dask_pool(one_thread):  # noqa: ARG001 - for its effect: one thread per fit
 
 
 @pytest.fixture(scope="module")
-def local_pool(one_thread):  # noqa: ARG001 - for its effect: one thread per fit
+def local_pool(request):
+    request.getfixturevalue("one_thread")  # for its effect: one thread per fit
     with KillablePool(2, preload=PRELOAD) as pool:
         yield pool
 
