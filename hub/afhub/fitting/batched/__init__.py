@@ -306,6 +306,8 @@ def _chunked_fit(model: BatchedModel, data: Data, chunk: int, kwargs) -> FitResu
 
 def _uncertainties(fits: FitResult) -> torch.Tensor:
     """Square roots of the diagonal of the inverse Hessian on the working set (0 elsewhere)."""
+    if fits.hessian is None or fits.working is None:
+        raise ValueError("the fits were run without keep_hessian")
     work = fits.working.to(fits.hessian.dtype)
     h = fits.hessian * work.unsqueeze(-1) * work.unsqueeze(-2) + torch.diag_embed(1 - work)
     cov = torch.linalg.inv(h)

@@ -73,14 +73,7 @@ def minimize_chunked(
         idx = torch.arange(start, min(B, start + chunk_size), device=x0.device)
         sub = model.take(idx if items is None else items[idx])
         parts.append(minimize(sub, data.take(idx), x0[idx], free[idx], **kwargs))
-    return FitResult(
-        **{
-            f.name: None
-            if getattr(parts[0], f.name) is None
-            else torch.cat([getattr(p, f.name) for p in parts])
-            for f in fields(FitResult)
-        }
-    )
+    return FitResult.cat(parts)
 
 
 def _with_poi(x: torch.Tensor, poi_index: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
@@ -142,16 +135,69 @@ def _refit_from_better_points(
     again = minimize_chunked(
         model.take(redo), data.take(redo), start[redo], model.free[redo], chunk_size, **fit_kwargs
     )
-    merged = FitResult(
-        **{
-            f.name: None if getattr(free_fit, f.name) is None else getattr(free_fit, f.name).clone()
-            for f in fields(FitResult)
-        }
-    )
+    merged = free_fit.clone()
     for f in fields(FitResult):
         if getattr(merged, f.name) is not None and getattr(again, f.name) is not None:
             getattr(merged, f.name)[redo] = getattr(again, f.name)
     return merged
+
+
+def _first_fits(
+    model: BatchedModel, data: Data, chunk_size: int, **fit_kwargs
+) -> tuple[FitResult, FitResult]:
+    """Stage 1: the free fit to the data and the Asimov-generating fit (POI = 0), together."""
+    B = model.batch_size
+    ar = torch.arange(B, device=model.init.device)
+    zeros = torch.zeros(B, dtype=model.init.dtype, device=model.init.device)
+    idx2 = torch.cat([ar, ar])
+    stage1 = minimize_chunked(
+        model,
+        data.take(idx2),
+        torch.cat([model.init, _with_poi(model.init, model.poi_index, zeros)]),
+        torch.cat([model.free, _poi_fixed(model.free, model.poi_index)]),
+        chunk_size,
+        items=idx2,
+        **fit_kwargs,
+    )
+    return stage1.take(ar), stage1.take(ar + B)
+
+
+def _second_fits(
+    model: BatchedModel,
+    fits: tuple[Data, Data, FitResult, FitResult],
+    poi_values: torch.Tensor,
+    chunk_size: int,
+    **fit_kwargs,
+) -> tuple[FitResult, FitResult, FitResult]:
+    """Stage 2: the free fit to the Asimov data and the fixed-POI fits to the data and to the
+    Asimov data, each from two starts (the lower kept); returns the three, patch-major."""
+    data, asimov, free_data, asimov_gen = fits
+    B, M = model.batch_size, poi_values.shape[0]
+    dev, poi = model.init.device, model.poi_index
+    ar = torch.arange(B, device=dev)
+    rep = ar.repeat_interleave(M)
+    mu = poi_values.repeat(B)
+    x_init = _with_poi(model.init[rep], poi[rep], mu)
+    x_data = _with_poi(free_data.x[rep], poi[rep], mu)
+    x_asimov = _with_poi(asimov_gen.x[rep], poi[rep], mu)
+    idx3 = torch.cat([ar, rep, rep, rep, rep])
+    data_rep, asimov_rep = data.take(rep), asimov.take(rep)
+    fixed_free = _poi_fixed(model.free, poi)[rep]
+    stage2 = minimize_chunked(
+        model,
+        Data.cat([asimov, data_rep, asimov_rep, data_rep, asimov_rep]),
+        torch.cat([asimov_gen.x, x_data, x_asimov, x_init, x_init]),
+        torch.cat([model.free, *[fixed_free] * 4]),
+        chunk_size,
+        items=idx3,
+        **fit_kwargs,
+    )
+    n = B * M
+
+    def part(k: int) -> FitResult:
+        return stage2.take(torch.arange(B + k * n, B + (k + 1) * n, device=dev))
+
+    return stage2.take(ar), select_lower(part(0), part(2)), select_lower(part(1), part(3))
 
 
 def run_fits(
@@ -169,51 +215,13 @@ def run_fits(
     fit with the POI set to its test value) and keeps the lower minimum; a free fit that a
     fixed-POI fit undercuts is restarted from that point.
     """
-    B = model.batch_size
-    M = poi_values.shape[0]
-    dev = model.init.device
-    poi = model.poi_index
-    ar = torch.arange(B, device=dev)
-    zeros = torch.zeros(B, dtype=model.init.dtype, device=dev)
-    fixed_free = _poi_fixed(model.free, poi)
-    # stage 1: free fit to data and the Asimov-generating fit (POI = 0), together
-    idx2 = torch.cat([ar, ar])
-    stage1 = minimize_chunked(
-        model,
-        data.take(idx2),
-        torch.cat([model.init, _with_poi(model.init, poi, zeros)]),
-        torch.cat([model.free, fixed_free]),
-        chunk_size,
-        items=idx2,
-        **fit_kwargs,
-    )
-    free_data, asimov_gen = stage1.take(ar), stage1.take(ar + B)
+    ar = torch.arange(model.batch_size, device=model.init.device)
+    rep = ar.repeat_interleave(poi_values.shape[0])
+    free_data, asimov_gen = _first_fits(model, data, chunk_size, **fit_kwargs)
     asimov = model.expected_data(asimov_gen.x)
-    # stage 2: free fit to Asimov data, fixed-POI fits to data and Asimov data (two starts)
-    rep = ar.repeat_interleave(M)
-    mu = poi_values.repeat(B)
-    x_init = _with_poi(model.init[rep], poi[rep], mu)
-    x_data = _with_poi(free_data.x[rep], poi[rep], mu)
-    x_asimov = _with_poi(asimov_gen.x[rep], poi[rep], mu)
-    idx3 = torch.cat([ar, rep, rep, rep, rep])
-    data_rep, asimov_rep = data.take(rep), asimov.take(rep)
-    stage2 = minimize_chunked(
-        model,
-        Data.cat([asimov, data_rep, asimov_rep, data_rep, asimov_rep]),
-        torch.cat([asimov_gen.x, x_data, x_asimov, x_init, x_init]),
-        torch.cat([model.free, *[fixed_free[rep]] * 4]),
-        chunk_size,
-        items=idx3,
-        **fit_kwargs,
+    free_asimov, fixed_data, fixed_asimov = _second_fits(
+        model, (data, asimov, free_data, asimov_gen), poi_values, chunk_size, **fit_kwargs
     )
-    n = B * M
-
-    def part(k):
-        return stage2.take(torch.arange(B + k * n, B + (k + 1) * n, device=dev))
-
-    fixed_data = select_lower(part(0), part(2))
-    fixed_asimov = select_lower(part(1), part(3))
-    free_asimov = stage2.take(ar)
     # stage 3: free fits undercut by a feasible point of another fit start again there
     free_data = _refit_from_better_points(
         model, data, free_data, [(asimov_gen, ar), (fixed_data, rep)], chunk_size, **fit_kwargs

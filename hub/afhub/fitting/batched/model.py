@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import torch
 
 from afhub.fitting.batched.interpolation import code4, code4_coefficients, code4p_weights
+from afhub.fitting.batched.padding import PadShape, dense_histosys, fill_item, padded_arrays
 from afhub.fitting.batched.spec import CompiledModel
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
@@ -45,23 +47,6 @@ def _u_minus_log1p(u: torch.Tensor) -> torch.Tensor:
     series = series * us * us
     direct = u - torch.log1p(torch.where(small, torch.zeros_like(u), u))
     return torch.where(small, series, direct)
-
-
-def _max_per_cell(cells: np.ndarray, n_cells: int) -> int:
-    """The largest number of entries that share one cell."""
-    return int(np.bincount(cells, minlength=n_cells).max(initial=0)) if len(cells) else 0
-
-
-def _slots(cells: np.ndarray) -> np.ndarray:
-    """For entries grouped by cell, the running index of each entry within its cell."""
-    if len(cells) == 0:
-        return np.zeros(0, dtype=np.int64)
-    order = np.argsort(cells, kind="stable")
-    sorted_cells = cells[order]
-    first = np.searchsorted(sorted_cells, sorted_cells, side="left")
-    slots = np.empty_like(cells)
-    slots[order] = np.arange(len(cells)) - first
-    return slots
 
 
 @dataclass
@@ -142,7 +127,7 @@ class BatchedModel:
 
     def take(self, idx: torch.Tensor) -> BatchedModel:
         """The sub-batch of items ``idx``."""
-        values = {}
+        values: dict[str, Any] = {}
         for f in fields(self):
             v = getattr(self, f.name)
             values[f.name] = v[idx] if isinstance(v, torch.Tensor) else v
@@ -157,118 +142,41 @@ class BatchedModel:
         dtype: torch.dtype = torch.float64,
     ) -> tuple[BatchedModel, Data]:
         """Pad and stack compiled models; returns the model and the observed data."""
-        B = len(models)
-        P = max(m.n_pars for m in models)
-        C = max(m.n_cells for m in models)
-        N = max(m.n_bins for m in models)
-        ONE, ZERO = P, P + 1
-
-        E = max([0] + [len(m.ns_par) for m in models]) + 1  # the last entry pads
-        KN = max([1] + [_max_per_cell(m.ns_map_cell, m.n_cells) for m in models])
-        KH = max([1] + [_max_per_cell(m.histo_cell, m.n_cells) for m in models])
-        K = max([1] + [_max_per_cell(m.f_cell, m.n_cells) for m in models])
-        NG = max([1] + [len(m.gauss_par) for m in models])
-        NQ = max([1] + [len(m.pois_par) for m in models])
-
-        nominal = np.zeros((B, C))
-        onehot = np.zeros((B, N, C))
-        bin_mask = np.zeros((B, N))
-        observed = np.zeros((B, N))
-        cell_h_par = np.full((B, C, KH), ZERO, dtype=np.int64)
-        cell_h_up = np.zeros((B, C, KH))
-        cell_h_dn = np.zeros((B, C, KH))
-        ns_par = np.full((B, E), ZERO, dtype=np.int64)
-        ns_hi = np.ones((B, E))
-        ns_lo = np.ones((B, E))
-        cell_ns = np.full((B, C, KN), E - 1, dtype=np.int64)
-        f_par = np.full((B, C, K), ONE, dtype=np.int64)
-        g_par = np.full((B, NG), ZERO, dtype=np.int64)
-        g_aux = np.zeros((B, NG))
-        g_sigma = np.ones((B, NG))
-        g_mask = np.zeros((B, NG))
-        q_par = np.full((B, NQ), ONE, dtype=np.int64)
-        q_aux = np.ones((B, NQ))
-        q_tau = np.ones((B, NQ))
-        q_mask = np.zeros((B, NQ))
-        init = np.zeros((B, P))
-        lower = np.zeros((B, P))
-        upper = np.zeros((B, P))
-        free = np.zeros((B, P), dtype=bool)
-        poi = np.zeros(B, dtype=np.int64)
-
+        shape = PadShape.of(models)
+        arr = padded_arrays(shape)
         for b, m in enumerate(models):
-            nc, nb, npar = m.n_cells, m.n_bins, m.n_pars
-            nominal[b, :nc] = m.nominal
-            onehot[b, m.cell_bin, np.arange(nc)] = 1.0
-            bin_mask[b, :nb] = 1.0
-            observed[b, :nb] = m.observed
-            hs = _slots(m.histo_cell)
-            cell_h_par[b, m.histo_cell, hs] = m.histo_par
-            cell_h_up[b, m.histo_cell, hs] = m.histo_up
-            cell_h_dn[b, m.histo_cell, hs] = m.histo_dn
-            ne = len(m.ns_par)
-            ns_par[b, :ne], ns_hi[b, :ne], ns_lo[b, :ne] = m.ns_par, m.ns_hi, m.ns_lo
-            cell_ns[b, m.ns_map_cell, _slots(m.ns_map_cell)] = m.ns_map_entry
-            f_par[b, m.f_cell, _slots(m.f_cell)] = m.f_par
-            ng, nq = len(m.gauss_par), len(m.pois_par)
-            g_par[b, :ng], g_aux[b, :ng], g_sigma[b, :ng] = (
-                m.gauss_par,
-                m.gauss_aux,
-                m.gauss_sigma,
-            )
-            g_mask[b, :ng] = 1.0
-            q_par[b, :nq], q_aux[b, :nq], q_tau[b, :nq] = m.pois_par, m.pois_aux, m.pois_tau
-            q_mask[b, :nq] = 1.0
-            init[b, :npar] = m.init
-            lower[b, :npar] = m.lower
-            upper[b, :npar] = m.upper
-            free[b, :npar] = ~m.fixed
-            poi[b] = m.poi_index
+            fill_item(arr, b, m)
+        h_dense = dense_histosys(arr, shape)
 
-        h_dense = None
-        if 2 * KH >= P:  # dense enough: [C, 2P] costs at most 4 / 3 of the [C, KH] entries
-            h_dense = np.zeros((B, C, 2 * (P + 2)))
-            rows = np.arange(B)[:, None, None]
-            cols = np.arange(C)[None, :, None]
-            np.add.at(h_dense, (rows, cols, cell_h_par), cell_h_up)
-            np.add.at(h_dense, (rows, cols, cell_h_par + P + 2), cell_h_dn)
-            h_dense = np.concatenate([h_dense[..., :P], h_dense[..., P + 2 : 2 * P + 2]], -1)
-
-        def t(x, dt=dtype):
+        def t(x: np.ndarray, dt: torch.dtype = dtype) -> torch.Tensor:
             return torch.as_tensor(x, dtype=dt, device=device)
 
+        B, ns_par, cell_ns = shape.B, arr["ns_par"], arr["cell_ns"]
+        longs = ("cell_h_par", "ns_par", "cell_ns", "f_par", "g_par", "q_par")
+        floats = ("nominal", "bin_mask", "cell_h_up", "cell_h_dn", "g_sigma", "g_mask")
+        tensors: dict[str, Any] = {name: t(arr[name], torch.long) for name in longs}
+        tensors.update({name: t(arr[name]) for name in floats})
         model = cls(
-            n_pars=P,
-            nominal=t(nominal),
-            bin_onehot=t(onehot),
-            bin_mask=t(bin_mask),
-            cell_h_par=t(cell_h_par, torch.long),
-            cell_h_up=t(cell_h_up),
-            cell_h_dn=t(cell_h_dn),
-            ns_par=t(ns_par, torch.long),
-            ns_log_hi=t(np.log(ns_hi)),
-            ns_log_lo=t(np.log(ns_lo)),
-            ns_coef=t(code4_coefficients(ns_hi, ns_lo)),
-            cell_ns=t(cell_ns, torch.long),
+            n_pars=shape.P,
+            bin_onehot=t(arr["onehot"]),
+            ns_log_hi=t(np.log(arr["ns_hi"])),
+            ns_log_lo=t(np.log(arr["ns_lo"])),
+            ns_coef=t(code4_coefficients(arr["ns_hi"], arr["ns_lo"])),
             cell_ns_par=t(
                 np.take_along_axis(ns_par, cell_ns.reshape(B, -1), 1).reshape(cell_ns.shape),
                 torch.long,
             ),
-            f_par=t(f_par, torch.long),
-            g_par=t(g_par, torch.long),
-            g_sigma=t(g_sigma),
-            g_mask=t(g_mask),
-            q_par=t(q_par, torch.long),
-            q_tau=t(q_tau),
-            q_mask=t(q_mask),
-            init=t(init),
-            lower=t(lower),
-            upper=t(upper),
-            free=t(free, torch.bool),
-            poi_index=t(poi, torch.long),
+            q_tau=t(arr["q_tau"]),
+            q_mask=t(arr["q_mask"]),
+            init=t(arr["init"]),
+            lower=t(arr["lower"]),
+            upper=t(arr["upper"]),
+            free=t(arr["free"], torch.bool),
+            poi_index=t(arr["poi"], torch.long),
             h_dense=None if h_dense is None else t(h_dense),
+            **tensors,
         )
-        data = Data(t(observed), t(g_aux), t(q_aux))
+        data = Data(t(arr["observed"]), t(arr["g_aux"]), t(arr["q_aux"]))
         return model, data
 
     # ------------------------------------------------------------------ evaluation
@@ -411,19 +319,40 @@ class BatchedModel:
 
         With ``deviance=True`` the value is :meth:`nll_deviance` (what the optimiser uses).
         """
+        d = self._cell_derivatives(x)
+        nu = (self.bin_onehot @ d.nu_c.unsqueeze(-1))[..., 0]
+        jac = self.bin_onehot @ d.dnu_c  # [B,N,P]
+        value = self._deviance_from_nu(x, nu, data)
+        if not deviance:
+            value = value + self.nll_constant(data)
+        mask = self.bin_mask
+        n = data.main
+        nu_s = torch.where((mask > 0) & (n > 0), nu, torch.ones_like(nu))
+        w = mask * (1 - n / nu_s)  # d nll / d nu
+        cons = self._constraint_terms(x, data)
+        grad = (w.unsqueeze(1) @ jac)[:, 0, :] + cons.grad
+        if not hessian:
+            return value, grad, None
+        # Hessian: J^T diag(n / nu^2) J + sum_c omega_c Hess(nu_c) + constraints
+        hess = jac.transpose(1, 2) @ ((mask * n / nu_s**2).unsqueeze(-1) * jac)
+        omega = (w.unsqueeze(1) @ self.bin_onehot)[:, 0, :]  # [B,C]
+        hess = hess + self._cell_hessian(d, omega)
+        return value, grad, hess + torch.diag_embed(self._diagonal(d, omega) + cons.diag)
+
+    def _cell_derivatives(self, x: torch.Tensor) -> _CellDerivatives:
+        """Cell yields and their first derivatives, from the three kinds of modifiers."""
         B, P = x.shape
-        P2 = P + 2
         C = self.nominal.shape[1]
         xe = self._extend(x)
         # histosys (additive)
-        dense = self.h_dense is not None
-        if dense:
-            hw = code4p_weights(x)
+        hw: list[torch.Tensor] = []
+        if self.h_dense is not None:
+            hw = list(code4p_weights(x))
             a = self.nominal + (self.h_dense @ torch.cat(hw[:2], -1).unsqueeze(-1))[..., 0]
             h_up, h_dn = self.h_dense[..., :P], self.h_dense[..., P:]
             a_p = h_up * hw[2].unsqueeze(1) + h_dn * hw[3].unsqueeze(1)  # [B,C,P]
         else:
-            w_up, w_dn, dw_up, dw_dn, d2w_up, d2w_dn = self._histo_weights(x, 6)
+            w_up, w_dn, dw_up, dw_dn, *hw = self._histo_weights(x, 6)
             a = self.nominal + (self.cell_h_up * w_up + self.cell_h_dn * w_dn).sum(-1)
             a_p = self._scatter_cells(
                 self.cell_h_par, self.cell_h_up * dw_up + self.cell_h_dn * dw_dn, P
@@ -435,37 +364,27 @@ class BatchedModel:
         e = self._signed_exp(l0, neg)
         # linear factors
         theta = self._gather(xe, self.f_par)  # [B,C,K]
-        K = theta.shape[-1]
         ones = torch.ones_like(theta[..., :1])
         prefix = torch.cumprod(torch.cat([ones, theta[..., :-1]], -1), -1)
         suffix = torch.cumprod(torch.cat([ones, theta.flip(-1)[..., :-1]], -1), -1).flip(-1)
-        excl = prefix * suffix  # prod over k' != k
         g = prefix[..., -1] * theta[..., -1]
-        g_p = torch.zeros(B, C, P2, dtype=x.dtype, device=x.device)
-        g_p.scatter_add_(2, self.f_par, excl)
+        g_p = torch.zeros(B, C, P + 2, dtype=x.dtype, device=x.device)
+        g_p.scatter_add_(2, self.f_par, prefix * suffix)  # prod over k' != k
         g_p = g_p[..., :P]
-        # yields and their gradients
         # dnu_c = e (a_p g + a g_p + b l_p), accumulated in place (three passes over [B,C,P])
-        b = a * g
-        nu_c = b * e
+        nu_c = a * g * e
         dnu_c = a_p * (g * e).unsqueeze(-1)
         dnu_c.addcmul_(g_p, (a * e).unsqueeze(-1))
         dnu_c.addcmul_(l_p, nu_c.unsqueeze(-1))  # [B,C,P]
-        nu = (self.bin_onehot @ nu_c.unsqueeze(-1))[..., 0]
-        jac = self.bin_onehot @ dnu_c  # [B,N,P]
-        value = self._deviance_from_nu(x, nu, data)
-        if not deviance:
-            value = value + self.nll_constant(data)
+        return _CellDerivatives(a, a_p, hw, l2, l_p, e, theta, g, g_p, nu_c, dnu_c)
 
-        mask = self.bin_mask
-        n = data.main
-        nu_s = torch.where((mask > 0) & (n > 0), nu, torch.ones_like(nu))
-        w = mask * (1 - n / nu_s)  # d nll / d nu
-        grad = (w.unsqueeze(1) @ jac)[:, 0, :]
-        # constraints
+    def _constraint_terms(self, x: torch.Tensor, data: Data) -> _ConstraintTerms:
+        """Gradient and (diagonal) Hessian of the Gaussian and Poisson constraint terms."""
+        B, P = x.shape
+        xe = self._extend(x)
         th_g = self._gather(xe, self.g_par)
         inv_var = self.g_mask / self.g_sigma**2
-        cg = torch.zeros(B, P2, dtype=x.dtype, device=x.device)
+        cg = torch.zeros(B, P + 2, dtype=x.dtype, device=x.device)
         cg.scatter_add_(1, self.g_par, inv_var * (th_g - data.aux_gauss))
         gam = self._gather(xe, self.q_par)
         aux_q = data.aux_poisson
@@ -475,48 +394,82 @@ class BatchedModel:
         cg.scatter_add_(
             1, self.q_par, self.q_mask * torch.where(aux_q > 0, aux_s * u / gam, self.q_tau)
         )
-        grad = grad + cg[:, :P]
-        if not hessian:
-            return value, grad, None
+        cd = torch.zeros(B, P + 2, dtype=x.dtype, device=x.device)
+        cd.scatter_add_(1, self.g_par, inv_var)
+        cd.scatter_add_(1, self.q_par, self.q_mask * aux_q / gam**2)
+        return _ConstraintTerms(cg[:, :P], cd[:, :P])
 
-        # Hessian: J^T diag(n / nu^2) J + sum_c omega_c Hess(nu_c) + constraints
-        hess = jac.transpose(1, 2) @ ((mask * n / nu_s**2).unsqueeze(-1) * jac)
-        omega = (w.unsqueeze(1) @ self.bin_onehot)[:, 0, :]  # [B,C]
-        oe = (omega * e).unsqueeze(-1)
+    def _cell_hessian(self, d: _CellDerivatives, omega: torch.Tensor) -> torch.Tensor:
+        """``sum_c omega_c Hess(nu_c)`` without its diagonal one-dimensional terms."""
+        oe = (omega * d.e).unsqueeze(-1)
         # cross terms between the histosys, normsys and linear-factor parts:
         # sum_c oe [a_p g_q + b_p L_q + b L_p L_q / 2] + transpose, as one matrix product;
         # oe (b_p + b L_p / 2) = omega (dnu_c - nu_c L_p / 2) with b_p = a_p g + a g_p
-        om_dnu = dnu_c * omega.unsqueeze(-1)
-        om_dnu.addcmul_(l_p, (-0.5 * omega * nu_c).unsqueeze(-1))
-        cross = torch.baddbmm((oe * a_p).transpose(1, 2) @ g_p, om_dnu.transpose(1, 2), l_p)
-        hess = hess + cross + cross.transpose(1, 2)
-        # diagonal second derivatives of the one-dimensional functions
-        # sum_c oe_c (g_c A_c'' + b_c L_c''), straight from the cells' own entries
-        l2c = self._per_cell(l2) * (oe * b.unsqueeze(-1))
-        dg = torch.zeros(B, P2, dtype=x.dtype, device=x.device)
-        if dense:
-            ogh = ((oe[..., 0] * g).unsqueeze(1) @ self.h_dense)[:, 0, :]  # [B,2P]
-            dg[:, :P] = ogh[:, :P] * hw[4] + ogh[:, P:] * hw[5]
+        om_dnu = d.dnu_c * omega.unsqueeze(-1)
+        om_dnu.addcmul_(d.l_p, (-0.5 * omega * d.nu_c).unsqueeze(-1))
+        cross = torch.baddbmm((oe * d.a_p).transpose(1, 2) @ d.g_p, om_dnu.transpose(1, 2), d.l_p)
+        hess = cross + cross.transpose(1, 2)
+        if d.theta.shape[-1] > 1:
+            hess = hess + self._factor_pairs(d.theta, oe[..., 0] * d.a, d.a_p.shape[-1])
+        return hess
+
+    def _factor_pairs(self, theta: torch.Tensor, weight: torch.Tensor, P: int) -> torch.Tensor:
+        """Second derivatives of the linear-factor products (k != k'), weighted per cell."""
+        B, C, K = theta.shape
+        P2 = P + 2
+        eye = torch.eye(K, dtype=torch.bool, device=theta.device)
+        th = theta.unsqueeze(-2).unsqueeze(-2).expand(B, C, K, K, K)
+        drop = eye.view(K, 1, K) | eye.view(1, K, K)  # m == k or m == k'
+        z = torch.where(drop, torch.ones_like(th), th).prod(-1)  # [B,C,K,K]
+        z = z * ~eye * weight.unsqueeze(-1).unsqueeze(-1)
+        idx = self.f_par.unsqueeze(-1) * P2 + self.f_par.unsqueeze(-2)
+        flat = torch.zeros(B, P2 * P2, dtype=theta.dtype, device=theta.device)
+        flat.scatter_add_(1, idx.reshape(B, -1), z.reshape(B, -1))
+        return flat.view(B, P2, P2)[:, :P, :P]
+
+    def _diagonal(self, d: _CellDerivatives, omega: torch.Tensor) -> torch.Tensor:
+        """The diagonal second derivatives of the one-dimensional functions, ``[B, P]``:
+        ``sum_c oe_c (g_c A_c'' + b_c L_c'')``, straight from the cells' own entries."""
+        B, P = d.a_p.shape[0], d.a_p.shape[-1]
+        oe = (omega * d.e).unsqueeze(-1)
+        l2c = self._per_cell(d.l2) * (oe * (d.a * d.g).unsqueeze(-1))
+        dg = torch.zeros(B, P + 2, dtype=omega.dtype, device=omega.device)
+        if self.h_dense is not None:
+            ogh = ((oe[..., 0] * d.g).unsqueeze(1) @ self.h_dense)[:, 0, :]  # [B,2P]
+            dg[:, :P] = ogh[:, :P] * d.hw[4] + ogh[:, P:] * d.hw[5]
         else:
-            a2 = (self.cell_h_up * d2w_up + self.cell_h_dn * d2w_dn) * (oe * g.unsqueeze(-1))
+            d2w_up, d2w_dn = d.hw
+            a2 = (self.cell_h_up * d2w_up + self.cell_h_dn * d2w_dn) * (oe * d.g.unsqueeze(-1))
             dg.scatter_add_(1, self.cell_h_par.reshape(B, -1), a2.reshape(B, -1))
         dg.scatter_add_(1, self.cell_ns_par.reshape(B, -1), l2c.reshape(B, -1))
-        diag = dg[:, :P]
-        # second derivatives of the linear-factor products (k != k')
-        if K > 1:
-            eye = torch.eye(K, dtype=torch.bool, device=x.device)
-            kk = ~eye  # pairs k != k'
-            th = theta.unsqueeze(-2).unsqueeze(-2).expand(B, C, K, K, K)
-            drop = eye.view(K, 1, K) | eye.view(1, K, K)  # m == k or m == k'
-            z = torch.where(drop, torch.ones_like(th), th).prod(-1)  # [B,C,K,K]
-            z = z * kk * (oe[..., 0] * a).unsqueeze(-1).unsqueeze(-1)
-            idx = self.f_par.unsqueeze(-1) * P2 + self.f_par.unsqueeze(-2)
-            flat = torch.zeros(B, P2 * P2, dtype=x.dtype, device=x.device)
-            flat.scatter_add_(1, idx.reshape(B, -1), z.reshape(B, -1))
-            hess = hess + flat.view(B, P2, P2)[:, :P, :P]
-        cd = torch.zeros(B, P2, dtype=x.dtype, device=x.device)
-        cd.scatter_add_(1, self.g_par, inv_var)
-        cd.scatter_add_(1, self.q_par, self.q_mask * aux_q / gam**2)
-        diag = diag + cd[:, :P]
-        hess = hess + torch.diag_embed(diag)
-        return value, grad, hess
+        return dg[:, :P]
+
+
+@dataclass
+class _CellDerivatives:
+    """What :meth:`BatchedModel.nll_grad_hess` needs of the cells (``[B, C]`` or
+    ``[B, C, P]``): histosys sums ``a`` and derivatives ``a_p``, the code4p weights ``hw``
+    left for the diagonal (all six when dense, else the two second-derivative ones at the
+    entries), normsys second derivatives ``l2`` (per entry) and ``l_p``, the normsys product
+    ``e``, the linear factors ``theta`` with product ``g`` and derivatives ``g_p``, the
+    yields ``nu_c`` and their gradients ``dnu_c``."""
+
+    a: torch.Tensor
+    a_p: torch.Tensor
+    hw: list[torch.Tensor]
+    l2: torch.Tensor
+    l_p: torch.Tensor
+    e: torch.Tensor
+    theta: torch.Tensor
+    g: torch.Tensor
+    g_p: torch.Tensor
+    nu_c: torch.Tensor
+    dnu_c: torch.Tensor
+
+
+@dataclass
+class _ConstraintTerms:
+    """Constraint gradient ``[B, P]`` and Hessian diagonal ``[B, P]``."""
+
+    grad: torch.Tensor
+    diag: torch.Tensor

@@ -22,11 +22,17 @@ the NLL any more while its Hessian is positive definite and its Newton decrement
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 
 from afhub.fitting.batched.model import BatchedModel, Data
+
+
+def _maybe(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    return None if value is None else fn(value)
 
 
 @dataclass
@@ -51,11 +57,25 @@ class FitResult:
     def take(self, idx: torch.Tensor) -> FitResult:
         """Items ``idx`` of the result."""
         return FitResult(
-            **{
-                f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[idx]
-                for f in fields(self)
-            }
+            **{f.name: _maybe(getattr(self, f.name), lambda v: v[idx]) for f in fields(self)}
         )
+
+    def clone(self) -> FitResult:
+        """A copy whose tensors can be written without changing this result."""
+        return FitResult(
+            **{f.name: _maybe(getattr(self, f.name), torch.clone) for f in fields(self)}
+        )
+
+    @staticmethod
+    def cat(parts: list[FitResult]) -> FitResult:
+        """The results of consecutive chunks as one result."""
+        values: dict[str, Any] = {}
+        for f in fields(FitResult):
+            first = getattr(parts[0], f.name)
+            values[f.name] = (
+                None if first is None else torch.cat([getattr(p, f.name) for p in parts])
+            )
+        return FitResult(**values)
 
     def deviance(self) -> torch.Tensor:
         """``twice_nll_deviance`` where known, else ``twice_nll``."""
@@ -108,6 +128,127 @@ def _newton_step(
     return step, lam
 
 
+@dataclass
+class _Record:
+    """Per-item outputs of :func:`minimize`, written as the items iterate."""
+
+    twice_nll: torch.Tensor
+    grad_scaled: torch.Tensor
+    converged: torch.Tensor
+    nit: torch.Tensor
+    grad_norm: torch.Tensor
+    newton_decrement: torch.Tensor
+    hessian: torch.Tensor | None
+    working: torch.Tensor | None
+
+    @classmethod
+    def empty(cls, x0: torch.Tensor, keep_hessian: bool) -> _Record:
+        B, P = x0.shape
+        dev, dt = x0.device, x0.dtype
+
+        def nan() -> torch.Tensor:
+            return torch.full((B,), float("nan"), dtype=dt, device=dev)
+
+        return cls(
+            twice_nll=nan(),
+            grad_scaled=nan(),
+            converged=torch.zeros(B, dtype=torch.bool, device=dev),
+            nit=torch.zeros(B, dtype=torch.long, device=dev),
+            grad_norm=nan(),
+            newton_decrement=nan(),
+            hessian=torch.zeros(B, P, P, dtype=dt, device=dev) if keep_hessian else None,
+            working=torch.zeros(B, P, dtype=torch.bool, device=dev) if keep_hessian else None,
+        )
+
+    def result(self, x: torch.Tensor, model: BatchedModel, data: Data) -> FitResult:
+        return FitResult(
+            x=x,
+            twice_nll=self.twice_nll + 2 * model.nll_constant(data),
+            converged=self.converged,
+            nit=self.nit,
+            grad_norm=self.grad_norm,
+            newton_decrement=self.newton_decrement,
+            hessian=self.hessian,
+            working=self.working,
+            twice_nll_deviance=self.twice_nll,
+            grad_scaled=self.grad_scaled,
+        )
+
+
+@dataclass
+class _Iterate:
+    """One Newton iteration of the active items: value, gradient, Hessian, working set,
+    step, damping flag and Newton decrement (``finite``: the point is inside the model)."""
+
+    fa: torch.Tensor
+    ga: torch.Tensor
+    ha: torch.Tensor
+    gw: torch.Tensor
+    work: torch.Tensor
+    finite: torch.Tensor
+    step: torch.Tensor
+    lam: torch.Tensor
+    dec: torch.Tensor
+
+
+def _iterate(sub: BatchedModel, dsub: Data, xa: torch.Tensor, fr: torch.Tensor) -> _Iterate:
+    """Derivatives at ``xa``, the working set (bounds that hold) and the Newton step."""
+    fa, ga, ha = sub.nll_grad_hess(xa, dsub, deviance=True)
+    assert ha is not None  # asked for
+    lo, hi = sub.lower, sub.upper
+    eps = 1e-9 * (1 + torch.maximum(lo.abs(), hi.abs()))
+    at_lo = fr & (xa <= lo + eps) & (ga > 0)
+    at_hi = fr & (xa >= hi - eps) & (ga < 0)
+    work = fr & ~at_lo & ~at_hi
+    gw = torch.where(work, ga, torch.zeros_like(ga))
+    finite = torch.isfinite(fa) & torch.isfinite(gw).all(-1) & torch.isfinite(ha).flatten(1).all(-1)
+    eye = torch.eye(xa.shape[1], dtype=xa.dtype, device=xa.device)
+    ha = torch.where(finite[:, None, None], ha, eye)
+    gw = torch.where(finite[:, None], gw, torch.zeros_like(gw))
+    step, lam = _newton_step(ha, gw, work)
+    dec = -(gw * step).sum(-1)
+    return _Iterate(fa, ga, ha, gw, work, finite, step, lam, dec)
+
+
+def _record(rec: _Record, active: torch.Tensor, it: int, s: _Iterate) -> None:
+    P = s.gw.shape[1]
+    rec.twice_nll[active] = 2 * s.fa
+    rec.grad_norm[active] = s.gw.abs().amax(-1) if P else torch.zeros_like(s.fa)
+    hdiag = torch.diagonal(s.ha, dim1=-2, dim2=-1).abs().clamp_min(1e-300)
+    rec.grad_scaled[active] = (s.gw.abs() / hdiag.sqrt()).amax(-1) if P else torch.zeros_like(s.fa)
+    rec.newton_decrement[active] = s.dec
+    rec.nit[active] = it
+    if rec.hessian is not None and rec.working is not None:
+        rec.hessian[active] = s.ha
+        rec.working[active] = s.work
+
+
+def _line_search(
+    sub: BatchedModel,
+    dsub: Data,
+    xa: torch.Tensor,
+    fa: torch.Tensor,
+    ga: torch.Tensor,
+    step: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Projected backtracking line search (Armijo), all items together: the new points and
+    which items found an acceptable step."""
+    lo, hi = sub.lower, sub.upper
+    t = torch.ones_like(fa)
+    accepted = torch.zeros_like(fa, dtype=torch.bool)
+    x_new = xa.clone()
+    for _ in range(40):
+        cand = torch.minimum(torch.maximum(xa + t[:, None] * step, lo), hi)
+        fn = sub.nll_deviance(cand, dsub)
+        ok = (fn <= fa + 1e-4 * (ga * (cand - xa)).sum(-1)) & torch.isfinite(fn) & ~accepted
+        x_new = torch.where(ok[:, None], cand, x_new)
+        accepted |= ok
+        if bool(accepted.all()):
+            break
+        t = torch.where(accepted, t, t * 0.5)
+    return x_new, accepted
+
+
 def minimize(
     model: BatchedModel,
     data: Data,
@@ -119,92 +260,36 @@ def minimize(
     stall_tol: float = 1e-8,
 ) -> FitResult:
     """Minimise the NLL of every item from ``x0``; ``free`` marks the parameters to fit."""
-    B, P = x0.shape
-    dev, dt = x0.device, x0.dtype
     x = torch.minimum(torch.maximum(x0, model.lower), model.upper).clone()
-    f_out = torch.full((B,), float("nan"), dtype=dt, device=dev)
-    gscaled = torch.full((B,), float("nan"), dtype=dt, device=dev)
-    conv = torch.zeros(B, dtype=torch.bool, device=dev)
-    nit = torch.zeros(B, dtype=torch.long, device=dev)
-    gnorm = torch.full((B,), float("nan"), dtype=dt, device=dev)
-    ndec = torch.full((B,), float("nan"), dtype=dt, device=dev)
-    hess_out = torch.zeros(B, P, P, dtype=dt, device=dev) if keep_hessian else None
-    work_out = torch.zeros(B, P, dtype=torch.bool, device=dev) if keep_hessian else None
-    active = torch.arange(B, device=dev)
+    rec = _Record.empty(x0, keep_hessian)
+    active = torch.arange(x0.shape[0], device=x0.device)
     sub, dsub, fr = model, data, free
-    eye = torch.eye(P, dtype=dt, device=dev)
-
     for it in range(maxiter + 1):
         xa = x[active]
-        fa, ga, ha = sub.nll_grad_hess(xa, dsub, deviance=True)
-        lo, hi = sub.lower, sub.upper
-        eps = 1e-9 * (1 + torch.maximum(lo.abs(), hi.abs()))
-        at_lo = fr & (xa <= lo + eps) & (ga > 0)
-        at_hi = fr & (xa >= hi - eps) & (ga < 0)
-        work = fr & ~at_lo & ~at_hi
-        gw = torch.where(work, ga, torch.zeros_like(ga))
-        finite = (
-            torch.isfinite(fa) & torch.isfinite(gw).all(-1) & torch.isfinite(ha).flatten(1).all(-1)
-        )
-        ha = torch.where(finite[:, None, None], ha, eye)
-        gw = torch.where(finite[:, None], gw, torch.zeros_like(gw))
-        step, lam = _newton_step(ha, gw, work)
-        dec = -(gw * step).sum(-1)
-        f_out[active] = 2 * fa
-        gnorm[active] = gw.abs().amax(-1) if P else torch.zeros_like(fa)
-        hdiag = torch.diagonal(ha, dim1=-2, dim2=-1).abs().clamp_min(1e-300)
-        gscaled[active] = (gw.abs() / hdiag.sqrt()).amax(-1) if P else torch.zeros_like(fa)
-        ndec[active] = dec
-        nit[active] = it
-        if keep_hessian:
-            hess_out[active] = ha
-            work_out[active] = work
-        done = finite & (lam == 0) & (dec < tol)
-        conv[active] = done
-        keep = finite & ~done
+        s = _iterate(sub, dsub, xa, fr)
+        _record(rec, active, it, s)
+        done = s.finite & (s.lam == 0) & (s.dec < tol)
+        rec.converged[active] = done
+        keep = s.finite & ~done
         if it == maxiter or not bool(keep.any()):
             break
+        fa, ga, step, dec, lam = s.fa, s.ga, s.step, s.dec, s.lam
         if not bool(keep.all()):
             kidx = keep.nonzero()[:, 0]
             active = active[kidx]
             sub, dsub, fr = sub.take(kidx), dsub.take(kidx), fr[kidx]
             xa, fa, ga, step, dec, lam = (t[kidx] for t in (xa, fa, ga, step, dec, lam))
-            lo, hi = sub.lower, sub.upper
-        # projected backtracking line search (Armijo), all items together
-        t = torch.ones_like(fa)
-        accepted = torch.zeros_like(fa, dtype=torch.bool)
-        x_new = xa.clone()
-        for _ in range(40):
-            cand = torch.minimum(torch.maximum(xa + t[:, None] * step, lo), hi)
-            fn = sub.nll_deviance(cand, dsub)
-            ok = (fn <= fa + 1e-4 * (ga * (cand - xa)).sum(-1)) & torch.isfinite(fn) & ~accepted
-            x_new = torch.where(ok[:, None], cand, x_new)
-            accepted |= ok
-            if bool(accepted.all()):
-                break
-            t = torch.where(accepted, t, t * 0.5)
+        x_new, accepted = _line_search(sub, dsub, xa, fa, ga, step)
         x[active] = x_new
         # no step decreases the NLL any more and the Newton decrement is negligible: a
         # minimum to within floating-point precision
         # (converged); no acceptable step otherwise: the item stops, not converged
         stalled = ~accepted & (dec < stall_tol) & (lam == 0)
-        conv[active[stalled]] = True
+        rec.converged[active[stalled]] = True
         if not bool(accepted.all()):
             kidx = accepted.nonzero()[:, 0]
             active = active[kidx]
             sub, dsub, fr = sub.take(kidx), dsub.take(kidx), fr[kidx]
             if active.numel() == 0:
                 break
-
-    return FitResult(
-        x=x,
-        twice_nll=f_out + 2 * model.nll_constant(data),
-        converged=conv,
-        nit=nit,
-        grad_norm=gnorm,
-        newton_decrement=ndec,
-        hessian=hess_out,
-        working=work_out,
-        twice_nll_deviance=f_out,
-        grad_scaled=gscaled,
-    )
+    return rec.result(x, model, data)

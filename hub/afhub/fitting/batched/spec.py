@@ -168,11 +168,11 @@ def _compile_sample(sample: dict[str, Any], nbins: int) -> _Sample:
             ns_hi.append(hi)
             ns_lo.append(lo)
         elif kind == "histosys":
-            hi = _numbers(data.get("hi_data"), nbins, f"histosys {name!r}")
-            lo = _numbers(data.get("lo_data"), nbins, f"histosys {name!r}")
+            hi_data = _numbers(data.get("hi_data"), nbins, f"histosys {name!r}")
+            lo_data = _numbers(data.get("lo_data"), nbins, f"histosys {name!r}")
             h_names.append(name)
-            h_up.append(hi - nom)
-            h_dn.append(nom - lo)
+            h_up.append(hi_data - nom)
+            h_dn.append(nom - lo_data)
         else:  # staterror, shapesys
             unc[name] = _numbers(data, nbins, f"{kind} {name!r}")
             vectors.append(name)
@@ -259,20 +259,8 @@ class _Params:
         return ps
 
 
-def compile_spec(
-    spec: dict[str, Any],
-    measurement: str | None = None,
-    normsys_interpcode: str = "code4",
-    histosys_interpcode: str = "code4p",
-    cache: SampleCache | None = None,
-) -> CompiledModel:
-    """Compile a (patched) workspace spec; raise :class:`Unsupported` if it cannot be batched."""
-    if normsys_interpcode != "code4":
-        raise Unsupported(f"normsys interpolation {normsys_interpcode!r} (only code4)")
-    if histosys_interpcode != "code4p":
-        raise Unsupported(f"histosys interpolation {histosys_interpcode!r} (only code4p)")
-    cache = cache or SampleCache()
-    meas = _measurement(spec, measurement)
+def _check_config(meas: dict[str, Any]) -> tuple[str, dict[str, dict[str, Any]]]:
+    """The measurement's POI name and its parameter settings by name (validated keys)."""
     config = meas.get("config", {})
     poi_name = config.get("poi")
     if not poi_name:
@@ -282,19 +270,53 @@ def compile_spec(
         extra = set(pconf) - _USER_KEYS
         if extra:
             raise Unsupported(f"parameter setting(s) {sorted(extra)} for {pname!r}")
+    return poi_name, user
 
+
+@dataclass
+class _Placement:
+    """Samples placed as cells, with the parameter sets their modifiers use."""
+
+    params: _Params = field(default_factory=_Params)
+    #: (first cell, nbins, compiled sample, channel name)
+    placed: list[tuple[int, int, _Sample, str]] = field(default_factory=list)
+    observed: list[np.ndarray] = field(default_factory=list)
+    cell_bin: list[np.ndarray] = field(default_factory=list)
+    staterr: dict[str, dict[str, Any]] = field(default_factory=dict)
+    shapesys_seen: set[str] = field(default_factory=set)
+    n_cells: int = 0
+    n_bins: int = 0
+
+
+def _register_modifiers(pl: _Placement, cs: _Sample, cname: str, nbins: int) -> None:
+    """Add the parameter sets of one placed sample's modifiers to ``pl.params``."""
+    params = pl.params
+    for kind, name in cs.mods:
+        if kind in ("normfactor", "lumi", "normsys", "histosys"):
+            params.add(name, _CATEGORY[kind], 1)
+        elif kind == "shapefactor":
+            ps = params.add(name, "unconstrained", nbins)
+            if ps.setdefault("channel", cname) != cname:
+                raise Unsupported(f"shapefactor {name!r} spans several channels")
+        elif kind == "staterror":
+            params.add(name, "staterror", nbins)
+            st = pl.staterr.setdefault(name, {"channel": cname, "nom": [], "unc": []})
+            if st["channel"] != cname:
+                raise Unsupported(f"staterror {name!r} spans several channels")
+            st["nom"].append(cs.nominal)
+            st["unc"].append(cs.uncertainties[name])
+        else:  # shapesys
+            if name in pl.shapesys_seen:
+                raise Unsupported(f"shapesys {name!r} used on more than one sample")
+            pl.shapesys_seen.add(name)
+            params.add(name, "poisson", nbins, nom=cs.nominal, unc=cs.uncertainties[name])
+
+
+def _place_channels(spec: dict[str, Any], cache: SampleCache) -> _Placement:
+    """Every channel's samples as consecutive cells, in the spec's order."""
     observations = {o["name"]: o["data"] for o in spec.get("observations", [])}
-    params = _Params()
-    # (first cell, nbins, compiled sample, channel name)
-    placed: list[tuple[int, int, _Sample, str]] = []
-    observed: list[np.ndarray] = []
-    n_cells = 0
-    n_bins = 0
-    cell_bin: list[np.ndarray] = []
-    staterr: dict[str, dict[str, Any]] = {}
-    shapesys_seen: set[str] = set()
+    pl = _Placement()
     channel_names: set[str] = set()
-
     for channel in spec.get("channels", []):
         cname = channel["name"]
         if cname in channel_names:
@@ -308,45 +330,27 @@ def compile_spec(
         nbins = len(samples[0].get("data") or [])
         if nbins == 0:
             raise Unsupported(f"channel {cname!r} has no bins")
-        observed.append(_numbers(observations[cname], nbins, f"observations of {cname!r}"))
+        pl.observed.append(_numbers(observations[cname], nbins, f"observations of {cname!r}"))
         for sample in samples:
             cs = cache.get(sample, nbins)
-            placed.append((n_cells, nbins, cs, cname))
-            cell_bin.append(np.arange(n_bins, n_bins + nbins))
-            n_cells += nbins
-            for kind, name in cs.mods:
-                if kind in ("normfactor", "lumi", "normsys", "histosys"):
-                    params.add(name, _CATEGORY[kind], 1)
-                elif kind == "shapefactor":
-                    ps = params.add(name, "unconstrained", nbins)
-                    if ps.setdefault("channel", cname) != cname:
-                        raise Unsupported(f"shapefactor {name!r} spans several channels")
-                elif kind == "staterror":
-                    params.add(name, "staterror", nbins)
-                    st = staterr.setdefault(name, {"channel": cname, "nom": [], "unc": []})
-                    if st["channel"] != cname:
-                        raise Unsupported(f"staterror {name!r} spans several channels")
-                    st["nom"].append(cs.nominal)
-                    st["unc"].append(cs.uncertainties[name])
-                else:  # shapesys
-                    if name in shapesys_seen:
-                        raise Unsupported(f"shapesys {name!r} used on more than one sample")
-                    shapesys_seen.add(name)
-                    params.add(name, "poisson", nbins, nom=cs.nominal, unc=cs.uncertainties[name])
-        n_bins += nbins
-
-    if not placed:
+            pl.placed.append((pl.n_cells, nbins, cs, cname))
+            pl.cell_bin.append(np.arange(pl.n_bins, pl.n_bins + nbins))
+            pl.n_cells += nbins
+            _register_modifiers(pl, cs, cname, nbins)
+        pl.n_bins += nbins
+    if not pl.placed:
         raise Unsupported("workspace has no channels")
-    if poi_name not in params.sets:
-        raise Unsupported(f"POI {poi_name!r} is not a parameter of the model")
-    if params.sets[poi_name]["n"] != 1:
-        raise Unsupported(f"POI {poi_name!r} is not a scalar")
+    return pl
 
-    layout = _layout_parameters(params, user, staterr)
-    slices = layout["par_slices"]
-    start = {name: sl.start for name, sl in slices.items()}
 
-    # --- modifier entries, one array per sample, concatenated ---
+def _cat(parts: list[np.ndarray], dtype: Any = float) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
+
+
+def _modifier_entries(
+    placed: list[tuple[int, int, _Sample, str]], start: dict[str, int]
+) -> dict[str, Any]:
+    """Histosys, normsys and linear-factor entries, one array per sample, concatenated."""
     hc, hp, hu, hd = [], [], [], []
     mc, me, npar, nhi, nlo = [], [], [], [], []
     n_entries = 0
@@ -373,31 +377,128 @@ def compile_spec(
         for n in cs.vector_factors:
             fc.append(cells)
             fp.append(start[n] + np.arange(nb))
+    return {
+        "histo_cell": _cat(hc, np.int64),
+        "histo_par": _cat(hp, np.int64),
+        "histo_up": _cat(hu),
+        "histo_dn": _cat(hd),
+        "ns_par": _cat(npar, np.int64),
+        "ns_hi": _cat(nhi),
+        "ns_lo": _cat(nlo),
+        "ns_map_cell": _cat(mc, np.int64),
+        "ns_map_entry": _cat(me, np.int64),
+        "f_cell": _cat(fc, np.int64),
+        "f_par": _cat(fp, np.int64),
+    }
 
-    def cat(parts, dtype=float):
-        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
 
+def compile_spec(
+    spec: dict[str, Any],
+    measurement: str | None = None,
+    normsys_interpcode: str = "code4",
+    histosys_interpcode: str = "code4p",
+    cache: SampleCache | None = None,
+) -> CompiledModel:
+    """Compile a (patched) workspace spec; raise :class:`Unsupported` if it cannot be batched."""
+    if normsys_interpcode != "code4":
+        raise Unsupported(f"normsys interpolation {normsys_interpcode!r} (only code4)")
+    if histosys_interpcode != "code4p":
+        raise Unsupported(f"histosys interpolation {histosys_interpcode!r} (only code4p)")
+    poi_name, user = _check_config(_measurement(spec, measurement))
+    pl = _place_channels(spec, cache or SampleCache())
+    if poi_name not in pl.params.sets:
+        raise Unsupported(f"POI {poi_name!r} is not a parameter of the model")
+    if pl.params.sets[poi_name]["n"] != 1:
+        raise Unsupported(f"POI {poi_name!r} is not a scalar")
+    layout = _layout_parameters(pl.params, user, pl.staterr)
+    slices = layout["par_slices"]
+    start = {name: sl.start for name, sl in slices.items()}
     compiled = CompiledModel(
-        nominal=np.concatenate([cs.nominal for _, _, cs, _ in placed]),
-        cell_bin=np.concatenate(cell_bin),
-        observed=np.concatenate(observed),
+        nominal=np.concatenate([cs.nominal for _, _, cs, _ in pl.placed]),
+        cell_bin=np.concatenate(pl.cell_bin),
+        observed=np.concatenate(pl.observed),
         poi_index=slices[poi_name].start,
-        histo_cell=cat(hc, np.int64),
-        histo_par=cat(hp, np.int64),
-        histo_up=cat(hu),
-        histo_dn=cat(hd),
-        ns_par=cat(npar, np.int64),
-        ns_hi=cat(nhi),
-        ns_lo=cat(nlo),
-        ns_map_cell=cat(mc, np.int64),
-        ns_map_entry=cat(me, np.int64),
-        f_cell=cat(fc, np.int64),
-        f_par=cat(fp, np.int64),
+        **_modifier_entries(pl.placed, start),
         **layout,
     )
     if compiled.fixed[compiled.poi_index]:
         raise Unsupported("the POI is fixed")
     return compiled
+
+
+@dataclass
+class _SetTerms:
+    """One parameter set's defaults before the user's settings: inits, bounds, fixed flags
+    and constraint terms (``None`` where the set's kind has none)."""
+
+    init: list[float]
+    bounds: list[tuple[float, float]]
+    fixed: list[bool]
+    aux: list[float] | None = None
+    sig: list[float] | None = None
+    tau: list[float] | None = None
+
+
+def _staterror_terms(st: dict[str, Any], n: int) -> _SetTerms:
+    noms = np.asarray(st["nom"], dtype=float)
+    uncs = np.asarray(st["unc"], dtype=float)
+    nomsall = noms.sum(axis=0)
+    safe = np.where(nomsall > 0, nomsall, 1.0)
+    rel = np.where(nomsall > 0, (uncs / safe) ** 2, 0.0)
+    relerr = np.sqrt(rel.sum(axis=0))
+    fix = [bool(v == 0) for v in relerr]
+    sig = [1.0 if f else float(v) for f, v in zip(fix, relerr, strict=True)]
+    return _SetTerms([1.0] * n, [(1e-10, 10.0)] * n, fix, aux=[1.0] * n, sig=sig)
+
+
+def _shapesys_terms(ps: dict[str, Any], n: int) -> _SetTerms:
+    valid = [u > 0 and v > 0 for v, u in zip(ps["nom"], ps["unc"], strict=True)]
+    tau = [
+        float(v * v / (u * u)) if ok else 1.0
+        for ok, v, u in zip(valid, ps["nom"], ps["unc"], strict=True)
+    ]
+    fix = [not ok for ok in valid]
+    return _SetTerms([1.0] * n, [(1e-10, 10.0)] * n, fix, aux=list(tau), tau=tau)
+
+
+def _default_terms(
+    name: str, ps: dict[str, Any], conf: dict[str, Any], staterr: dict[str, dict[str, Any]]
+) -> _SetTerms:
+    """pyhf's defaults for one parameter set of its category."""
+    n, cat = ps["n"], ps["category"]
+    if cat == "unconstrained":
+        return _SetTerms([1.0] * n, [(0.0, 10.0)] * n, [False] * n)
+    if cat == "normal":
+        return _SetTerms([0.0] * n, [(-5.0, 5.0)] * n, [False] * n, aux=[0.0] * n, sig=[1.0] * n)
+    if cat == "lumi":
+        if not all(k in conf for k in ("inits", "bounds", "auxdata", "sigmas")):
+            raise Unsupported("lumi needs inits, bounds, auxdata and sigmas in the config")
+        return _SetTerms([1.0], [(0.0, 10.0)], [False] * n, aux=[1.0], sig=[1.0])
+    if cat == "staterror":
+        return _staterror_terms(staterr[name], n)
+    return _shapesys_terms(ps, n)  # poisson (shapesys)
+
+
+def _user_terms(name: str, n: int, conf: dict[str, Any], terms: _SetTerms) -> _SetTerms:
+    """``terms`` with the measurement's settings for parameter set ``name`` applied."""
+    p_init = conf.get("inits", terms.init)
+    p_bounds = conf.get("bounds", terms.bounds)
+    fix = [bool(conf["fixed"])] * n if "fixed" in conf else terms.fixed
+    aux, sig = terms.aux, terms.sig
+    if "auxdata" in conf:
+        if aux is None:
+            raise Unsupported(f"{name!r} does not use auxdata")
+        aux = [float(v) for v in conf["auxdata"]]
+    if "sigmas" in conf:
+        if sig is None:
+            raise Unsupported(f"{name!r} does not use sigmas")
+        sig = [float(v) for v in conf["sigmas"]]
+    for what, vals in (("inits", p_init), ("bounds", p_bounds), ("auxdata", aux)):
+        if vals is not None and len(vals) != n:
+            raise Unsupported(f"{what} of {name!r} must have {n} entries")
+    if sig is not None and len(sig) != n:
+        raise Unsupported(f"sigmas of {name!r} must have {n} entries")
+    return _SetTerms(p_init, p_bounds, fix, aux=aux, sig=sig, tau=terms.tau)
 
 
 def _layout_parameters(
@@ -418,70 +519,26 @@ def _layout_parameters(
         start = len(par_names)
         par_slices[name] = slice(start, start + n)
         par_names.extend([name] if n == 1 else [f"{name}[{i}]" for i in range(n)])
-        aux: list[float] | None = None
-        sig: list[float] | None = None
-        tau: list[float] | None = None
-        fix = [False] * n
-        if cat == "unconstrained":
-            d_init, d_bounds = [1.0] * n, [(0.0, 10.0)] * n
-        elif cat == "normal":
-            d_init, d_bounds = [0.0] * n, [(-5.0, 5.0)] * n
-            aux, sig = [0.0] * n, [1.0] * n
-        elif cat == "lumi":
-            if not all(k in conf for k in ("inits", "bounds", "auxdata", "sigmas")):
-                raise Unsupported("lumi needs inits, bounds, auxdata and sigmas in the config")
-            d_init, d_bounds, aux, sig = [1.0], [(0.0, 10.0)], [1.0], [1.0]
-        elif cat == "staterror":
-            st = staterr[name]
-            noms = np.asarray(st["nom"], dtype=float)
-            uncs = np.asarray(st["unc"], dtype=float)
-            nomsall = noms.sum(axis=0)
-            safe = np.where(nomsall > 0, nomsall, 1.0)
-            rel = np.where(nomsall > 0, (uncs / safe) ** 2, 0.0)
-            relerr = np.sqrt(rel.sum(axis=0))
-            fix = [bool(v == 0) for v in relerr]
-            sig = [1.0 if f else float(v) for f, v in zip(fix, relerr, strict=True)]
-            d_init, d_bounds, aux = [1.0] * n, [(1e-10, 10.0)] * n, [1.0] * n
-        else:  # poisson (shapesys)
-            valid = [u > 0 and v > 0 for v, u in zip(ps["nom"], ps["unc"], strict=True)]
-            tau = [
-                float(v * v / (u * u)) if ok else 1.0
-                for ok, v, u in zip(valid, ps["nom"], ps["unc"], strict=True)
-            ]
-            fix = [not ok for ok in valid]
-            d_init, d_bounds, aux = [1.0] * n, [(1e-10, 10.0)] * n, list(tau)
-        p_init = conf.get("inits", d_init)
-        p_bounds = conf.get("bounds", d_bounds)
-        if "fixed" in conf:
-            fix = [bool(conf["fixed"])] * n
-        if "auxdata" in conf:
-            if aux is None:
-                raise Unsupported(f"{name!r} does not use auxdata")
-            aux = [float(v) for v in conf["auxdata"]]
-        if "sigmas" in conf:
-            if sig is None:
-                raise Unsupported(f"{name!r} does not use sigmas")
-            sig = [float(v) for v in conf["sigmas"]]
-        for what, vals in (("inits", p_init), ("bounds", p_bounds), ("auxdata", aux)):
-            if vals is not None and len(vals) != n:
-                raise Unsupported(f"{what} of {name!r} must have {n} entries")
-        if sig is not None and len(sig) != n:
-            raise Unsupported(f"sigmas of {name!r} must have {n} entries")
+        terms = _user_terms(name, n, conf, _default_terms(name, ps, conf, staterr))
         for i in range(n):
-            lo_b, hi_b = (float(v) for v in p_bounds[i])
-            value = float(p_init[i])
+            lo_b, hi_b = (float(v) for v in terms.bounds[i])
+            value = float(terms.init[i])
             if not lo_b <= value <= hi_b:
                 raise Unsupported(f"initial value of {par_names[start + i]!r} outside bounds")
             init.append(value)
             lower.append(lo_b)
             upper.append(hi_b)
-            fixed.append(fix[i])
+            fixed.append(terms.fixed[i])
             if cat in ("normal", "lumi", "staterror"):
-                if not sig[i] > 0:
+                assert terms.sig is not None  # for mypy: every Gaussian set has sigmas
+                assert terms.aux is not None
+                if not terms.sig[i] > 0:
                     raise Unsupported(f"non-positive sigma for {par_names[start + i]!r}")
-                gauss.append((start + i, aux[i], sig[i]))
+                gauss.append((start + i, terms.aux[i], terms.sig[i]))
             elif cat == "poisson":
-                poisson.append((start + i, aux[i], tau[i]))
+                assert terms.tau is not None  # for mypy: every Poisson set has tau
+                assert terms.aux is not None
+                poisson.append((start + i, terms.aux[i], terms.tau[i]))
     g = np.asarray(gauss, dtype=float).reshape(-1, 3)
     q = np.asarray(poisson, dtype=float).reshape(-1, 3)
     return {
