@@ -97,15 +97,17 @@ def _parse_tolerance(value: Any) -> float:
     return tol
 
 
+def _int_between(value: Any, low: int, high: int, what: str, field: str) -> int:
+    """``value``, an integer from ``low`` to ``high`` (``what`` names it in the message)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValidationError(f"{what} must be an integer", field=field)
+    if not low <= value <= high:
+        raise ValidationError(f"{what} must be between {low} and {high}", field=field)
+    return value
+
+
 def _parse_maxiter(maxiter: Any, limits: Limits) -> int:
-    if not isinstance(maxiter, int) or isinstance(maxiter, bool):
-        raise ValidationError("settings.maxiter must be an integer", field="settings.maxiter")
-    if not 1 <= maxiter <= limits.max_maxiter:
-        raise ValidationError(
-            f"settings.maxiter must be between 1 and {limits.max_maxiter}",
-            field="settings.maxiter",
-        )
-    return maxiter
+    return _int_between(maxiter, 1, limits.max_maxiter, "settings.maxiter", "settings.maxiter")
 
 
 def _parse_level(value: Any) -> float:
@@ -141,11 +143,7 @@ def _parse_scan(scan: Any, limits: Limits) -> tuple[float, float, int]:
         raise ValidationError(
             f"settings.scan: low ({low}) must be below high ({high})", field="settings.scan"
         )
-    if not isinstance(points, int) or isinstance(points, bool):
-        raise ValidationError("settings.scan: points must be an integer", field="settings.scan")
-    if not 2 <= points <= limits.max_scan_points:
-        raise ValidationError(
-            f"settings.scan: points must be between 2 and {limits.max_scan_points}",
-            field="settings.scan",
-        )
+    points = _int_between(
+        points, 2, limits.max_scan_points, "settings.scan: points", "settings.scan"
+    )
     return (low, high, points)
