@@ -77,7 +77,8 @@ class BatchedModel:
     nominal: torch.Tensor  # [B, C]
     bin_onehot: torch.Tensor  # [B, N, C]
     bin_mask: torch.Tensor  # [B, N] float
-    cell_h_par: torch.Tensor  # [B, C, KH] long: the histosys parameters of each cell
+    #: the histosys parameters of each cell (KH = 0 where ``h_dense`` holds the histosys)
+    cell_h_par: torch.Tensor  # [B, C, KH] long
     cell_h_up: torch.Tensor  # [B, C, KH]: their deltas up (hi - nom)
     cell_h_dn: torch.Tensor  # [B, C, KH]: and down (nom - lo)
     ns_par: torch.Tensor  # [B, E] long (into P + 2)
@@ -147,6 +148,9 @@ class BatchedModel:
         for b, m in enumerate(models):
             fill_item(arr, b, m)
         h_dense = dense_histosys(arr, shape)
+        if h_dense is not None:  # the dense matrices replace the per-cell entries
+            for name in ("cell_h_par", "cell_h_up", "cell_h_dn"):
+                arr[name] = arr[name][..., :0]
 
         def t(x: np.ndarray, dt: torch.dtype = dtype) -> torch.Tensor:
             return torch.as_tensor(x, dtype=dt, device=device)

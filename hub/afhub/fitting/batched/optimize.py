@@ -231,21 +231,30 @@ def _line_search(
     ga: torch.Tensor,
     step: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Projected backtracking line search (Armijo), all items together: the new points and
-    which items found an acceptable step."""
-    lo, hi = sub.lower, sub.upper
-    t = torch.ones_like(fa)
-    accepted = torch.zeros_like(fa, dtype=torch.bool)
+    """Projected backtracking line search (Armijo): the new points and which items found an
+    acceptable step.
+
+    Every item tries the full step first; the items that reject it go on halving their steps
+    as a sub-batch of their own (most items accept the full step, so the later tries cost
+    little). Each item's tries depend on that item alone.
+    """
     x_new = xa.clone()
+    accepted = torch.zeros_like(fa, dtype=torch.bool)
+    rows = torch.arange(fa.shape[0], device=fa.device)
+    model, data, t = sub, dsub, torch.ones_like(fa)
     for _ in range(40):
-        cand = torch.minimum(torch.maximum(xa + t[:, None] * step, lo), hi)
-        fn = sub.nll_deviance(cand, dsub)
-        ok = (fn <= fa + 1e-4 * (ga * (cand - xa)).sum(-1)) & torch.isfinite(fn) & ~accepted
-        x_new = torch.where(ok[:, None], cand, x_new)
-        accepted |= ok
-        if bool(accepted.all()):
+        cand = torch.minimum(torch.maximum(xa + t[:, None] * step, model.lower), model.upper)
+        fn = model.nll_deviance(cand, data)
+        ok = (fn <= fa + 1e-4 * (ga * (cand - xa)).sum(-1)) & torch.isfinite(fn)
+        x_new[rows[ok]] = cand[ok]
+        accepted[rows[ok]] = True
+        if bool(ok.all()):
             break
-        t = torch.where(accepted, t, t * 0.5)
+        left = (~ok).nonzero()[:, 0]
+        if left.numel() < ok.numel():
+            model, data, rows = model.take(left), data.take(left), rows[left]
+            xa, fa, ga, step = xa[left], fa[left], ga[left], step[left]
+        t = t[left] * 0.5
     return x_new, accepted
 
 
