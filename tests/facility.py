@@ -89,6 +89,22 @@ class Facility:
 
     # -- life cycle --
 
+    #: what answers once the facility is up: the hub, and the proxy's routes to the hub
+    #: services with HTTP (the hub answers before the proxy routes to its services, so a
+    #: first request to a service could otherwise get the hub's 404)
+    READY_PATHS = (
+        "hub/health",
+        "services/facility/api/openapi.yaml",
+        "services/fitting/api/openapi.yaml",
+        "services/dask-gateway/api/health",
+    )
+
+    def _answers(self, path: str) -> bool:
+        try:
+            return requests.get(urljoin(self.url, path), timeout=2).status_code == 200
+        except requests.ConnectionError:
+            return False
+
     def start(self, timeout: float = 150) -> Facility:
         if self.config is not None:
             (self.home / "afhub.yaml").write_text(yaml.safe_dump(self.config))
@@ -107,11 +123,8 @@ class Facility:
                 tail = self.log_tail()
                 self.stop(timeout=10)  # its services may still run: leave nothing behind
                 raise RuntimeError(f"facility exited at start:\n{tail}")
-            try:
-                if requests.get(urljoin(self.url, "hub/health"), timeout=2).status_code == 200:
-                    return self
-            except requests.ConnectionError:
-                pass
+            if all(self._answers(path) for path in self.READY_PATHS):
+                return self
             time.sleep(0.25)
         tail = self.log_tail()
         self.stop(timeout=10)  # a failed start must not leave a hub and its services running
