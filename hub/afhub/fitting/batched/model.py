@@ -337,11 +337,13 @@ class BatchedModel:
         grad = (w.unsqueeze(1) @ jac)[:, 0, :] + cons.grad
         if not hessian:
             return value, grad, None
-        # Hessian: J^T diag(n / nu^2) J + sum_c omega_c Hess(nu_c) + constraints
-        hess = jac.transpose(1, 2) @ ((mask * n / nu_s**2).unsqueeze(-1) * jac)
+        # Hessian: J^T diag(n / nu^2) J + sum_c omega_c Hess(nu_c) + constraints, assembled
+        # in place in one [B, P, P] tensor (plus one for its symmetric half)
         omega = (w.unsqueeze(1) @ self.bin_onehot)[:, 0, :]  # [B,C]
-        hess = hess + self._cell_hessian(d, omega)
-        return value, grad, hess + torch.diag_embed(self._diagonal(d, omega) + cons.diag)
+        half = jac.transpose(1, 2) @ ((mask * n / nu_s**2).unsqueeze(-1) * jac)
+        hess = self._cell_hessian(half, d, omega)
+        hess.diagonal(dim1=-2, dim2=-1).add_(self._diagonal(d, omega) + cons.diag)
+        return value, grad, hess
 
     def _cell_derivatives(self, x: torch.Tensor) -> _CellDerivatives:
         """Cell yields and their first derivatives, from the three kinds of modifiers."""
@@ -403,33 +405,44 @@ class BatchedModel:
         cd.scatter_add_(1, self.q_par, self.q_mask * aux_q / gam**2)
         return _ConstraintTerms(cg[:, :P], cd[:, :P])
 
-    def _cell_hessian(self, d: _CellDerivatives, omega: torch.Tensor) -> torch.Tensor:
-        """``sum_c omega_c Hess(nu_c)`` without its diagonal one-dimensional terms."""
+    def _cell_hessian(
+        self, fisher: torch.Tensor, d: _CellDerivatives, omega: torch.Tensor
+    ) -> torch.Tensor:
+        """``fisher + sum_c omega_c Hess(nu_c)`` without the diagonal one-dimensional terms.
+
+        ``fisher`` (symmetric, ``[B, P, P]``) is overwritten: it holds the symmetric half.
+        """
         oe = (omega * d.e).unsqueeze(-1)
         # cross terms between the histosys, normsys and linear-factor parts:
-        # sum_c oe [a_p g_q + b_p L_q + b L_p L_q / 2] + transpose, as one matrix product;
-        # oe (b_p + b L_p / 2) = omega (dnu_c - nu_c L_p / 2) with b_p = a_p g + a g_p
+        # sum_c oe [a_p g_q + b_p L_q + b L_p L_q / 2] + transpose, as matrix products added
+        # to half of the Fisher term; oe (b_p + b L_p / 2) = omega (dnu_c - nu_c L_p / 2)
+        # with b_p = a_p g + a g_p
         om_dnu = d.dnu_c * omega.unsqueeze(-1)
         om_dnu.addcmul_(d.l_p, (-0.5 * omega * d.nu_c).unsqueeze(-1))
-        cross = torch.baddbmm((oe * d.a_p).transpose(1, 2) @ d.g_p, om_dnu.transpose(1, 2), d.l_p)
-        hess = cross + cross.transpose(1, 2)
+        half = fisher.baddbmm_(om_dnu.transpose(1, 2), d.l_p, beta=0.5)
+        half.baddbmm_((oe * d.a_p).transpose(1, 2), d.g_p)
+        hess = half + half.transpose(1, 2)
         if d.theta.shape[-1] > 1:
-            hess = hess + self._factor_pairs(d.theta, oe[..., 0] * d.a, d.a_p.shape[-1])
+            self._add_factor_pairs(hess, d.theta, oe[..., 0] * d.a)
         return hess
 
-    def _factor_pairs(self, theta: torch.Tensor, weight: torch.Tensor, P: int) -> torch.Tensor:
-        """Second derivatives of the linear-factor products (k != k'), weighted per cell."""
+    def _add_factor_pairs(
+        self, hess: torch.Tensor, theta: torch.Tensor, weight: torch.Tensor
+    ) -> None:
+        """Add the second derivatives of the linear-factor products (k != k'), weighted per
+        cell, to ``hess`` (``[B, P, P]``, contiguous) in place."""
         B, C, K = theta.shape
-        P2 = P + 2
+        P = hess.shape[-1]
         eye = torch.eye(K, dtype=torch.bool, device=theta.device)
         th = theta.unsqueeze(-2).unsqueeze(-2).expand(B, C, K, K, K)
         drop = eye.view(K, 1, K) | eye.view(1, K, K)  # m == k or m == k'
         z = torch.where(drop, torch.ones_like(th), th).prod(-1)  # [B,C,K,K]
-        z = z * ~eye * weight.unsqueeze(-1).unsqueeze(-1)
-        idx = self.f_par.unsqueeze(-1) * P2 + self.f_par.unsqueeze(-2)
-        flat = torch.zeros(B, P2 * P2, dtype=theta.dtype, device=theta.device)
-        flat.scatter_add_(1, idx.reshape(B, -1), z.reshape(B, -1))
-        return flat.view(B, P2, P2)[:, :P, :P]
+        # pairs with a padding slot (the constants at P and P + 1) add nothing
+        real = self.f_par < P
+        keep = ~eye & real.unsqueeze(-1) & real.unsqueeze(-2)
+        z = z * keep * weight.unsqueeze(-1).unsqueeze(-1)
+        idx = torch.where(keep, self.f_par.unsqueeze(-1) * P + self.f_par.unsqueeze(-2), 0)
+        hess.view(B, P * P).scatter_add_(1, idx.reshape(B, -1), z.reshape(B, -1))
 
     def _diagonal(self, d: _CellDerivatives, omega: torch.Tensor) -> torch.Tensor:
         """The diagonal second derivatives of the one-dimensional functions, ``[B, P]``:
