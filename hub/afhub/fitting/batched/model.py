@@ -31,7 +31,13 @@ import numpy as np
 import torch
 
 from afhub.fitting.batched.interpolation import code4, code4_coefficients, code4p_weights
-from afhub.fitting.batched.padding import PadShape, dense_histosys, fill_item, padded_arrays
+from afhub.fitting.batched.padding import (
+    PadShape,
+    dense_histosys,
+    factor_columns,
+    fill_item,
+    padded_arrays,
+)
 from afhub.fitting.batched.spec import CompiledModel
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
@@ -88,6 +94,10 @@ class BatchedModel:
     cell_ns: torch.Tensor  # [B, C, KN] long: the normsys entries of each cell
     cell_ns_par: torch.Tensor  # [B, C, KN] long: their parameters (into P + 2)
     f_par: torch.Tensor  # [B, C, K] long (into P + 2)
+    #: the F parameters that are linear factors in any item (every row the same), and
+    #: ``f_par`` renumbered into them (F for padding): the factors' derivatives are [C, F]
+    f_cols: torch.Tensor  # [B, F] long
+    f_par_c: torch.Tensor  # [B, C, K] long (into F + 1)
     g_par: torch.Tensor  # [B, NG] long
     g_sigma: torch.Tensor  # [B, NG]
     g_mask: torch.Tensor  # [B, NG]
@@ -156,7 +166,8 @@ class BatchedModel:
             return torch.as_tensor(x, dtype=dt, device=device)
 
         B, ns_par, cell_ns = shape.B, arr["ns_par"], arr["cell_ns"]
-        longs = ("cell_h_par", "ns_par", "cell_ns", "f_par", "g_par", "q_par")
+        arr["f_cols"], arr["f_par_c"] = factor_columns(arr["f_par"], shape.P)
+        longs = ("cell_h_par", "ns_par", "cell_ns", "f_par", "f_cols", "f_par_c", "g_par", "q_par")
         floats = ("nominal", "bin_mask", "cell_h_up", "cell_h_dn", "g_sigma", "g_mask")
         tensors: dict[str, Any] = {name: t(arr[name], torch.long) for name in longs}
         tensors.update({name: t(arr[name]) for name in floats})
@@ -345,6 +356,12 @@ class BatchedModel:
         hess.diagonal(dim1=-2, dim2=-1).add_(self._diagonal(d, omega) + cons.diag)
         return value, grad, hess
 
+    def factor_columns(self) -> torch.Tensor:
+        """The parameters that are linear factors in any item of the batch, ``[F]``."""
+        if self.f_cols.shape[0]:
+            return self.f_cols[0]
+        return self.f_cols.new_zeros(self.f_cols.shape[1])
+
     def _cell_derivatives(self, x: torch.Tensor) -> _CellDerivatives:
         """Cell yields and their first derivatives, from the three kinds of modifiers."""
         B, P = x.shape
@@ -374,13 +391,14 @@ class BatchedModel:
         prefix = torch.cumprod(torch.cat([ones, theta[..., :-1]], -1), -1)
         suffix = torch.cumprod(torch.cat([ones, theta.flip(-1)[..., :-1]], -1), -1).flip(-1)
         g = prefix[..., -1] * theta[..., -1]
-        g_p = torch.zeros(B, C, P + 2, dtype=x.dtype, device=x.device)
-        g_p.scatter_add_(2, self.f_par, prefix * suffix)  # prod over k' != k
-        g_p = g_p[..., :P]
-        # dnu_c = e (a_p g + a g_p + b l_p), accumulated in place (three passes over [B,C,P])
+        F = self.f_cols.shape[1]
+        g_p = torch.zeros(B, C, F + 1, dtype=x.dtype, device=x.device)
+        g_p.scatter_add_(2, self.f_par_c, prefix * suffix)  # prod over k' != k
+        g_p = g_p[..., :F]  # [B,C,F]: columns self.factor_columns()
+        # dnu_c = e (a_p g + a g_p + b l_p), accumulated in place
         nu_c = a * g * e
         dnu_c = a_p * (g * e).unsqueeze(-1)
-        dnu_c.addcmul_(g_p, (a * e).unsqueeze(-1))
+        dnu_c.index_add_(2, self.factor_columns(), g_p * (a * e).unsqueeze(-1))
         dnu_c.addcmul_(l_p, nu_c.unsqueeze(-1))  # [B,C,P]
         return _CellDerivatives(a, a_p, hw, l2, l_p, e, theta, g, g_p, nu_c, dnu_c)
 
@@ -416,11 +434,11 @@ class BatchedModel:
         # cross terms between the histosys, normsys and linear-factor parts:
         # sum_c oe [a_p g_q + b_p L_q + b L_p L_q / 2] + transpose, as matrix products added
         # to half of the Fisher term; oe (b_p + b L_p / 2) = omega (dnu_c - nu_c L_p / 2)
-        # with b_p = a_p g + a g_p
+        # with b_p = a_p g + a g_p (g_p only on the factor columns)
         om_dnu = d.dnu_c * omega.unsqueeze(-1)
         om_dnu.addcmul_(d.l_p, (-0.5 * omega * d.nu_c).unsqueeze(-1))
         half = fisher.baddbmm_(om_dnu.transpose(1, 2), d.l_p, beta=0.5)
-        half.baddbmm_((oe * d.a_p).transpose(1, 2), d.g_p)
+        half.index_add_(2, self.factor_columns(), (oe * d.a_p).transpose(1, 2) @ d.g_p)
         hess = half + half.transpose(1, 2)
         if d.theta.shape[-1] > 1:
             self._add_factor_pairs(hess, d.theta, oe[..., 0] * d.a)
@@ -468,7 +486,8 @@ class _CellDerivatives:
     ``[B, C, P]``): histosys sums ``a`` and derivatives ``a_p``, the code4p weights ``hw``
     left for the diagonal (all six when dense, else the two second-derivative ones at the
     entries), normsys second derivatives ``l2`` (per entry) and ``l_p``, the normsys product
-    ``e``, the linear factors ``theta`` with product ``g`` and derivatives ``g_p``, the
+    ``e``, the linear factors ``theta`` with product ``g`` and derivatives ``g_p`` (``[B, C, F]``,
+    columns :meth:`BatchedModel.factor_columns`), the
     yields ``nu_c`` and their gradients ``dnu_c``."""
 
     a: torch.Tensor

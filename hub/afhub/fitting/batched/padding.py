@@ -141,3 +141,12 @@ def dense_histosys(arr: dict[str, np.ndarray], s: PadShape) -> np.ndarray | None
     np.add.at(h_dense, (rows, cols, par), arr["cell_h_up"])
     np.add.at(h_dense, (rows, cols, par + P + 2), arr["cell_h_dn"])
     return np.concatenate([h_dense[..., :P], h_dense[..., P + 2 : 2 * P + 2]], -1)
+
+
+def factor_columns(f_par: np.ndarray, P: int) -> tuple[np.ndarray, np.ndarray]:
+    """The parameters that are linear factors anywhere in the batch, ``[B, F]`` (the same row
+    for every item), and ``f_par`` renumbered into them (``F`` for the padding slots)."""
+    cols = np.unique(f_par[f_par < P])
+    lookup = np.full(P + 2, len(cols), dtype=np.int64)
+    lookup[cols] = np.arange(len(cols))
+    return np.broadcast_to(cols, (f_par.shape[0], len(cols))).copy(), lookup[f_par]
