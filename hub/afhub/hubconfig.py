@@ -84,7 +84,7 @@ def configure_groups_and_quotas(c: Config, settings: FacilitySettings) -> None:
     """The facility API and the accountant as hub-managed services; charging at spawn;
     every login recorded in the facility database."""
     from afhub.auth.membership import make_login_hook
-    from afhub.spawners.charging import stores_for
+    from afhub.spawners.facility import stores_for
 
     env = {
         "AFHUB_HOME": settings.home,

@@ -19,11 +19,10 @@ from __future__ import annotations
 from kubespawner import KubeSpawner
 from traitlets import default
 
-from afhub.spawners.charging import ChargingMixin
 from afhub.spawners.profiles import ProfilesMixin, render_profile_form
 
 
-class AfhubKubeSpawner(ProfilesMixin, ChargingMixin, KubeSpawner):
+class AfhubKubeSpawner(ProfilesMixin, KubeSpawner):
     """KubeSpawner with per-user profiles from the resource registry, checked server side."""
 
     @default("profile_list")

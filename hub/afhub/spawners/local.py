@@ -5,7 +5,7 @@ folder per user under ``$AFHUB_HOME/homes``. Its profiles are the Kubernetes spa
 (:class:`afhub.spawners.profiles.ProfilesMixin`: the registry, the user's groups, what the
 quota leaves), plus this machine (``local-cpu``, ``local-gpu``). The spawn form is
 kubespawner's profile form with the "charge to group" select; a request is resolved server
-side, charged to a group (:class:`afhub.spawners.charging.ChargingMixin`) and given its
+side, charged to a group (:class:`afhub.spawners.facility.FacilitySpawner`) and given its
 accelerators exclusively before the process starts. Registered accelerators that are not
 mapped to this machine's GPUs are simulated: the server is told which slots it holds
 (``AFHUB_DEVICES``, ``AFHUB_DEVICES_SIMULATED=1``) and sees no real GPU
@@ -22,7 +22,6 @@ import escapism
 from jupyterhub.spawner import SimpleLocalProcessSpawner
 from traitlets import Unicode, default
 
-from afhub.spawners.charging import ChargingMixin
 from afhub.spawners.profiles import ProfilesMixin
 
 #: characters kept as they are in the folder name of a user's home; others are escaped
@@ -39,7 +38,7 @@ def safe_name(name: str) -> str:
     return escapism.escape(name, safe=SAFE_NAME_CHARS, escape_char=ESCAPE_CHAR).lower()
 
 
-class AfhubLocalSpawner(ProfilesMixin, ChargingMixin, SimpleLocalProcessSpawner):
+class AfhubLocalSpawner(ProfilesMixin, SimpleLocalProcessSpawner):
     """Runs each user's server as a local process, as the hub's user, charged to a group,
     with the profile it chose and the devices it holds."""
 
@@ -102,7 +101,7 @@ class AfhubLocalSpawner(ProfilesMixin, ChargingMixin, SimpleLocalProcessSpawner)
     def _default_args(self) -> list[str]:
         return ["--allow-root"] if os.geteuid() == 0 else []
 
-    def make_preexec_fn(self, name):
+    def make_preexec_fn(self, name):  # noqa: ARG002 (JupyterHub's signature; the home is ours)
         home = self.home_dir
 
         def preexec():  # runs in the child: a private home, then the server starts in it

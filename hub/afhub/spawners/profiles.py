@@ -23,28 +23,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-import shutil
-import subprocess
-import threading
 from collections.abc import Mapping
 from typing import Any
 
 from jupyterhub.traitlets import Callable
 from jupyterhub.utils import maybe_future
 from tornado import web
-from traitlets import Bool, Dict, HasTraits, List, Unicode, Union
+from traitlets import Bool, Dict, List, Unicode, Union
 
-from afhub.devices import (
-    EVERYONE,
-    LOCAL_GPU,
-    capacity,
-    compose,
-    device_environment,
-    local_provider,
-    local_resources,
-    parse_nvidia_smi_list,
-    real_device_ids,
-)
+from afhub.devices import EVERYONE, LOCAL_GPU, compose, device_environment, local_provider
+from afhub.devices.probe import machine_resources
 from afhub.profiles.build import (
     DEFAULT_EXTRA_KEYS,
     UNLISTED_SUFFIX,
@@ -56,54 +44,19 @@ from afhub.profiles.build import (
 from afhub.quotas.limits import Charge, ChargeKind
 from afhub.quotas.remaining import Remaining, ResourceKind, describe, remaining, units_left
 from afhub.registry.model import Registry, Resource, load_registry, parse_registry
-from afhub.spawners.charging import CHARGE_OPTION, parse_charge_option
-from afhub.stores.devices import DevicesBusy, DeviceStore
+from afhub.spawners.facility import CHARGE_OPTION, FacilitySpawner, parse_charge_option
 from afhub.stores.errors import StoreError
 
 #: user option naming the profile, as kubespawner's form posts it
 PROFILE_OPTION = "profile"
 _FORM_PREFIX = "profile-option-"
 
-_registry_stores: dict[int, Any] = {}
-_registry_lock = threading.Lock()
-
-
-def registry_store(stores) -> Any:
-    """The facility database's registry store (the facade's, or one per database)."""
-    store = getattr(stores, "registry", None)
-    if store is not None:
-        return store
-    from afhub.stores.registry import RegistryStore
-
-    with _registry_lock:
-        key = id(stores.db)
-        if key not in _registry_stores:
-            _registry_stores[key] = RegistryStore(stores.db)
-        return _registry_stores[key]
-
-
-@functools.lru_cache(maxsize=8)
-def detect_local_gpus(command: str) -> tuple:
-    """This machine's NVIDIA GPUs from ``command -L`` (cached per process); none when the
-    command is missing or fails."""
-    if not command or shutil.which(command) is None:
-        return ()
-    try:
-        out = subprocess.run(
-            [command, "-L"], capture_output=True, text=True, timeout=15, check=True
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return ()
-    return tuple(parse_nvidia_smi_list(out))
-
 
 @functools.lru_cache(maxsize=8)
 def _machine(command: str) -> tuple[dict[str, Resource], tuple[str, ...]]:
     """This machine as resources (built once per process: profile bodies are cached by
     resource identity) and the ids of its real GPUs."""
-    gpus = detect_local_gpus(command)
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return local_resources(os.cpu_count() or 1, memory, gpus), tuple(real_device_ids(gpus))
+    return machine_resources(command)
 
 
 def form_options(formdata: Mapping[str, list[str]]) -> dict[str, str]:
@@ -153,7 +106,7 @@ def render_profile_form(profile_list: list[dict], user_options: Mapping[str, Any
     )
 
 
-class ProfilesMixin(HasTraits):
+class ProfilesMixin(FacilitySpawner):
     """Registry profiles, server-side resolution and exclusive devices (put it first)."""
 
     registry = Union(
@@ -223,7 +176,7 @@ class ProfilesMixin(HasTraits):
         elif source:
             key = ("file", source, os.stat(source).st_mtime_ns)
         else:
-            return registry_store(self.stores).load()
+            return self.stores.registry.load()
         if self._registry_cache is None or self._registry_cache[0] != key:
             registry = parse_registry(source) if key[0] == "dict" else load_registry(source)
             self._registry_cache = (key, registry)
@@ -233,7 +186,7 @@ class ProfilesMixin(HasTraits):
         """The user's groups: their memberships in the facility database (the source of
         truth, current at once) when charging uses it, else their JupyterHub groups (its
         mirror, up to one checkpoint interval behind)."""
-        if getattr(self, "charging", False):
+        if self.charging:
             return set(self.stores.groups.roles_of(self.user.name))
         return {group.name for group in getattr(self.user, "groups", None) or []}
 
@@ -255,7 +208,7 @@ class ProfilesMixin(HasTraits):
     def quota_room(self, group: str | None = None) -> Remaining | None:
         """What the quota of ``group`` (default: the user's default group) leaves now;
         ``None`` without charging or when the user has no group to charge."""
-        if not getattr(self, "charging", False):
+        if not self.charging:
             return None
         stores = self.stores
         try:
@@ -308,7 +261,7 @@ class ProfilesMixin(HasTraits):
         resource = registry.resources.get(resolved.profile or "")
         # the charged group; a malformed charge_to is a 400 here, as at admission
         charge_to = None
-        if getattr(self, "charging", False):
+        if self.charging:
             charge_to = parse_charge_option(options.get(CHARGE_OPTION))
             if resource is not None:
                 charge_to = await asyncio.to_thread(self.choose_payer, resource, charge_to)
@@ -411,42 +364,9 @@ class ProfilesMixin(HasTraits):
             resource=resolved.profile,
         )
 
-    def _allocate(self, interval_id: int | None) -> tuple[int, ...]:
-        resource = self._afhub_resource
-        count = self.resolved_accelerators()
-        store = DeviceStore(self.stores.db)
-        if resource is None or count == 0:
-            store.release(user=self.user.name, server_name=self.name)
-            return ()
-        try:
-            slots = store.allocate(
-                resource,
-                capacity(resource),
-                count,
-                user=self.user.name,
-                server_name=self.name,
-                interval_id=interval_id,
-            )
-        except DevicesBusy as exc:
-            raise web.HTTPError(409, str(exc)) from None
-        self.log.info(
-            "Allocated %s slot(s) %s of %s to %s's server %r",
-            count,
-            slots,
-            resource.name,
-            self.user.name,
-            self.name,
-        )
-        return tuple(slots)
-
-    async def claim_resources(self, interval_id: int | None) -> None:
-        """After admission: hold the accelerators (409 at once when none is free)."""
-        self._afhub_slots = await asyncio.to_thread(self._allocate, interval_id)
-
-    async def release_resources(self) -> None:
-        self._afhub_slots = ()
-        store = DeviceStore(self.stores.db)
-        await asyncio.to_thread(store.release, user=self.user.name, server_name=self.name)
+    def claimed_devices(self) -> tuple[Resource | None, int]:
+        """The chosen profile's resource and its accelerators (claimed after admission)."""
+        return self._afhub_resource, self.resolved_accelerators()
 
     def device_env(self) -> dict[str, str]:
         """What the server is told about its devices (local mode)."""
@@ -463,7 +383,7 @@ class ProfilesMixin(HasTraits):
 
     async def charge_form(self, profiles: list[dict]) -> str:
         """The "charge to group" select, marking the groups that may not pay for a profile."""
-        if not getattr(self, "charging", False):
+        if not self.charging:
             return ""
 
         def build() -> str:

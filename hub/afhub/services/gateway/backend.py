@@ -27,12 +27,13 @@ from traitlets import Bool, Dict, Float, Integer, Unicode
 
 from afhub.dask.gpus import GpuOffer
 from afhub.dask.policy import DaskPolicy
+from afhub.devices.probe import machine_gpus
 from afhub.services.gateway.admission import AdmissionMixin
 from afhub.services.gateway.dashboard import DashboardMixin
 from afhub.services.gateway.middleware import json_answers, safe_headers
 from afhub.services.gateway.options import cluster_options, user_groups
 from afhub.services.gateway.watching import WatchingMixin
-from afhub.services.gateway.workers import WorkerCharging, machine_gpus
+from afhub.services.gateway.workers import WorkerCharging
 from afhub.services.kit.lifecycle import ParentWatch
 from afhub.stores.facade import Stores
 

@@ -14,15 +14,12 @@ ledger and the device store by ``CLUSTER/WORKER`` (its ``server_name``).
 * :meth:`WorkerCharging.environment` is what the worker process is told about its devices.
 
 In local mode this machine's own GPUs (``nvidia-smi -L``) are the built-in ``local-gpu``
-resource open to everyone, exactly as for servers (:func:`machine_gpus`), so servers and
-GPU workers share its slots.
+resource open to everyone, exactly as for servers
+(:func:`afhub.devices.probe.machine_gpus`), so servers and GPU workers share its slots.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -30,13 +27,9 @@ from afhub.dask.gpus import GpuOffer, cap_by_slots, free_slots, gpu_offer, slots
 from afhub.dask.policy import worker_charge
 from afhub.devices import (
     EVERYONE,
-    LOCAL_GPU,
     capacity,
     device_environment,
     local_provider,
-    local_resources,
-    parse_nvidia_smi_list,
-    real_device_ids,
 )
 from afhub.quotas.decisions import NodeState
 from afhub.registry.model import Registry, Resource
@@ -46,25 +39,6 @@ from afhub.stores.facade import Stores
 from afhub.stores.ledger import QuotaExceeded
 
 KIND = "dask"
-
-
-def machine_gpus(command: str = "nvidia-smi") -> tuple[dict[str, Resource], list[str]]:
-    """This machine's GPUs as the ``local-gpu`` resource (none when ``command -L`` is
-    missing, fails or lists no GPU) and their ``CUDA_VISIBLE_DEVICES`` ids."""
-    if not command or shutil.which(command) is None:
-        return {}, []
-    try:
-        out = subprocess.run(
-            [command, "-L"], capture_output=True, text=True, timeout=15, check=True
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {}, []
-    gpus = parse_nvidia_smi_list(out)
-    if not gpus:
-        return {}, []
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    resources = local_resources(os.cpu_count() or 1, memory, gpus)
-    return {LOCAL_GPU: resources[LOCAL_GPU]}, real_device_ids(gpus)
 
 
 class WorkerRefused(Exception):

@@ -1,12 +1,19 @@
-"""Charging servers to a group: admission at spawn, the ledger interval's life cycle.
+"""The facility spawner base: stores, charging, the charge option and the order of admission.
 
-:class:`ChargingMixin` sits in front of a spawner class. At ``start`` it asks the ledger
-to admit the server (quota decision and a ``pending`` ledger interval, atomically, see
-:meth:`afhub.stores.ledger.LedgerStore.admit`); a refusal becomes an HTTP 403 whose
-message names the group, the limit, used/limit and when it resets, before any process
-starts. The interval turns ``running`` when the server is ready, is ``failed`` (charged
-nothing) when the spawn fails, and is closed when the server stops. The interval's id is
-part of the spawner's state, so a hub restart keeps charging the same interval.
+:class:`FacilitySpawner` sits in front of a spawner class (the profiles mixin builds on
+it). Its :meth:`~FacilitySpawner.start` admits a server in one order, top to bottom:
+
+1. **profile**: :meth:`~FacilitySpawner.prepare_start` checks what was asked for (HTTP 4xx);
+2. **quota**: the ledger admits the server (quota decision and a ``pending`` ledger
+   interval, atomically, see :meth:`afhub.stores.ledger.LedgerStore.admit`); a refusal is
+   an HTTP 403 naming the group, the limit, used/limit and when it resets;
+3. **devices**: its accelerators are claimed (:mod:`afhub.spawners.devices`, 409 when
+   none is free; the interval is then failed);
+4. **interval**: the server starts, and the interval turns ``running`` when it is ready.
+
+The interval is ``failed`` (charged nothing) when the spawn fails, and closed when the
+server stops. Its id is part of the spawner's state, so a hub restart keeps charging the
+same interval.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from traitlets import Bool, Float, HasTraits, Unicode, default
 
 from afhub.groups.names import InvalidGroupName, validate_path
 from afhub.quotas.limits import Charge, ChargeKind
+from afhub.registry.model import Resource
+from afhub.spawners import devices
 from afhub.stores.database import default_url
 from afhub.stores.errors import StoreError
 from afhub.stores.facade import Stores
@@ -56,8 +65,9 @@ def parse_charge_option(value: object) -> str | None:
         ) from None
 
 
-class ChargingMixin(HasTraits):
-    """Admission and ledger charging for a spawner (put it first in the bases)."""
+class FacilitySpawner(HasTraits):
+    """Stores, admission, ledger charging and device claims for a spawner (put it first
+    in the bases)."""
 
     charging = Bool(
         True,
@@ -83,6 +93,8 @@ class ChargingMixin(HasTraits):
     _stopping_live_server = False
     _mark_running_task: asyncio.Task | None = None
     _mark_in_flight = False
+    #: the accelerator slots the server holds (claimed after admission)
+    _afhub_slots: tuple[int, ...] = ()
 
     # -- what is charged --
 
@@ -91,7 +103,7 @@ class ChargingMixin(HasTraits):
         return stores_for(self.facility_db_url)
 
     def server_charge(self) -> Charge:
-        """What this server holds while it runs (a profile mixin charges its profile)."""
+        """What this server holds while it runs (the profiles mixin charges its profile)."""
         cores = self.cpu_limit or self.cpu_guarantee or self.charged_cpu_cores
         return Charge(kind=ChargeKind.SERVER, cpu_cores=float(cores), gpus=0, resource="local")
 
@@ -173,36 +185,51 @@ class ChargingMixin(HasTraits):
     async def prepare_start(self) -> None:
         """Before admission: check what was asked for (a subclass raises HTTP 4xx)."""
 
+    def claimed_devices(self) -> tuple[Resource | None, int]:
+        """The resource whose accelerators the server holds, and how many (none here)."""
+        return None, 0
+
     async def claim_resources(self, interval_id: int | None) -> None:
-        """After admission, before the server starts: hold devices (a subclass raises
-        HTTP 4xx when none is free; the interval is then failed)."""
+        """After admission, before the server starts: hold its accelerators (HTTP 409 when
+        none is free)."""
+        resource, count = self.claimed_devices()
+        self._afhub_slots = await asyncio.to_thread(
+            devices.claim,
+            self.stores,
+            resource,
+            count,
+            user=self.user.name,
+            server_name=self.name,
+            interval_id=interval_id,
+            log=self.log,
+        )
 
     async def release_resources(self) -> None:
         """Give back what :meth:`claim_resources` held (on stop, death or failure)."""
+        self._afhub_slots = ()
+        await asyncio.to_thread(
+            devices.release, self.stores, user=self.user.name, server_name=self.name
+        )
 
     async def start(self):
+        """Admission in order: profile -> quota -> devices -> interval (module docstring)."""
         await self.prepare_start()
-        if not self.charging:
-            try:
-                await self.claim_resources(None)
-                return await super().start()
-            except BaseException:
-                await self.release_resources()
-                raise
-        self.interval_id = await asyncio.to_thread(self._admit)
+        self.interval_id = await asyncio.to_thread(self._admit) if self.charging else None
         try:
             await self.claim_resources(self.interval_id)
             result = await super().start()
         except BaseException:
-            await asyncio.to_thread(self.stores.ledger.fail, self.interval_id, "spawn failed")
+            if self.interval_id is not None:
+                await asyncio.to_thread(self.stores.ledger.fail, self.interval_id, "spawn failed")
             self.interval_id = None
             await self.release_resources()
             raise
-        # kept, so that a stop settles it first: a server stopped moments after it came up
-        # must still be marked running (and closed), not failed as if it never started
-        self._mark_running_task = asyncio.ensure_future(
-            self._mark_running_when_ready(self.interval_id)
-        )
+        if self.interval_id is not None:
+            # kept, so that a stop settles it first: a server stopped moments after it came
+            # up must still be marked running (and closed), not failed as if it never started
+            self._mark_running_task = asyncio.ensure_future(
+                self._mark_running_when_ready(self.interval_id)
+            )
         return result
 
     async def _mark_running_when_ready(self, interval_id: int) -> None:
@@ -219,7 +246,9 @@ class ChargingMixin(HasTraits):
             else:
                 while self.pending == "spawn" and self.interval_id == interval_id:
                     await asyncio.sleep(0.2)
-        except Exception:  # the spawn failed: the stop that follows fails the interval
+        # the hub's spawn future fails with whatever the spawn raised; the stop that follows
+        # fails the interval
+        except Exception:  # noqa: BLE001
             return
         if self.interval_id != interval_id or (spawn is None and not self.ready):
             return
