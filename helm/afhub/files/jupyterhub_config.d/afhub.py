@@ -1,0 +1,111 @@
+"""afhub on Zero to JupyterHub: the hub loads this file from ``jupyterhub_config.d``
+after z2jh's own configuration (the chart mounts it from the ConfigMap ``afhub-hub-config``).
+
+It applies the same ``afhub.hubconfig`` functions the local facility applies (login, the
+facility API and the accountant, fitting, culling, named servers, logging), from the same
+settings (``$AFHUB_CONFIG``, ``$AFHUB_DB_URL``) and registry (``$AFHUB_REGISTRY``), then
+turns what runs as local processes into what runs on Kubernetes:
+
+* afhub's services run as their own Deployments: each service keeps its name, roles and
+  OAuth settings, loses its ``command`` and ``environment``, takes the URL of its Kubernetes
+  Service (``kube.json``, written by the chart) and the API token z2jh generated for it;
+* Dask Gateway is the dask-gateway chart's, as in daskhub: the hub service
+  ``dask-gateway`` points at its traefik Service, user servers get ``DASK_GATEWAY__*``;
+* the spawner is ``AfhubKubeSpawner`` (profiles from the registry, charging at spawn).
+"""
+
+import json
+import os
+from pathlib import Path
+
+from traitlets.config import Config
+
+from afhub.hubconfig import (
+    DASK_GATEWAY_SERVICE,
+    apply_registry_file,
+    configure_culling,
+    configure_fitting,
+    configure_groups_and_quotas,
+    configure_logging,
+    configure_login,
+    configure_named_servers,
+    prepare_home,
+)
+from afhub.settings import FacilitySettings, load_config_file
+from afhub.stores.migrate import upgrade
+
+#: what the chart knows of the cluster: Service URLs, the gateway's addresses, admins
+KUBE_FILE = Path(os.environ.get("AFHUB_KUBE_FILE", "/etc/afhub/kube.json"))
+
+
+def afhub_config(settings: FacilitySettings, kube: dict, existing: Config) -> Config:
+    """afhub's hub configuration for Kubernetes; ``existing`` is z2jh's, whose service
+    entries (with their API tokens) are kept and completed."""
+    c = Config()
+    for step in (
+        configure_logging,
+        configure_login,
+        configure_groups_and_quotas,
+        configure_fitting,
+        configure_culling,
+        configure_named_servers,
+    ):
+        step(c, settings)
+    z2jh = {service["name"]: service for service in existing.JupyterHub.get("services", [])}
+    services = []
+    for service in c.JupyterHub.services:
+        entry = {k: v for k, v in service.items() if k not in ("command", "environment", "url")}
+        url = kube["services"].get(service["name"])
+        if url:
+            entry["url"] = url
+        services.append({**z2jh.pop(service["name"], {}), **entry})
+    gateway = z2jh.pop(DASK_GATEWAY_SERVICE, None)
+    if gateway is not None and kube.get("gateway_url"):
+        services.append({**gateway, "url": kube["gateway_url"], "oauth_no_confirm": True})
+        c.Spawner.server_token_scopes = [
+            *c.Spawner.server_token_scopes,
+            f"access:services!service={DASK_GATEWAY_SERVICE}",
+        ]
+        c.Spawner.environment = {
+            **c.Spawner.environment,
+            "DASK_GATEWAY__ADDRESS": kube["public_gateway_url"],
+            "DASK_GATEWAY__PUBLIC_ADDRESS": f"/services/{DASK_GATEWAY_SERVICE}/",
+            "DASK_GATEWAY__PROXY_ADDRESS": kube["gateway_proxy_address"],
+            "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
+        }
+    c.JupyterHub.services = [*services, *z2jh.values()]
+    c.JupyterHub.load_roles = [*existing.JupyterHub.get("load_roles", []), *c.JupyterHub.load_roles]
+    c.Spawner.environment = {
+        **c.Spawner.environment,
+        "AFHUB_FITTING_URL": kube["fitting_url"],
+    }
+    c.JupyterHub.spawner_class = "afhub-kube"
+    c.Spawner.default_url = settings.default_url
+    c.AfhubKubeSpawner.facility_db_url = settings.db_url
+    if kube.get("admin_users"):
+        c.Authenticator.admin_users = set(kube["admin_users"])
+    if settings.authenticator == "cilogon":
+        c.AfhubCILogonAuthenticator.client_id = os.environ.get("AFHUB_CILOGON_CLIENT_ID", "")
+        c.AfhubCILogonAuthenticator.client_secret = os.environ.get(
+            "AFHUB_CILOGON_CLIENT_SECRET", ""
+        )
+        if kube.get("public_url"):
+            callback = f"{kube['public_url'].rstrip('/')}/hub/oauth_callback"
+            c.AfhubCILogonAuthenticator.oauth_callback_url = callback
+    return c
+
+
+def configure_kubernetes(c: Config) -> None:
+    """Apply afhub to z2jh's configuration ``c``: migrate the facility database, apply the
+    registry file, then merge :func:`afhub_config`."""
+    overrides = load_config_file()
+    settings = FacilitySettings(config=overrides)
+    prepare_home(settings)
+    upgrade(settings.db_url)
+    apply_registry_file(settings)
+    kube = json.loads(KUBE_FILE.read_text(encoding="utf-8"))
+    c.merge(afhub_config(settings, kube, c))
+    c.merge(overrides)
+
+
+configure_kubernetes(get_config())  # noqa: F821 - get_config is provided by the config loader
