@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from afhub.cli_groups import register
+from afhub.cli import register_commands as register
 from afhub.quotas.limits import Charge
 from afhub.stores.facade import Stores
 

@@ -30,7 +30,7 @@ def _read_json(path: str, what: str) -> Any:
         raise FitError(0, f"the {what} {path} is not valid JSON: {exc}") from None
 
 
-def cmd_submit(args: argparse.Namespace, settings: Any = None) -> int:
+def cmd_submit(args: argparse.Namespace) -> int:
     client = _client(args)
     workspace = _read_json(args.workspace, "workspace")
     patchset = _read_json(args.patchset, "patchset") if args.patchset else None
@@ -58,7 +58,7 @@ def cmd_submit(args: argparse.Namespace, settings: Any = None) -> int:
     return 0
 
 
-def cmd_status(args: argparse.Namespace, settings: Any = None) -> int:
+def cmd_status(args: argparse.Namespace) -> int:
     job = _client(args).status(args.job_id)
     progress = job["progress"]
     print(
@@ -68,7 +68,7 @@ def cmd_status(args: argparse.Namespace, settings: Any = None) -> int:
     return 0
 
 
-def cmd_results(args: argparse.Namespace, settings: Any = None) -> int:
+def cmd_results(args: argparse.Namespace) -> int:
     client = _client(args)
     if args.json:
         print(json.dumps(client.results(args.job_id), indent=1))
@@ -77,16 +77,16 @@ def cmd_results(args: argparse.Namespace, settings: Any = None) -> int:
     return 0
 
 
-def cmd_cancel(args: argparse.Namespace, settings: Any = None) -> int:
+def cmd_cancel(args: argparse.Namespace) -> int:
     job = _client(args).cancel(args.job_id)
     print(f"{job['id']}: {job['state']}")
     return 0
 
 
 def _guarded(handler):
-    def run(args: argparse.Namespace, settings: Any = None) -> int:
+    def run(args: argparse.Namespace, _settings: Any = None) -> int:
         try:
-            return handler(args, settings)
+            return handler(args)
         except FitError as exc:
             print(f"afhub fit: {exc.message}", file=sys.stderr)
             return 2

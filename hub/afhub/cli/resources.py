@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from afhub.cli_groups import _db_option, _run
+from afhub.cli.database import db_option, fail, with_stores
 
 #: the largest file ``add`` and ``apply`` read
 MAX_FILE_BYTES = 4 * 1024 * 1024
@@ -99,88 +99,118 @@ def _table(rows: list[list[str]]) -> str:
     )
 
 
-def cmd_resources(args: argparse.Namespace, settings: Any = None) -> int:
-    command = args.resources_command
-    try:
-        # read the input before opening the database: a bad file never touches it
-        if command == "add":
-            entry = _entry_from(args, "resource")
-        elif command == "apply":
-            document = read_document(args.file)
-        elif command == "providers" and args.providers_command == "add":
-            entry = _entry_from(args, "provider")
-    except InputError as exc:
-        print(f"afhub: {exc}", file=sys.stderr)
-        return 2
+def _list(registry: Any, args: argparse.Namespace) -> None:
+    records = registry.resource_records()
+    running = registry.in_use()
+    rows = [["NAME", "KIND", "ACCELERATOR", "COUNT", "SITE", "PROVIDER", "SOURCE"]]
+    rows[0] += ["RUNNING", "GROUPS"]
+    for record in records:
+        e = record["entry"]
+        if args.kind and e.get("kind") != args.kind:
+            continue
+        count = f"{e.get('count_per_node', 0)}x{e.get('node_count', 1)}"
+        rows.append(
+            [
+                str(e.get("name")),
+                str(e.get("kind")),
+                str(e.get("accelerator") or "-"),
+                count if e.get("kind") != "cpu" else f"{e.get('node_count', 1)} nodes",
+                str(e.get("site")),
+                str(e.get("provider")),
+                record["source"],
+                str(running.get(e.get("name"), 0)),
+                ",".join(e.get("allowed_groups") or []) or "(nobody)",
+            ]
+        )
+    if len(rows) == 1:
+        print("no resources (add one with 'afhub resources add FILE')")
+    else:
+        print(_table(rows))
 
-    def action(stores):
+
+def _show(registry: Any, args: argparse.Namespace) -> None:
+    shown = registry.get_resource(args.name)
+    if shown is None:
+        raise ValueError(f"no resource named {args.name!r}")
+    record = next(r for r in registry.resource_records() if r["entry"] == shown)
+    print(_dump(shown), end="")
+    print(f"# source: {record['source']}")
+    print(f"# servers running: {registry.in_use().get(args.name, 0)}")
+
+
+def _add(registry: Any, args: argparse.Namespace, entry: Any) -> None:
+    registry.add_resource(entry, replace=args.replace)
+    print(f"{'stored' if args.replace else 'added'} resource {entry['name']}")
+
+
+def _remove(registry: Any, args: argparse.Namespace) -> None:
+    registry.remove_resource(args.name)
+    print(f"removed resource {args.name}")
+
+
+def _apply(registry: Any, document: Any) -> None:
+    summary = registry.apply(document, source="api")
+    for key in ("added", "changed", "removed"):
+        for name in summary[key]:
+            print(f"{key} {name}")
+    print(f"{len(summary['unchanged'])} unchanged; revision {registry.revision()}")
+
+
+def _providers(registry: Any, args: argparse.Namespace, entry: Any) -> None:
+    sub = args.providers_command
+    if sub == "list":
+        rows = [["NAME", "INSTITUTION", "CONTACTS", "SOURCE"]]
+        for record in registry.provider_records():
+            e = record["entry"]
+            contacts = ", ".join(e.get("contacts") or []) or "-"
+            rows.append([e["name"], e["institution"], contacts, record["source"]])
+        print(_table(rows) if len(rows) > 1 else "no providers")
+    elif sub == "add":
+        registry.add_provider(entry, replace=args.replace)
+        print(f"{'stored' if args.replace else 'added'} provider {entry['name']}")
+    elif sub == "remove":
+        registry.remove_provider(args.name)
+        print(f"removed provider {args.name}")
+
+
+def _read_input(args: argparse.Namespace) -> Any:
+    """The entry or document a command reads, read before the database is opened (a bad
+    file never touches it); ``None`` for commands that read nothing."""
+    command = args.resources_command
+    if command == "add":
+        return _entry_from(args, "resource")
+    if command == "apply":
+        return read_document(args.file)
+    if command == "providers" and args.providers_command == "add":
+        return _entry_from(args, "provider")
+    return None
+
+
+def cmd_resources(args: argparse.Namespace, settings: Any = None) -> int:
+    try:
+        given = _read_input(args)
+    except InputError as exc:
+        return fail(str(exc))
+
+    def action(stores: Any) -> None:
         registry = stores.registry
+        command = args.resources_command
         if command == "list":
-            records = registry.resource_records()
-            running = registry.in_use()
-            rows = [["NAME", "KIND", "ACCELERATOR", "COUNT", "SITE", "PROVIDER", "SOURCE"]]
-            rows[0] += ["RUNNING", "GROUPS"]
-            for record in records:
-                e = record["entry"]
-                if args.kind and e.get("kind") != args.kind:
-                    continue
-                count = f"{e.get('count_per_node', 0)}x{e.get('node_count', 1)}"
-                rows.append(
-                    [
-                        str(e.get("name")),
-                        str(e.get("kind")),
-                        str(e.get("accelerator") or "-"),
-                        count if e.get("kind") != "cpu" else f"{e.get('node_count', 1)} nodes",
-                        str(e.get("site")),
-                        str(e.get("provider")),
-                        record["source"],
-                        str(running.get(e.get("name"), 0)),
-                        ",".join(e.get("allowed_groups") or []) or "(nobody)",
-                    ]
-                )
-            if len(rows) == 1:
-                print("no resources (add one with 'afhub resources add FILE')")
-            else:
-                print(_table(rows))
+            _list(registry, args)
         elif command == "show":
-            shown = registry.get_resource(args.name)
-            if shown is None:
-                raise ValueError(f"no resource named {args.name!r}")
-            record = next(r for r in registry.resource_records() if r["entry"] == shown)
-            print(_dump(shown), end="")
-            print(f"# source: {record['source']}")
-            print(f"# servers running: {registry.in_use().get(args.name, 0)}")
+            _show(registry, args)
         elif command == "add":
-            registry.add_resource(entry, replace=args.replace)
-            print(f"{'stored' if args.replace else 'added'} resource {entry['name']}")
+            _add(registry, args, given)
         elif command == "remove":
-            registry.remove_resource(args.name)
-            print(f"removed resource {args.name}")
+            _remove(registry, args)
         elif command == "apply":
-            summary = registry.apply(document, source="api")
-            for key in ("added", "changed", "removed"):
-                for name in summary[key]:
-                    print(f"{key} {name}")
-            print(f"{len(summary['unchanged'])} unchanged; revision {registry.revision()}")
+            _apply(registry, given)
         elif command == "export":
             print(_dump(registry.document(args.source)), end="")
         elif command == "providers":
-            sub = args.providers_command
-            if sub == "list":
-                rows = [["NAME", "INSTITUTION", "CONTACTS", "SOURCE"]]
-                for record in registry.provider_records():
-                    e = record["entry"]
-                    contacts = ", ".join(e.get("contacts") or []) or "-"
-                    rows.append([e["name"], e["institution"], contacts, record["source"]])
-                print(_table(rows) if len(rows) > 1 else "no providers")
-            elif sub == "add":
-                registry.add_provider(entry, replace=args.replace)
-                print(f"{'stored' if args.replace else 'added'} provider {entry['name']}")
-            elif sub == "remove":
-                registry.remove_provider(args.name)
-                print(f"removed provider {args.name}")
+            _providers(registry, args, given)
 
-    return _run(args, settings, action)
+    return with_stores(args, settings, action)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -188,7 +218,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     resources = subparsers.add_parser(
         "resources", help="the resource registry: CPU, GPU and FPGA node pools"
     )
-    _db_option(resources)
+    db_option(resources)
     sub = resources.add_subparsers(dest="resources_command", required=True)
     p = sub.add_parser("list", help="list resources (who may use them, servers running)")
     p.add_argument("--kind", choices=["cpu", "gpu", "fpga"], help="only this kind")

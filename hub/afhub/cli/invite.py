@@ -1,0 +1,81 @@
+"""``afhub invite create|list|revoke``: invitations to join a group."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from datetime import timedelta
+from typing import Any
+
+from afhub.cli.database import db_option, with_stores
+
+INVITE_PATH = "services/facility/join/"
+_DURATION_RE = re.compile(r"([1-9][0-9]{0,5})([mhd])")
+
+
+def parse_duration(value: str) -> timedelta:
+    match = _DURATION_RE.fullmatch(value)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a duration: use e.g. 30m, 12h, 7d")
+    count, unit = int(match.group(1)), match.group(2)
+    return {"m": timedelta(minutes=count), "h": timedelta(hours=count), "d": timedelta(days=count)}[
+        unit
+    ]
+
+
+def cmd_invite(args: argparse.Namespace, settings: Any = None) -> int:
+    def action(stores):
+        invitations = stores.invitations
+        if args.invite_command == "create":
+            created = invitations.create(
+                args.path,
+                email=args.email,
+                expires_in=args.expires,
+                uses=args.uses,
+                role=args.role,
+            )
+            base = getattr(settings, "public_url", None) or os.environ.get(
+                "AFHUB_PUBLIC_URL", "http://127.0.0.1:8000/"
+            )
+            info = created.info
+            print(
+                f"invitation {info.id} to {info.group} ({info.role.value}), "
+                f"{info.max_uses} use(s), expires {info.expires_at:%Y-%m-%d %H:%M} UTC"
+            )
+            print(f"token: {created.token}")
+            print(f"link:  {base.rstrip('/')}/{INVITE_PATH}{created.token}")
+        elif args.invite_command == "list":
+            for info in invitations.list(args.path, include_subgroups=True):
+                print(
+                    f"{info.id}\t{info.group}\t{info.status()}\t{info.email or '-'}\t"
+                    f"{info.uses_left}/{info.max_uses}\t{info.expires_at:%Y-%m-%d %H:%M}"
+                )
+        else:
+            info = invitations.revoke(args.id)
+            print(f"revoked invitation {info.id} to {info.group}")
+
+    return with_stores(args, settings, action)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``afhub invite ...``."""
+    invite = subparsers.add_parser("invite", help="invitations to join a group")
+    db_option(invite)
+    isub = invite.add_subparsers(dest="invite_command", required=True)
+    p = isub.add_parser("create", help="create an invitation; prints the link once")
+    p.add_argument("path")
+    p.add_argument("--email", help="only this email may redeem it")
+    p.add_argument(
+        "--expires",
+        type=parse_duration,
+        default=timedelta(days=7),
+        help="e.g. 12h, 7d (default 7d)",
+    )
+    p.add_argument("--uses", type=int, default=1, help="how many people may join (default 1)")
+    p.add_argument("--role", choices=["member", "admin"], default="member")
+    p = isub.add_parser("list", help="invitations to a group and its subgroups")
+    p.add_argument("path")
+    p = isub.add_parser("revoke", help="revoke an invitation")
+    p.add_argument("id", help="the invitation's id, as 'afhub invite list' shows it")
+    invite.set_defaults(handler=cmd_invite)

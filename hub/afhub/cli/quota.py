@@ -1,0 +1,84 @@
+"""``afhub quota set|show``: group quotas, with usage and resets."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+from typing import Any
+
+from afhub.cli.database import db_option, with_stores
+from afhub.cli.formatting import number
+from afhub.quotas.limits import LimitName
+
+
+def _limit_value(value: str) -> str | None:
+    return None if value.lower() in ("none", "unlimited", "-") else value
+
+
+def cmd_quota(args: argparse.Namespace, settings: Any = None) -> int:
+    def action(stores):
+        if args.quota_command == "set":
+            values: dict[str, object] = {}
+            for name in LimitName:
+                raw = getattr(args, name.value)
+                if raw is not None:
+                    values[name.value] = _limit_value(raw)
+            if args.period is not None:
+                values["period"] = args.period
+            if not values:
+                raise ValueError("give at least one limit, e.g. --gpu-hours 100")
+            limits = stores.quotas.set(args.path, values)
+            print(
+                f"quota of {args.path}: "
+                + ", ".join(
+                    f"{k}={number(v) if k != 'period' else v}" for k, v in limits.to_dict().items()
+                )
+            )
+        else:
+            show_quota(stores, args.path)
+
+    return with_stores(args, settings, action)
+
+
+def show_quota(stores, path: str) -> None:
+    from afhub.quotas.periods import parse_period
+
+    now = datetime.now(UTC)
+    print(f"{'group':<32} {'limit':<16} {'used':>10} {'limit':>10}  resets")
+    for node in stores.ledger.status(path, now=now):
+        window = parse_period(node.limits.period).window(now)
+        for name in LimitName:
+            limit = node.limits.get(name)
+            used = node.usage.get(name)
+            if limit is None and not used:
+                continue
+            resets = "-"
+            if name.is_budget:
+                resets = (
+                    f"{window.resets_at:%Y-%m-%d %H:%M} UTC"
+                    if window.resets_at
+                    else parse_period(node.limits.period).describe()
+                )
+            print(
+                f"{node.path:<32} {name.value:<16} {number(used):>10} {number(limit):>10}  {resets}"
+            )
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``afhub quota ...``."""
+    quota = subparsers.add_parser("quota", help="group quotas")
+    db_option(quota)
+    qsub = quota.add_subparsers(dest="quota_command", required=True)
+    p = qsub.add_parser("set", help="set limits of a group ('none' removes a limit)")
+    p.add_argument("path")
+    for name in LimitName:
+        p.add_argument(
+            f"--{name.value.replace('_', '-')}",
+            dest=name.value,
+            metavar="N",
+            help=f"{name.label}" + (" per period" if name.is_budget else ""),
+        )
+    p.add_argument("--period", help="'month' (default) or 'rolling:<n>h|d', e.g. rolling:7d")
+    p = qsub.add_parser("show", help="limits, usage and resets of a group and its ancestors")
+    p.add_argument("path")
+    quota.set_defaults(handler=cmd_quota)
