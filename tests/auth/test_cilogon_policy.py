@@ -8,22 +8,21 @@ import yaml
 from tornado import web
 from traitlets.config import Config
 
-from afhub.auth.cilogon import (
-    AfhubCILogonAuthenticator,
+from afhub.auth.cilogon import AfhubCILogonAuthenticator
+from afhub.auth.group_claims import map_groups, normalize_group_claim
+from afhub.auth.idp_policy import (
     IdpPolicy,
     PolicyError,
     UsernameError,
-    _same_site_path,
     build_idps,
     check_no_merge,
     derive_username,
     email_domain_allowed,
     entity_id_domain,
-    map_groups,
-    normalize_group_claim,
     parse_identity_providers,
     parse_idp_policy,
 )
+from afhub.auth.redirects import _same_site_path
 
 A = "https://idp.a.edu/idp/shibboleth"
 B = "https://login.b.edu/idp/shibboleth"
