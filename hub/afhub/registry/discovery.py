@@ -59,12 +59,16 @@ def _positive(capacity: Mapping[str, str], key: str) -> int:
         return 0
 
 
-def _pools_of(node: Mapping[str, Any]) -> list[tuple[tuple, dict]]:
-    """(pool key, partial entry) for each pool this node belongs to."""
-    labels = node.get("metadata", {}).get("labels", {}) or {}
-    status = node.get("status", {})
-    capacity = status.get("allocatable") or status.get("capacity") or {}
-    product = labels.get(PRODUCT_LABEL)
+Pool = tuple[tuple, dict]
+
+
+def _pool(key: tuple, name: str, kind: str, **entry: Any) -> Pool:
+    """A pool's grouping key and its partial registry entry."""
+    return key, {"name": name, "kind": kind, **entry}
+
+
+def _extended_pools(capacity: Mapping[str, Any], product: str | None) -> list[Pool]:
+    """MIG slices (``nvidia.com/mig-*``) and Xilinx FPGAs (``xilinx.com/fpga-*``)."""
     pools = []
     for key in sorted(capacity):
         match = MIG_RE.fullmatch(key)
@@ -72,85 +76,94 @@ def _pools_of(node: Mapping[str, Any]) -> list[tuple[tuple, dict]]:
         if match and count:
             profile = match.group(1)
             gpu_name = (product or "NVIDIA GPU").replace("-", " ")
-            selector = {PRODUCT_LABEL: product} if product else {}
             pools.append(
-                (
+                _pool(
                     ("gpu", key, product, count),
-                    {
-                        "name": f"mig-{profile}-{product or 'gpu'}",
-                        "kind": "gpu",
-                        "accelerator": f"{gpu_name} MIG {profile}",
-                        "count_per_node": count,
-                        "extended_resource": key,
-                        "node_selector": selector,
-                    },
+                    f"mig-{profile}-{product or 'gpu'}",
+                    "gpu",
+                    accelerator=f"{gpu_name} MIG {profile}",
+                    count_per_node=count,
+                    extended_resource=key,
+                    node_selector={PRODUCT_LABEL: product} if product else {},
                 )
             )
         elif key.startswith("xilinx.com/fpga-") and count and EXTENDED_RESOURCE_RE.fullmatch(key):
             pools.append(
-                (
+                _pool(
                     ("fpga", key, count),
-                    {
-                        "name": f"fpga-{key.split('/fpga-', 1)[1]}",
-                        "kind": "fpga",
-                        "accelerator": key.split("/", 1)[1],
-                        "count_per_node": count,
-                        "extended_resource": key,
-                        "node_selector": {},
-                    },
+                    f"fpga-{key.split('/fpga-', 1)[1]}",
+                    "fpga",
+                    accelerator=key.split("/", 1)[1],
+                    count_per_node=count,
+                    extended_resource=key,
+                    node_selector={},
                 )
             )
-    gpus = _positive(capacity, "nvidia.com/gpu")
-    if gpus and product:
-        count = (
-            int(labels.get(COUNT_LABEL, gpus)) if labels.get(COUNT_LABEL, "").isdigit() else gpus
-        )
-        count = min(count, gpus)
-        pools.append(
-            (
-                ("gpu", "nvidia.com/gpu", product, count),
-                {
-                    "name": f"gpu-{product}-x{count}",
-                    "kind": "gpu",
-                    "accelerator": product.replace("-", " "),
-                    "count_per_node": count,
-                    "extended_resource": "nvidia.com/gpu",
-                    "node_selector": {PRODUCT_LABEL: product, COUNT_LABEL: str(count)},
-                },
-            )
-        )
-    amd = _positive(capacity, "amd.com/gpu")
-    if amd:
-        name = labels.get("amd.com/gpu.product-name", "AMD GPU")
-        pools.append(
-            (
-                ("gpu", "amd.com/gpu", name, amd),
-                {
-                    "name": f"amd-{name}-x{amd}",
-                    "kind": "gpu",
-                    "accelerator": name,
-                    "count_per_node": amd,
-                    "extended_resource": "amd.com/gpu",
-                    "node_selector": {},
-                },
-            )
-        )
-    if not pools:
-        instance = labels.get(INSTANCE_LABEL)
-        cpu = capacity.get("cpu", "0")
-        key = ("cpu", instance or f"{cpu}-{capacity.get('memory', '')}")
-        selector = {INSTANCE_LABEL: instance} if instance else {}
-        pools.append(
-            (
-                key,
-                {
-                    "name": f"cpu-{instance or cpu + 'cores'}",
-                    "kind": "cpu",
-                    "node_selector": selector,
-                },
-            )
-        )
     return pools
+
+
+def _nvidia_pool(
+    capacity: Mapping[str, Any], labels: Mapping[str, str], product: str | None
+) -> list[Pool]:
+    """Whole NVIDIA GPUs of a labelled product (GPU feature discovery's labels)."""
+    gpus = _positive(capacity, "nvidia.com/gpu")
+    if not (gpus and product):
+        return []
+    count = int(labels.get(COUNT_LABEL, gpus)) if labels.get(COUNT_LABEL, "").isdigit() else gpus
+    count = min(count, gpus)
+    return [
+        _pool(
+            ("gpu", "nvidia.com/gpu", product, count),
+            f"gpu-{product}-x{count}",
+            "gpu",
+            accelerator=product.replace("-", " "),
+            count_per_node=count,
+            extended_resource="nvidia.com/gpu",
+            node_selector={PRODUCT_LABEL: product, COUNT_LABEL: str(count)},
+        )
+    ]
+
+
+def _amd_pool(capacity: Mapping[str, Any], labels: Mapping[str, str]) -> list[Pool]:
+    amd = _positive(capacity, "amd.com/gpu")
+    if not amd:
+        return []
+    name = labels.get("amd.com/gpu.product-name", "AMD GPU")
+    return [
+        _pool(
+            ("gpu", "amd.com/gpu", name, amd),
+            f"amd-{name}-x{amd}",
+            "gpu",
+            accelerator=name,
+            count_per_node=amd,
+            extended_resource="amd.com/gpu",
+            node_selector={},
+        )
+    ]
+
+
+def _cpu_pool(capacity: Mapping[str, Any], labels: Mapping[str, str]) -> Pool:
+    """A node without accelerators, grouped by instance type (else by cores and memory)."""
+    instance = labels.get(INSTANCE_LABEL)
+    cpu = capacity.get("cpu", "0")
+    return _pool(
+        ("cpu", instance or f"{cpu}-{capacity.get('memory', '')}"),
+        f"cpu-{instance or cpu + 'cores'}",
+        "cpu",
+        node_selector={INSTANCE_LABEL: instance} if instance else {},
+    )
+
+
+def _pools_of(node: Mapping[str, Any]) -> list[Pool]:
+    """(pool key, partial entry) for each pool this node belongs to."""
+    labels = node.get("metadata", {}).get("labels", {}) or {}
+    status = node.get("status", {})
+    capacity = status.get("allocatable") or status.get("capacity") or {}
+    product = labels.get(PRODUCT_LABEL)
+    pools = _extended_pools(capacity, product)
+    pools += _nvidia_pool(capacity, labels, product)
+    pools += _amd_pool(capacity, labels)
+    return pools or [_cpu_pool(capacity, labels)]
 
 
 def _shared_tolerations(nodes: list[Mapping[str, Any]]) -> list[dict]:

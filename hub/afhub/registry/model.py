@@ -318,27 +318,15 @@ def parse_provider(entry: Any, index: int) -> Provider:
     return Provider(name=name, institution=institution, contacts=tuple(contacts))
 
 
-def parse_resource(entry: Any, index: int, providers: Mapping[str, Provider]) -> Resource:
-    where = f"resources[{index}]"
-    if not isinstance(entry, Mapping):
-        raise RegistryError(f"{where}: must be a mapping")
-    where = f"resource {entry.get('name')!r}"
-    unknown = set(entry) - RESOURCE_FIELDS
-    if unknown:
-        raise RegistryError(f"{where}: unknown fields {sorted(map(str, unknown))}")
-    name = _name(where, entry.get("name"))
-    provider = entry.get("provider")
-    if not isinstance(provider, str) or provider not in providers:
-        raise _err(where, "provider", f"is {provider!r}, not one of the declared providers")
-    site = _text(where, entry, "site")
-    kind = entry.get("kind")
-    if kind not in KINDS:
-        raise _err(where, "kind", f"is {kind!r}; it must be one of {', '.join(KINDS)}")
-    node_count = _count(where, entry, "node_count", 1)
-    count = _count(where, entry, "count_per_node", 0)
+def _cpu_per_node(where: str, entry: Mapping) -> int | float:
     cpu = entry.get("cpu_per_node")
     if isinstance(cpu, bool) or not isinstance(cpu, int | float) or not 0 < cpu < 10**5:
         raise _err(where, "cpu_per_node", f"must be a positive number of cores, not {cpu!r}")
+    return cpu
+
+
+def _memory(where: str, entry: Mapping) -> tuple[str, list]:
+    """``memory_per_node`` (more than zero) and the ``memory_choices`` within it."""
     memory = entry.get("memory_per_node")
     try:
         if parse_quantity(memory) <= 0:
@@ -355,38 +343,80 @@ def parse_resource(entry: Any, index: int, providers: Mapping[str, Provider]) ->
             raise _err(where, "memory_choices", str(exc)) from None
         if not 0 < size <= parse_quantity(memory):
             raise _err(where, "memory_choices", f"{m!r} is not within memory_per_node {memory}")
-    extended = entry.get("extended_resource")
-    accelerator = _text(where, entry, "accelerator", required=kind != "cpu")
+    return memory, memory_choices
+
+
+def _check_devices(where: str, kind: str, extended: object, count: int) -> None:
+    """A cpu resource has no devices; a gpu or fpga resource names its extended resource
+    (of its kind) and has at least one device per node."""
     if kind == "cpu":
         if extended is not None:
             raise _err(where, "extended_resource", "is only for gpu and fpga resources")
         if count:
             raise _err(where, "count_per_node", "must be 0 for a cpu resource")
-    else:
-        if not isinstance(extended, str) or not EXTENDED_RESOURCE_RE.fullmatch(extended):
-            raise _err(
-                where,
-                "extended_resource",
-                f"is {extended!r}; a {kind} resource needs one such as nvidia.com/gpu, "
-                "nvidia.com/mig-1g.10gb, amd.com/gpu or xilinx.com/fpga-<name>",
-            )
-        if kind == "fpga" and not extended.startswith("xilinx.com/fpga-"):
-            raise _err(where, "extended_resource", f"{extended!r} is not an FPGA resource")
-        if kind == "gpu" and extended.startswith("xilinx.com/"):
-            raise _err(where, "extended_resource", f"{extended!r} is not a GPU resource")
-        if count < 1:
-            raise _err(where, "count_per_node", f"must be at least 1 for a {kind} resource")
-    images = entry.get("images") or []
-    if not isinstance(images, list):
-        raise _err(where, "images", "must be a list of image references")
-    groups = entry.get("allowed_groups") or []
-    if not isinstance(groups, list):
-        raise _err(where, "allowed_groups", "must be a list of group paths")
+        return
+    if not isinstance(extended, str) or not EXTENDED_RESOURCE_RE.fullmatch(extended):
+        raise _err(
+            where,
+            "extended_resource",
+            f"is {extended!r}; a {kind} resource needs one such as nvidia.com/gpu, "
+            "nvidia.com/mig-1g.10gb, amd.com/gpu or xilinx.com/fpga-<name>",
+        )
+    if kind == "fpga" and not extended.startswith("xilinx.com/fpga-"):
+        raise _err(where, "extended_resource", f"{extended!r} is not an FPGA resource")
+    if kind == "gpu" and extended.startswith("xilinx.com/"):
+        raise _err(where, "extended_resource", f"{extended!r} is not a GPU resource")
+    if count < 1:
+        raise _err(where, "count_per_node", f"must be at least 1 for a {kind} resource")
+
+
+def _list_field(where: str, entry: Mapping, field: str, what: str) -> list:
+    value = entry.get(field) or []
+    if not isinstance(value, list):
+        raise _err(where, field, f"must be a list of {what}")
+    return value
+
+
+def _allowed_groups(where: str, entry: Mapping) -> list:
+    groups = _list_field(where, entry, "allowed_groups", "group paths")
     for group in groups:
         try:
             validate_path(group)
         except InvalidGroupName as exc:
             raise _err(where, "allowed_groups", str(exc)) from None
+    return groups
+
+
+def _checked_entry(entry: Any, index: int) -> str:
+    """Where the entry is (for messages), once it is a mapping of known fields."""
+    if not isinstance(entry, Mapping):
+        raise RegistryError(f"resources[{index}]: must be a mapping")
+    where = f"resource {entry.get('name')!r}"
+    unknown = set(entry) - RESOURCE_FIELDS
+    if unknown:
+        raise RegistryError(f"{where}: unknown fields {sorted(map(str, unknown))}")
+    return where
+
+
+def parse_resource(entry: Any, index: int, providers: Mapping[str, Provider]) -> Resource:
+    where = _checked_entry(entry, index)
+    name = _name(where, entry.get("name"))
+    provider = entry.get("provider")
+    if not isinstance(provider, str) or provider not in providers:
+        raise _err(where, "provider", f"is {provider!r}, not one of the declared providers")
+    site = _text(where, entry, "site")
+    kind = entry.get("kind")
+    if kind not in KINDS:
+        raise _err(where, "kind", f"is {kind!r}; it must be one of {', '.join(KINDS)}")
+    node_count = _count(where, entry, "node_count", 1)
+    count = _count(where, entry, "count_per_node", 0)
+    cpu = _cpu_per_node(where, entry)
+    memory, memory_choices = _memory(where, entry)
+    extended = entry.get("extended_resource")
+    accelerator = _text(where, entry, "accelerator", required=kind != "cpu")
+    _check_devices(where, kind, extended, count)
+    images = _list_field(where, entry, "images", "image references")
+    groups = _allowed_groups(where, entry)
     description = _text(where, entry, "description", required=False)
     return Resource(
         name=name,
