@@ -301,6 +301,54 @@ def _as_text(key: str, value: Any) -> str | None:
     return str(value)
 
 
+def _chosen_profile(profile_list: list[Mapping[str, Any]], slug: str | None) -> Mapping[str, Any]:
+    """The profile named ``slug``, or the default one (else the first) when none is named."""
+    if slug is None:
+        return next((p for p in profile_list if p.get("default")), profile_list[0])
+    profile = next((p for p in profile_list if p.get("slug") == slug), None)
+    if profile is None:
+        raise ProfileError(f"profile {slug!r} is not available to you")
+    return profile
+
+
+def _check_keys(
+    profile: Mapping[str, Any], user_options: Mapping[str, Any], extra: frozenset[str]
+) -> None:
+    """Every key is ``profile``, an extra key, or an option (or free text) of the profile."""
+    options: Mapping[str, Any] = profile.get("profile_options") or {}
+    allowed = {"profile", *extra, *options}
+    allowed.update(
+        f"{name}{UNLISTED_SUFFIX}"
+        for name, option in options.items()
+        if (option.get("unlisted_choice") or {}).get("enabled")
+    )
+    unknown = sorted(map(str, set(user_options) - allowed))
+    if unknown:
+        raise ProfileError(f"unknown options for profile {profile['slug']!r}: {unknown}")
+
+
+def _free_text(name: str, option: Mapping[str, Any], free: str) -> Any:
+    """The override of an allowed free-text value (it must fully match the pattern)."""
+    spec = option["unlisted_choice"]
+    pattern = spec.get("validation_regex")
+    if not pattern or len(free) > MAX_UNLISTED_LENGTH or re.fullmatch(pattern, free) is None:
+        raise ProfileError(f"option {name!r}: {free!r} is not an allowed value")
+    return _format(spec.get("kubespawner_override") or {}, free)
+
+
+def _listed_choice(name: str, listed: Mapping[str, Any], value: str | None) -> str:
+    """The listed choice asked for, else the option's default (else its first)."""
+    if value is None:
+        value = next((k for k, c in listed.items() if c.get("default")), None)
+        if value is None:
+            value = next(iter(listed), None)
+        if value is None:
+            raise ProfileError(f"option {name!r} has no default; choose a value")
+    elif value not in listed:
+        raise ProfileError(f"option {name!r}: {value!r} is not one of {sorted(listed)} for you")
+    return value
+
+
 def resolve_user_options(
     profile_list: list[Mapping[str, Any]],
     user_options: Mapping[str, Any] | None,
@@ -318,55 +366,26 @@ def resolve_user_options(
         if unknown:
             raise ProfileError(f"no profiles are available to you; unknown options {unknown}")
         return ResolvedChoice(profile=None)
-    if slug is None:
-        profile = next((p for p in profile_list if p.get("default")), profile_list[0])
-    else:
-        profile = next((p for p in profile_list if p.get("slug") == slug), None)
-        if profile is None:
-            raise ProfileError(f"profile {slug!r} is not available to you")
-    options: Mapping[str, Any] = profile.get("profile_options") or {}
-    allowed = {"profile", *extra, *options}
-    allowed.update(
-        f"{name}{UNLISTED_SUFFIX}"
-        for name, option in options.items()
-        if (option.get("unlisted_choice") or {}).get("enabled")
-    )
-    unknown = sorted(map(str, set(user_options) - allowed))
-    if unknown:
-        raise ProfileError(f"unknown options for profile {profile['slug']!r}: {unknown}")
+    profile = _chosen_profile(profile_list, slug)
+    _check_keys(profile, user_options, extra)
     merged: dict[str, Any] = {}
     _merge(merged, profile.get("kubespawner_override") or {})
     choices: dict[str, str] = {}
     unlisted: dict[str, str] = {}
+    options: Mapping[str, Any] = profile.get("profile_options") or {}
     for name, option in options.items():
         value = _as_text(name, user_options.get(name))
         key = f"{name}{UNLISTED_SUFFIX}"
         free = _as_text(key, user_options.get(key))
-        listed: Mapping[str, Any] = option.get("choices") or {}
         if value is not None and free is not None:
             raise ProfileError(f"option {name!r}: give a listed choice or other text, not both")
         if free is not None:
-            spec = option["unlisted_choice"]
-            pattern = spec.get("validation_regex")
-            if (
-                not pattern
-                or len(free) > MAX_UNLISTED_LENGTH
-                or re.fullmatch(pattern, free) is None
-            ):
-                raise ProfileError(f"option {name!r}: {free!r} is not an allowed value")
             unlisted[name] = free
-            _merge(merged, _format(spec.get("kubespawner_override") or {}, free))
+            _merge(merged, _free_text(name, option, free))
             continue
-        if value is None:
-            value = next((k for k, c in listed.items() if c.get("default")), None)
-            if value is None:
-                value = next(iter(listed), None)
-            if value is None:
-                raise ProfileError(f"option {name!r} has no default; choose a value")
-        elif value not in listed:
-            raise ProfileError(f"option {name!r}: {value!r} is not one of {sorted(listed)} for you")
-        choices[name] = value
-        _merge(merged, listed[value].get("kubespawner_override") or {})
+        listed: Mapping[str, Any] = option.get("choices") or {}
+        choices[name] = _listed_choice(name, listed, value)
+        _merge(merged, listed[choices[name]].get("kubespawner_override") or {})
     return ResolvedChoice(
         profile=profile["slug"], choices=choices, unlisted=unlisted, kubespawner_override=merged
     )
