@@ -12,6 +12,11 @@ turns what runs as local processes into what runs on Kubernetes:
 * Dask Gateway is the dask-gateway chart's, as in daskhub: the hub service
   ``dask-gateway`` points at its traefik Service, user servers get ``DASK_GATEWAY__*``;
 * the spawner is ``AfhubKubeSpawner`` (profiles from the registry, charging at spawn).
+
+A file of ``jupyterhub_config.d`` gets a fresh config from ``get_config()`` whose lists
+replace the hub's when merged, so z2jh's own entries of ``hub.services`` (with the API tokens
+z2jh generated) and ``hub.loadRoles`` are read here as z2jh's ``jupyterhub_config.py`` reads
+them, through its ``z2jh`` module (on the hub's path), and kept.
 """
 
 import json
@@ -38,9 +43,25 @@ from afhub.stores.migrate import upgrade
 KUBE_FILE = Path(os.environ.get("AFHUB_KUBE_FILE", "/etc/afhub/kube.json"))
 
 
-def afhub_config(settings: FacilitySettings, kube: dict, existing: Config) -> Config:
-    """afhub's hub configuration for Kubernetes; ``existing`` is z2jh's, whose service
-    entries (with their API tokens) are kept and completed."""
+def z2jh_entries() -> tuple[list[dict], list[dict]]:
+    """z2jh's services (with their tokens) and roles, as its jupyterhub_config.py makes them."""
+    from z2jh import get_config, get_secret_value
+
+    services = []
+    for key, service in get_config("hub.services", {}).items():
+        entry = {k: v for k, v in service.items() if k != "apiToken"}
+        entry.setdefault("name", key)
+        entry["api_token"] = get_secret_value(f"hub.services.{key}.apiToken")
+        services.append(entry)
+    roles = [{"name": key, **role} for key, role in get_config("hub.loadRoles", {}).items()]
+    return services, roles
+
+
+def afhub_config(
+    settings: FacilitySettings, kube: dict, z2jh_services: list[dict], z2jh_roles: list[dict]
+) -> Config:
+    """afhub's hub configuration for Kubernetes; z2jh's service entries (with their API
+    tokens) are kept and completed, its roles kept."""
     c = Config()
     for step in (
         configure_logging,
@@ -51,7 +72,7 @@ def afhub_config(settings: FacilitySettings, kube: dict, existing: Config) -> Co
         configure_named_servers,
     ):
         step(c, settings)
-    z2jh = {service["name"]: service for service in existing.JupyterHub.get("services", [])}
+    z2jh = {service["name"]: service for service in z2jh_services}
     services = []
     for service in c.JupyterHub.services:
         entry = {k: v for k, v in service.items() if k not in ("command", "environment", "url")}
@@ -74,7 +95,7 @@ def afhub_config(settings: FacilitySettings, kube: dict, existing: Config) -> Co
             "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
         }
     c.JupyterHub.services = [*services, *z2jh.values()]
-    c.JupyterHub.load_roles = [*existing.JupyterHub.get("load_roles", []), *c.JupyterHub.load_roles]
+    c.JupyterHub.load_roles = [*z2jh_roles, *c.JupyterHub.load_roles]
     c.Spawner.environment = {
         **c.Spawner.environment,
         "AFHUB_FITTING_URL": kube["fitting_url"],
@@ -104,7 +125,7 @@ def configure_kubernetes(c: Config) -> None:
     upgrade(settings.db_url)
     apply_registry_file(settings)
     kube = json.loads(KUBE_FILE.read_text(encoding="utf-8"))
-    c.merge(afhub_config(settings, kube, c))
+    c.merge(afhub_config(settings, kube, *z2jh_entries()))
     c.merge(overrides)
 
 
