@@ -17,6 +17,7 @@ Permission model (issue 3):
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -32,12 +33,10 @@ class Role(enum.StrEnum):
 
     @classmethod
     def parse(cls, value: object) -> Role:
-        try:
-            return cls(value)
-        except ValueError:
-            raise ValueError(
-                f"unknown role {value!r}: use one of {', '.join(r.value for r in cls)}"
-            ) from None
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                return cls(value)
+        raise ValueError(f"unknown role {value!r}: use one of {', '.join(r.value for r in cls)}")
 
 
 class TreeError(ValueError):

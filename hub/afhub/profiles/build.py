@@ -114,7 +114,7 @@ def _count_option(resource: Resource, counts: list[int]) -> tuple[str, dict]:
 
 
 def _memory_option(resource: Resource) -> dict:
-    choices = {}
+    choices: dict[str, dict[str, Any]] = {}
     for i, m in enumerate(_memory_choices(resource)):
         size = parse_quantity(m)
         choices[m] = {
@@ -128,7 +128,7 @@ def _memory_option(resource: Resource) -> dict:
 
 def _image_option(resource: Resource) -> dict:
     images = list(dict.fromkeys((resource.image, *resource.images)))
-    choices = {}
+    choices: dict[str, dict[str, Any]] = {}
     for i, image in enumerate(images):
         choices[image] = {"display_name": image, "kubespawner_override": {"image": image}}
         if i == 0:

@@ -86,11 +86,19 @@ def _fmt_time(at: datetime) -> str:
     return at.strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _set_limit(node: NodeState, name: LimitName) -> float:
+    """The limit ``name`` of ``node``, which the caller found set."""
+    limit = node.limits.get(name)
+    if limit is None:
+        raise ValueError(f"{node.path} has no {name.value} limit")
+    return float(limit)
+
+
 def _budget_refusal(node: NodeState, name: LimitName, now: datetime) -> Refusal:
     period = parse_period(node.limits.period)
     window = period.window(now)
     used = node.usage.get(name)
-    limit = float(node.limits.get(name))
+    limit = _set_limit(node, name)
     if window.resets_at is not None:
         when = f"it resets at {_fmt_time(window.resets_at)}"
     else:
@@ -113,7 +121,7 @@ def _budget_refusal(node: NodeState, name: LimitName, now: datetime) -> Refusal:
 
 def _holding_refusal(node: NodeState, name: LimitName, requested: float) -> Refusal:
     used = node.usage.get(name)
-    limit = float(node.limits.get(name))
+    limit = _set_limit(node, name)
     message = (
         f"group {node.path!r} is at its limit of {_fmt(limit)} {name.label}: "
         f"{_fmt(used)}/{_fmt(limit)} in use and this needs {_fmt(requested)} more; "

@@ -13,6 +13,7 @@ import enum
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 from afhub.quotas.periods import DEFAULT_PERIOD, parse_period
 
@@ -85,10 +86,11 @@ def _parse_limit_value(name: LimitName, value: object) -> float | int | None:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise InvalidQuota(f"{name.value} must be a number or null, not {value!r}")
     if isinstance(value, str):
+        text = value
         try:
-            value = float(value.strip())
+            value = float(text.strip())
         except ValueError:
-            raise InvalidQuota(f"{name.value} must be a number, not {value[:40]!r}") from None
+            raise InvalidQuota(f"{name.value} must be a number, not {text[:40]!r}") from None
     if not math.isfinite(value):
         raise InvalidQuota(f"{name.value} must be a finite number, not {value!r}")
     if value < 0:
@@ -116,7 +118,7 @@ def parse_limits(values: Mapping[str, object], base: Limits | None = None) -> Li
         raise InvalidQuota(
             f"unknown quota field(s) {', '.join(unknown)}: use {', '.join(sorted(known))}"
         )
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}  # Limits fields by name: numbers, None, the period
     for name in LimitName:
         if name.value in values:
             changes[name.value] = _parse_limit_value(name, values[name.value])

@@ -48,8 +48,7 @@ def _room(chain: Sequence[NodeState], name: LimitName) -> int | None:
 
 def _budget_left(chain: Sequence[NodeState], name: LimitName) -> bool:
     return all(
-        node.limits.get(name) is None or node.usage.get(name) < node.limits.get(name)
-        for node in chain
+        (limit := node.limits.get(name)) is None or node.usage.get(name) < limit for node in chain
     )
 
 

@@ -83,7 +83,7 @@ class RegistryError(ValueError):
     """A registry entry that cannot be accepted; ``str()`` names the entry and the field."""
 
 
-def parse_quantity(value: str) -> int:
+def parse_quantity(value: object) -> int:
     """Bytes of a Kubernetes memory quantity (``"16Gi"``, ``"500M"``), else ``ValueError``."""
     if not isinstance(value, str):
         raise ValueError(f"{value!r} is not a quantity string such as '16Gi'")
@@ -343,7 +343,7 @@ def _memory(where: str, entry: Mapping) -> tuple[str, list]:
             raise _err(where, "memory_choices", str(exc)) from None
         if not 0 < size <= parse_quantity(memory):
             raise _err(where, "memory_choices", f"{m!r} is not within memory_per_node {memory}")
-    return memory, memory_choices
+    return str(memory), memory_choices
 
 
 def _check_devices(where: str, kind: str, extended: object, count: int) -> None:
