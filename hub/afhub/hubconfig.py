@@ -80,6 +80,34 @@ FACILITY_SERVICE = "facility"
 ACCOUNTANT_SERVICE = "accountant"
 
 
+def _service(name: str, module: str, env: dict[str, str], port: int | None = None) -> dict:
+    """A hub-managed service running ``python -m module``; one with a ``port`` is served
+    at ``/services/<name>/`` and logs users in through the hub without a confirmation."""
+    service: dict = {"name": name}
+    if port is not None:
+        service["url"] = f"http://127.0.0.1:{port}"
+    service["command"] = [sys.executable, "-m", module]
+    service["environment"] = env
+    if port is not None:
+        service["oauth_no_confirm"] = True
+    return service
+
+
+def _add_service(c: Config, service: dict) -> None:
+    c.JupyterHub.services = [*c.JupyterHub.get("services", []), service]
+
+
+def _servers_reach(c: Config, service: str, environment: dict[str, str]) -> None:
+    """Users' servers may call ``service`` with their token, told where by ``environment``."""
+    scopes = list(
+        c.Spawner.get("server_token_scopes", ["users:activity!user", "access:servers!server"])
+    )
+    c.Spawner.server_token_scopes = [*scopes, f"access:services!service={service}"]
+    spawner_environment = dict(c.Spawner.get("environment", {}))
+    spawner_environment.update(environment)
+    c.Spawner.environment = spawner_environment
+
+
 def configure_groups_and_quotas(c: Config, settings: FacilitySettings) -> None:
     """The facility API and the accountant as hub-managed services; charging at spawn;
     every login recorded in the facility database."""
@@ -94,18 +122,8 @@ def configure_groups_and_quotas(c: Config, settings: FacilitySettings) -> None:
         "JUPYTERHUB_COOKIE_OPTIONS": SERVICE_COOKIE_OPTIONS,
     }
     c.JupyterHub.services = [
-        {
-            "name": FACILITY_SERVICE,
-            "url": f"http://127.0.0.1:{settings.api_port}",
-            "command": [sys.executable, "-m", "afhub.services.facility_api"],
-            "environment": env,
-            "oauth_no_confirm": True,
-        },
-        {
-            "name": ACCOUNTANT_SERVICE,
-            "command": [sys.executable, "-m", "afhub.services.accountant"],
-            "environment": env,
-        },
+        _service(FACILITY_SERVICE, "afhub.services.facility_api", env, port=settings.api_port),
+        _service(ACCOUNTANT_SERVICE, "afhub.services.accountant", env),
     ]
     c.JupyterHub.load_roles = [
         # users may log in to afhub's services (the facility API, later fitting, Dask)
@@ -150,23 +168,14 @@ def configure_fitting(c: Config, settings: FacilitySettings) -> None:
         **{k: v for k, v in os.environ.items() if k.startswith("AFHUB_FIT_")},
         "JUPYTERHUB_COOKIE_OPTIONS": SERVICE_COOKIE_OPTIONS,
     }
-    c.JupyterHub.services = [
-        *c.JupyterHub.get("services", []),
-        {
-            "name": FITTING_SERVICE,
-            "url": f"http://127.0.0.1:{settings.fitting_port}",
-            "command": [sys.executable, "-m", "afhub.services.fitting"],
-            "environment": env,
-            "oauth_no_confirm": True,
-        },
-    ]
-    scopes = list(
-        c.Spawner.get("server_token_scopes", ["users:activity!user", "access:servers!server"])
+    _add_service(
+        c, _service(FITTING_SERVICE, "afhub.services.fitting", env, port=settings.fitting_port)
     )
-    c.Spawner.server_token_scopes = [*scopes, f"access:services!service={FITTING_SERVICE}"]
-    environment = dict(c.Spawner.get("environment", {}))
-    environment["AFHUB_FITTING_URL"] = f"{settings.public_url}services/{FITTING_SERVICE}/"
-    c.Spawner.environment = environment
+    _servers_reach(
+        c,
+        FITTING_SERVICE,
+        {"AFHUB_FITTING_URL": f"{settings.public_url}services/{FITTING_SERVICE}/"},
+    )
 
 
 #: name of the idle culler service (no HTTP endpoint)
@@ -190,14 +199,7 @@ def configure_culling(c: Config, settings: FacilitySettings) -> None:
         "AFHUB_CULL_EVERY": str(settings.cull_every),
         "AFHUB_CULL_MAX_AGE": str(settings.cull_max_age),
     }
-    c.JupyterHub.services = [
-        *c.JupyterHub.get("services", []),
-        {
-            "name": CULLER_SERVICE,
-            "command": [sys.executable, "-m", "afhub.services.culler"],
-            "environment": env,
-        },
-    ]
+    _add_service(c, _service(CULLER_SERVICE, "afhub.services.culler", env))
     c.JupyterHub.load_roles = [
         *c.JupyterHub.get("load_roles", []),
         {"name": "afhub-culler", "services": [CULLER_SERVICE], "scopes": list(CULLER_SCOPES)},
@@ -239,24 +241,12 @@ def configure_dask_gateway(c: Config, settings: FacilitySettings) -> None:
         # the gateway's own settings (AFHUB_DASK_MAX_WORKER_CORES, ...) pass through
         **{k: v for k, v in os.environ.items() if k.startswith("AFHUB_DASK_")},
     }
-    c.JupyterHub.services = [
-        *c.JupyterHub.get("services", []),
-        {
-            "name": DASK_GATEWAY_SERVICE,
-            "url": f"http://127.0.0.1:{settings.gateway_proxy_port}",
-            "command": [sys.executable, "-m", "afhub.services.gateway"],
-            "environment": env,
-            # dashboards in a browser: the viewer logs in through the hub (OAuth)
-            "oauth_no_confirm": True,
-        },
-    ]
-    scopes = list(
-        c.Spawner.get("server_token_scopes", ["users:activity!user", "access:servers!server"])
+    # dashboards in a browser: the viewer logs in through the hub (OAuth)
+    gateway = _service(
+        DASK_GATEWAY_SERVICE, "afhub.services.gateway", env, port=settings.gateway_proxy_port
     )
-    c.Spawner.server_token_scopes = [*scopes, f"access:services!service={DASK_GATEWAY_SERVICE}"]
-    environment = dict(c.Spawner.get("environment", {}))
-    environment.update(client_environment(settings))
-    c.Spawner.environment = environment
+    _add_service(c, gateway)
+    _servers_reach(c, DASK_GATEWAY_SERVICE, client_environment(settings))
 
 
 def build_config(settings: FacilitySettings, overrides: Config | None = None) -> Config:
