@@ -300,14 +300,19 @@ def _anchored_pattern(where: str, value: Any) -> str | None:
     return value
 
 
-def parse_provider(entry: Any, index: int) -> Provider:
-    where = f"providers[{index}]"
+def _checked_entry(entry: Any, kind: str, index: int, fields: set[str]) -> str:
+    """Where the entry is (for messages), once it is a mapping of known fields."""
     if not isinstance(entry, Mapping):
-        raise RegistryError(f"{where}: must be a mapping")
-    where = f"provider {entry.get('name')!r}"
-    unknown = set(entry) - PROVIDER_FIELDS
+        raise RegistryError(f"{kind}s[{index}]: must be a mapping")
+    where = f"{kind} {entry.get('name')!r}"
+    unknown = set(entry) - fields
     if unknown:
         raise RegistryError(f"{where}: unknown fields {sorted(map(str, unknown))}")
+    return where
+
+
+def parse_provider(entry: Any, index: int) -> Provider:
+    where = _checked_entry(entry, "provider", index, PROVIDER_FIELDS)
     name = _name(where, entry.get("name"))
     institution = _text(where, entry, "institution")
     contacts = entry.get("contacts") or []
@@ -387,19 +392,8 @@ def _allowed_groups(where: str, entry: Mapping) -> list:
     return groups
 
 
-def _checked_entry(entry: Any, index: int) -> str:
-    """Where the entry is (for messages), once it is a mapping of known fields."""
-    if not isinstance(entry, Mapping):
-        raise RegistryError(f"resources[{index}]: must be a mapping")
-    where = f"resource {entry.get('name')!r}"
-    unknown = set(entry) - RESOURCE_FIELDS
-    if unknown:
-        raise RegistryError(f"{where}: unknown fields {sorted(map(str, unknown))}")
-    return where
-
-
 def parse_resource(entry: Any, index: int, providers: Mapping[str, Provider]) -> Resource:
-    where = _checked_entry(entry, index)
+    where = _checked_entry(entry, "resource", index, RESOURCE_FIELDS)
     name = _name(where, entry.get("name"))
     provider = entry.get("provider")
     if not isinstance(provider, str) or provider not in providers:
@@ -440,6 +434,19 @@ def parse_resource(entry: Any, index: int, providers: Mapping[str, Provider]) ->
     )
 
 
+def document_sections(data: object) -> Mapping:
+    """The top level of a registry document: a mapping of ``providers`` and ``resources``
+    only (``None`` is the empty registry); raises RegistryError."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise RegistryError("registry must be a mapping with 'providers' and 'resources'")
+    unknown = set(data) - {"providers", "resources"}
+    if unknown:
+        raise RegistryError(f"registry: unknown top-level keys {sorted(map(str, unknown))}")
+    return data
+
+
 def parse_registry(source: str | Mapping | None) -> Registry:
     """Parse and validate the registry (YAML text or a mapping); raises RegistryError."""
     if isinstance(source, str):
@@ -449,13 +456,7 @@ def parse_registry(source: str | Mapping | None) -> Registry:
             raise RegistryError(f"registry is not valid YAML: {exc}") from None
     else:
         data = source
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        raise RegistryError("registry must be a mapping with 'providers' and 'resources'")
-    unknown = set(data) - {"providers", "resources"}
-    if unknown:
-        raise RegistryError(f"registry: unknown top-level keys {sorted(map(str, unknown))}")
+    data = document_sections(data)
     provider_entries = data.get("providers") or []
     resource_entries = data.get("resources") or []
     if not isinstance(provider_entries, list) or not isinstance(resource_entries, list):

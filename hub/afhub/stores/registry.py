@@ -28,6 +28,7 @@ from afhub.registry.model import (
     RegistryError,
     Resource,
     check_update,
+    document_sections,
     parse_provider,
     parse_resource,
 )
@@ -150,13 +151,10 @@ def _entry(kind: str, entry: Any) -> dict[str, Any]:
 
 
 def _document_entries(document: Any) -> tuple[list[dict], list[dict]]:
-    if document is None:
-        document = {}
-    if not isinstance(document, Mapping):
-        raise RegistryInvalid("registry must be a mapping with 'providers' and 'resources'")
-    unknown = set(document) - {"providers", "resources"}
-    if unknown:
-        raise RegistryInvalid(f"registry: unknown top-level keys {sorted(map(str, unknown))}")
+    try:
+        document = document_sections(document)
+    except RegistryError as exc:
+        raise RegistryInvalid(str(exc)) from None
     out = []
     for kind in ("provider", "resource"):
         entries = document.get(kind + "s") or []
