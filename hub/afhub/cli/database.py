@@ -42,6 +42,16 @@ def db_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def database_command(
+    subparsers: argparse._SubParsersAction, name: str, help: str
+) -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    """Add command ``name`` (with ``--db-url``) and return it with its subcommands (their
+    name in ``args.<name>_command``)."""
+    command = subparsers.add_parser(name, help=help)
+    db_option(command)
+    return command, command.add_subparsers(dest=f"{name}_command", required=True)
+
+
 def with_stores(args: argparse.Namespace, settings: Any, action: Callable[[Any], None]) -> int:
     """Open the stores, run ``action(stores)``, close them; a refusal is exit status 2."""
     from afhub.stores.errors import StoreError

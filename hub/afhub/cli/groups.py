@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from afhub.cli.database import db_option, with_stores
+from afhub.cli.database import database_command, with_stores
 
 
 def _create(groups: Any, args: argparse.Namespace) -> None:
@@ -71,9 +71,7 @@ def cmd_groups(args: argparse.Namespace, settings: Any = None) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``afhub groups ...``."""
-    groups = subparsers.add_parser("groups", help="the group tree and memberships")
-    db_option(groups)
-    gsub = groups.add_subparsers(dest="groups_command", required=True)
+    groups, gsub = database_command(subparsers, "groups", "the group tree and memberships")
     p = gsub.add_parser("create", help="create groups (parents first): atlas atlas/higgs")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p = gsub.add_parser("list", help="list groups as a tree")

@@ -8,7 +8,7 @@ import re
 from datetime import timedelta
 from typing import Any
 
-from afhub.cli.database import db_option, with_stores
+from afhub.cli.database import database_command, with_stores
 
 INVITE_PATH = "services/facility/join/"
 _DURATION_RE = re.compile(r"([1-9][0-9]{0,5})([mhd])")
@@ -60,9 +60,7 @@ def cmd_invite(args: argparse.Namespace, settings: Any = None) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``afhub invite ...``."""
-    invite = subparsers.add_parser("invite", help="invitations to join a group")
-    db_option(invite)
-    isub = invite.add_subparsers(dest="invite_command", required=True)
+    invite, isub = database_command(subparsers, "invite", "invitations to join a group")
     p = isub.add_parser("create", help="create an invitation; prints the link once")
     p.add_argument("path")
     p.add_argument("--email", help="only this email may redeem it")

@@ -6,7 +6,7 @@ import argparse
 from datetime import UTC, datetime
 from typing import Any
 
-from afhub.cli.database import db_option, with_stores
+from afhub.cli.database import database_command, with_stores
 from afhub.cli.formatting import number
 from afhub.quotas.limits import LimitName
 
@@ -66,9 +66,7 @@ def show_quota(stores, path: str) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``afhub quota ...``."""
-    quota = subparsers.add_parser("quota", help="group quotas")
-    db_option(quota)
-    qsub = quota.add_subparsers(dest="quota_command", required=True)
+    quota, qsub = database_command(subparsers, "quota", "group quotas")
     p = qsub.add_parser("set", help="set limits of a group ('none' removes a limit)")
     p.add_argument("path")
     for name in LimitName:

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from afhub.cli.database import db_option, fail, with_stores
+from afhub.cli.database import database_command, fail, with_stores
 
 #: the largest file ``add`` and ``apply`` read
 MAX_FILE_BYTES = 4 * 1024 * 1024
@@ -213,21 +213,26 @@ def cmd_resources(args: argparse.Namespace, settings: Any = None) -> int:
     return with_stores(args, settings, action)
 
 
+def _entry_arguments(parser: argparse.ArgumentParser, kind: str) -> None:
+    """Where ``add`` reads its entry from, and whether it may replace one."""
+    parser.add_argument(
+        "file", nargs="?", metavar="FILE", help="YAML file with one entry ('-': stdin)"
+    )
+    parser.add_argument("--json", metavar="JSON", help="the entry as JSON instead of a file")
+    parser.add_argument("--replace", action="store_true", help=f"change the {kind} of that name")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``resources`` subcommand."""
-    resources = subparsers.add_parser(
-        "resources", help="the resource registry: CPU, GPU and FPGA node pools"
+    resources, sub = database_command(
+        subparsers, "resources", "the resource registry: CPU, GPU and FPGA node pools"
     )
-    db_option(resources)
-    sub = resources.add_subparsers(dest="resources_command", required=True)
     p = sub.add_parser("list", help="list resources (who may use them, servers running)")
     p.add_argument("--kind", choices=["cpu", "gpu", "fpga"], help="only this kind")
     p = sub.add_parser("show", help="one resource's entry (YAML)")
     p.add_argument("name")
     p = sub.add_parser("add", help="add a resource from a YAML entry (docs/resources.md)")
-    p.add_argument("file", nargs="?", metavar="FILE", help="YAML file with one entry ('-': stdin)")
-    p.add_argument("--json", metavar="JSON", help="the entry as JSON instead of a file")
-    p.add_argument("--replace", action="store_true", help="change the resource of that name")
+    _entry_arguments(p, "resource")
     p = sub.add_parser("remove", help="remove a resource (refused while servers run on it)")
     p.add_argument("name")
     p = sub.add_parser(
@@ -240,9 +245,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     psub = providers.add_subparsers(dest="providers_command", required=True)
     psub.add_parser("list", help="list providers")
     p = psub.add_parser("add", help="add a provider: name, institution, contacts")
-    p.add_argument("file", nargs="?", metavar="FILE", help="YAML file with one entry ('-': stdin)")
-    p.add_argument("--json", metavar="JSON", help="the entry as JSON instead of a file")
-    p.add_argument("--replace", action="store_true", help="change the provider of that name")
+    _entry_arguments(p, "provider")
     p = psub.add_parser("remove", help="remove a provider (refused while it has resources)")
     p.add_argument("name")
     resources.set_defaults(handler=cmd_resources)
