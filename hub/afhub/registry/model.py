@@ -434,6 +434,17 @@ def parse_resource(entry: Any, index: int, providers: Mapping[str, Provider]) ->
     )
 
 
+def parse_providers(entries: list) -> dict[str, Provider]:
+    """The providers of a registry by name; raises RegistryError (a duplicate name too)."""
+    providers: dict[str, Provider] = {}
+    for i, entry in enumerate(entries):
+        provider = parse_provider(entry, i)
+        if provider.name in providers:
+            raise RegistryError(f"provider {provider.name!r}: duplicate name")
+        providers[provider.name] = provider
+    return providers
+
+
 def document_sections(data: object) -> Mapping:
     """The top level of a registry document: a mapping of ``providers`` and ``resources``
     only (``None`` is the empty registry); raises RegistryError."""
@@ -461,12 +472,7 @@ def parse_registry(source: str | Mapping | None) -> Registry:
     resource_entries = data.get("resources") or []
     if not isinstance(provider_entries, list) or not isinstance(resource_entries, list):
         raise RegistryError("registry: 'providers' and 'resources' must be lists")
-    providers: dict[str, Provider] = {}
-    for i, entry in enumerate(provider_entries):
-        provider = parse_provider(entry, i)
-        if provider.name in providers:
-            raise RegistryError(f"provider {provider.name!r}: duplicate name")
-        providers[provider.name] = provider
+    providers = parse_providers(provider_entries)
     resources: dict[str, Resource] = {}
     for i, entry in enumerate(resource_entries):
         resource = parse_resource(entry, i, providers)

@@ -29,7 +29,7 @@ from afhub.registry.model import (
     Resource,
     check_update,
     document_sections,
-    parse_provider,
+    parse_providers,
     parse_resource,
 )
 from afhub.stores.database import Database
@@ -211,12 +211,7 @@ class RegistryStore:
         if len(parsed) > _MAX_PARSED:
             parsed.clear()
         try:
-            providers = {}
-            for i, entry in enumerate(providers_in):
-                provider = parse_provider(entry, i)
-                if provider.name in providers:
-                    raise RegistryError(f"provider {provider.name!r}: duplicate name")
-                providers[provider.name] = provider
+            providers = parse_providers(providers_in)
             resources: dict[str, Resource] = {}
             for i, text in enumerate(texts):
                 resource = parsed.get(text)
