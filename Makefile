@@ -37,14 +37,20 @@ $(HELM): $(HELM_ZIP)
 chart: install
 	$(BIN)/python helm/afhub/ci/schema.py
 
-# build the images (Docker or a compatible engine); PUSH=1 pushes them to $(REGISTRY)
+# build the images (Docker or a compatible engine, context: the repository root); PUSH=1
+# pushes them to $(REGISTRY). notebook-fpga needs RUNTIME_DEB_URL (docs/deploy.md).
 images:
-	for image in $(IMAGES); do \
-	  docker build -t $(REGISTRY)/$$image:$(TAG) images/$$image || exit 1; \
-	  if [ -n "$(PUSH)" ]; then docker push $(REGISTRY)/$$image:$(TAG) || exit 1; fi; \
+	for image in hub notebook-cpu notebook-gpu fitting-worker; do \
+	  docker build -f images/$$image/Dockerfile -t $(REGISTRY)/$$image:$(TAG) . || exit 1; \
 	done
-	docker build --build-arg VARIANT=cuda -t $(REGISTRY)/fitting-worker:$(TAG)-cuda images/fitting-worker
-	if [ -n "$(PUSH)" ]; then docker push $(REGISTRY)/fitting-worker:$(TAG)-cuda; fi
+	docker build -f images/fitting-worker/Dockerfile -t $(REGISTRY)/fitting-worker:$(TAG)-cuda \
+	  --build-arg BASE=quay.io/jupyter/pytorch-notebook:cuda12-python-3.11.8 .
+	docker build -f images/notebook-fpga/Dockerfile -t $(REGISTRY)/notebook-fpga:$(TAG) \
+	  --build-arg BASE=$(REGISTRY)/notebook-cpu:$(TAG) --build-arg RUNTIME_DEB_URL=$(RUNTIME_DEB_URL) .
+	if [ -n "$(PUSH)" ]; then \
+	  for image in $(IMAGES); do docker push $(REGISTRY)/$$image:$(TAG) || exit 1; done; \
+	  docker push $(REGISTRY)/fitting-worker:$(TAG)-cuda; \
+	fi
 
 test: install
 	$(BIN)/ruff check .
