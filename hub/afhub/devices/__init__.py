@@ -122,37 +122,35 @@ def local_resources(
     cores: int, memory_bytes: int, gpus: Sequence[LocalGpu] = (), image: str = "local"
 ) -> dict[str, Resource]:
     """This machine as registry resources, open to everyone (:data:`EVERYONE`)."""
+    machine: dict = {
+        "provider": LOCAL_PROVIDER,
+        "site": "this machine",
+        "image": image,
+        "cpu_per_node": max(1, cores),
+        "memory_per_node": _mebibytes(memory_bytes),
+        "allowed_groups": (EVERYONE,),
+    }
     out = {
         LOCAL_CPU: Resource(
             name=LOCAL_CPU,
-            provider=LOCAL_PROVIDER,
-            site="this machine",
             kind="cpu",
-            image=image,
-            cpu_per_node=max(1, cores),
-            memory_per_node=_mebibytes(memory_bytes),
-            allowed_groups=(EVERYONE,),
             description=(
                 f"CPU on this machine ({max(1, cores)} cores, "
                 f"{memory_bytes / 2**30:.0f} GiB), shared by every server."
             ),
+            **machine,
         )
     }
     if gpus:
         models = sorted({g.model for g in gpus})
         out[LOCAL_GPU] = Resource(
             name=LOCAL_GPU,
-            provider=LOCAL_PROVIDER,
-            site="this machine",
             kind="gpu",
-            image=image,
-            cpu_per_node=max(1, cores),
-            memory_per_node=_mebibytes(memory_bytes),
             count_per_node=len(gpus),
             accelerator=" / ".join(models),
             extended_resource="nvidia.com/gpu",
-            allowed_groups=(EVERYONE,),
             description=f"Real NVIDIA GPUs of this machine ({len(gpus)}: {', '.join(models)}).",
+            **machine,
         )
     return out
 
