@@ -72,7 +72,7 @@ def record_login(
 def make_login_hook(stores_factory: Callable[[], Stores], default_group: str) -> LoginHook:
     """An ``Authenticator.post_auth_hook`` recording each login in the facility database."""
 
-    async def afhub_post_auth_hook(authenticator: Any, handler: Any, auth_model: dict) -> dict:
+    async def afhub_post_auth_hook(authenticator: Any, _handler: Any, auth_model: dict) -> dict:
         if auth_model is None:
             return auth_model
         manage = bool(getattr(authenticator, "manage_groups", False))
