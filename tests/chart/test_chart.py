@@ -124,8 +124,9 @@ def test_everything_sets_every_key():
     for path, _node in chart_schema.keys(chart_schema.load_schema()):
         here = values
         for key in path:
-            if key == "[]":
-                here = here[0] if here else None
+            if key in ("[]", "<name>"):
+                entries = list(here.values()) if isinstance(here, dict) else here
+                here = entries[0] if entries else None
                 continue
             if not isinstance(here, dict) or key not in here:
                 missing.append(".".join(path))

@@ -26,6 +26,7 @@ from kubernetes_asyncio.client import ApiClient
 from afhub.hubconfig import build_config
 from afhub.settings import FacilitySettings, load_config_file
 from afhub.spawners.kube import AfhubKubeSpawner
+from afhub.stores.facade import Stores
 from tests.chart.conftest import ROOT, chart_values, find
 
 EXAMPLE = str(ROOT / "tests" / "registry" / "example.yaml")
@@ -77,6 +78,7 @@ def load(rendered, tmp: Path, values: str) -> Loaded:
         "AFHUB_CONFIG": str(etc / "afhub.yaml"),
         "AFHUB_REGISTRY": str(etc / "registry.yaml"),
         "AFHUB_KUBE_FILE": str(etc / "kube.json"),
+        "AFHUB_GROUPS": str(etc / "groups.yaml"),
         "AFHUB_HOME": str(tmp / "home"),
         "AFHUB_DB_URL": f"sqlite:///{tmp / 'facility.sqlite'}",
         "AFHUB_CILOGON_CLIENT_ID": "cilogon:/client_id/x",
@@ -87,7 +89,9 @@ def load(rendered, tmp: Path, values: str) -> Loaded:
         app.load_config_file(str(config_py))
         overrides = load_config_file()
         local = build_config(FacilitySettings(config=overrides), overrides)
-    return Loaded(kube=app.config, local=local, db_url=env["AFHUB_DB_URL"])
+    return Loaded(
+        kube=app.config, local=local, db_url=env["AFHUB_DB_URL"], env=env, config_py=config_py
+    )
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +146,32 @@ def test_cilogon_client_from_the_secret(cilogon):
     assert authenticator.oauth_callback_url == "https://af.example.org/hub/oauth_callback"
     assert "https://idp.a.edu/idp/shibboleth" in authenticator.identity_providers
     assert cilogon.kube.Authenticator.admin_users == {"alice"}
+
+
+def group_quota(db_url: str, path: str) -> dict:
+    stores = Stores.open(db_url, migrate=False)
+    try:
+        return {
+            "paths": {g.path for g in stores.groups.list()},
+            **stores.quotas.get(path).to_dict(),
+        }
+    finally:
+        stores.close()
+
+
+def test_initial_groups_and_quotas_created_once(gpu_fpga):
+    found = group_quota(gpu_fpga.db_url, "atlas")
+    assert {"users", "atlas", "cms", "cms/fpga", "cms/gpu-users"} <= found["paths"]
+    assert found["gpu_hours"] == 500
+    assert found["max_gpus"] == 2
+    stores = Stores.open(gpu_fpga.db_url, migrate=False)
+    try:
+        stores.quotas.set("atlas", {"gpu_hours": 50})  # an administrator's change
+    finally:
+        stores.close()
+    with mock.patch.dict(os.environ, gpu_fpga.env), mock.patch.dict(sys.modules):
+        JupyterHub().load_config_file(str(gpu_fpga.config_py))  # the hub starts again
+    assert group_quota(gpu_fpga.db_url, "atlas")["gpu_hours"] == 50
 
 
 def make_user(name: str, groups) -> SimpleNamespace:

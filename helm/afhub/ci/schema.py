@@ -65,7 +65,8 @@ def _default(values: Any, path: list[str]) -> str:
 
 
 def keys(schema: dict[str, Any]) -> list[tuple[list[str], dict[str, Any]]]:
-    """Every key under ``afhub`` as (path, resolved node), depth first, in schema order."""
+    """Every key under ``afhub`` as (path, resolved node), depth first, in schema order;
+    ``[]`` stands for a list's items, ``<name>`` for any key of a map."""
     out: list[tuple[list[str], dict[str, Any]]] = []
 
     def walk(path: list[str], node: dict[str, Any]) -> None:
@@ -73,6 +74,9 @@ def keys(schema: dict[str, Any]) -> list[tuple[list[str], dict[str, Any]]]:
         out.append((path, node))
         for name, child in node.get("properties", {}).items():
             walk([*path, name], child)
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict) and "properties" in extra:
+            walk([*path, "<name>"], extra)
         items = node.get("items")
         if isinstance(items, dict):
             items = _resolve(items, schema)
@@ -87,7 +91,7 @@ def chart_md(schema: dict[str, Any], values: dict[str, Any]) -> str:
     lines = [HEADER, "| Key | Type | Default | Description |", "|---|---|---|---|"]
     for path, node in keys(schema):
         name = ".".join(path).replace(".[]", "[]")
-        default = "" if "[]" in path else _default(values, path)
+        default = "" if "[]" in path or "<name>" in path else _default(values, path)
         text = " ".join(str(node.get("description", "")).split()).replace("|", "\\|")
         lines.append(f"| `{name}` | {_type(node)} | {default} | {text} |")
     return "\n".join(lines) + "\n"

@@ -3,7 +3,8 @@ after z2jh's own configuration (the chart mounts it from the ConfigMap ``afhub-h
 
 It applies the same ``afhub.hubconfig`` functions the local facility applies (login, the
 facility API and the accountant, fitting, culling, named servers, logging), from the same
-settings (``$AFHUB_CONFIG``, ``$AFHUB_DB_URL``) and registry (``$AFHUB_REGISTRY``), then
+settings (``$AFHUB_CONFIG``, ``$AFHUB_DB_URL``) and registry (``$AFHUB_REGISTRY``), creates
+the initial group tree with its quotas (``$AFHUB_GROUPS``) where it is missing, then
 turns what runs as local processes into what runs on Kubernetes:
 
 * afhub's services run as their own Deployments: each service keeps its name, roles and
@@ -23,6 +24,7 @@ import json
 import os
 from pathlib import Path
 
+import yaml
 from traitlets.config import Config
 
 from afhub.hubconfig import (
@@ -41,6 +43,32 @@ from afhub.stores.migrate import upgrade
 
 #: what the chart knows of the cluster: Service URLs, the gateway's addresses, admins
 KUBE_FILE = Path(os.environ.get("AFHUB_KUBE_FILE", "/etc/afhub/kube.json"))
+#: the initial group tree and quotas (``afhub.groups`` of the values)
+GROUPS_FILE = Path(os.environ.get("AFHUB_GROUPS", "/etc/afhub/groups.yaml"))
+
+
+def apply_initial_groups(db_url: str, tree: dict) -> list[str]:
+    """Create the groups of the initial tree that do not exist yet, parents first, with
+    their quotas; groups that exist are left as they are (administrators change them
+    later, with ``afhub groups``/``afhub quota`` or the facility API). Returns those made."""
+    from afhub.stores.errors import AlreadyExists
+    from afhub.stores.facade import Stores
+
+    stores = Stores.open(db_url, migrate=False)
+    created = []
+    try:
+        for path in sorted(tree, key=lambda p: p.count("/")):
+            try:
+                stores.groups.create(path)
+            except AlreadyExists:
+                continue
+            quota = (tree[path] or {}).get("quota")
+            if quota:
+                stores.quotas.set(path, quota)
+            created.append(path)
+    finally:
+        stores.close()
+    return created
 
 
 def z2jh_entries() -> tuple[list[dict], list[dict]]:
@@ -124,6 +152,8 @@ def configure_kubernetes(c: Config) -> None:
     prepare_home(settings)
     upgrade(settings.db_url)
     apply_registry_file(settings)
+    if GROUPS_FILE.exists():
+        apply_initial_groups(settings.db_url, yaml.safe_load(GROUPS_FILE.read_text()) or {})
     kube = json.loads(KUBE_FILE.read_text(encoding="utf-8"))
     c.merge(afhub_config(settings, kube, *z2jh_entries()))
     c.merge(overrides)
