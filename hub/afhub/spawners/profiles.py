@@ -13,9 +13,10 @@ against them, the same way in both modes:
 * ``user_options`` are resolved server side (:func:`resolve_user_options`): a profile,
   choice or key the user may not use is an HTTP 403 before anything starts, and a choice
   the quota does not leave is a 403 that says what the quota leaves;
-* accelerators are allocated exclusively (:class:`afhub.stores.devices.DeviceStore`)
-  right after the ledger admits the server: no free slot is an HTTP 409 at once, and the
-  ledger interval is failed. Slots are released when the server stops or dies.
+* the chosen profile's accelerators are what :class:`~afhub.spawners.facility.FacilitySpawner`
+  claims right after the ledger admits the server (:mod:`afhub.spawners.devices`): no free
+  slot is an HTTP 409 at once, and the ledger interval is failed. Slots are released when
+  the server stops or dies.
 """
 
 from __future__ import annotations
