@@ -23,6 +23,8 @@ import pytest
 from jupyterhub.app import JupyterHub
 from kubernetes_asyncio.client import ApiClient
 
+from afhub.auth.cilogon import AfhubCILogonAuthenticator
+from afhub.auth.idp_policy import PolicyError
 from afhub.hubconfig import build_config
 from afhub.settings import FacilitySettings, load_config_file
 from afhub.spawners.kube import AfhubKubeSpawner
@@ -63,7 +65,7 @@ class Loaded(SimpleNamespace):
     local: object  # the local facility's, same settings
 
 
-def load(rendered, tmp: Path, values: str) -> Loaded:
+def load(rendered, tmp: Path, values: str, **secret: str) -> Loaded:
     manifests = rendered[values]
     etc = tmp / "etc"
     etc.mkdir()
@@ -83,6 +85,7 @@ def load(rendered, tmp: Path, values: str) -> Loaded:
         "AFHUB_DB_URL": f"sqlite:///{tmp / 'facility.sqlite'}",
         "AFHUB_CILOGON_CLIENT_ID": "cilogon:/client_id/x",
         "AFHUB_CILOGON_CLIENT_SECRET": "secret",
+        **secret,
     }
     with mock.patch.dict(os.environ, env), mock.patch.dict(sys.modules):
         app = JupyterHub()
@@ -172,6 +175,28 @@ def test_initial_groups_and_quotas_created_once(gpu_fpga):
     with mock.patch.dict(os.environ, gpu_fpga.env), mock.patch.dict(sys.modules):
         JupyterHub().load_config_file(str(gpu_fpga.config_py))  # the hub starts again
     assert group_quota(gpu_fpga.db_url, "atlas")["gpu_hours"] == 50
+
+
+MINIMAL_IDPS = """\
+https://idp.example.edu/idp/shibboleth: {name: Example U, strip_domain: example.edu}
+"""
+
+
+def test_defaults_and_two_secrets_make_a_facility(rendered, tmp_path):
+    """The chart's defaults, the database Secret and the CILogon Secret (client and
+    identity providers): the hub's configuration loads and CILogon login is configured."""
+    loaded = load(rendered, tmp_path, "minimal", AFHUB_CILOGON_IDENTITY_PROVIDERS=MINIMAL_IDPS)
+    assert loaded.kube.JupyterHub.authenticator_class == "afhub-cilogon"
+    authenticator = AfhubCILogonAuthenticator(config=loaded.kube)
+    assert authenticator.client_id == "cilogon:/client_id/x"
+    assert list(authenticator.identity_providers) == ["https://idp.example.edu/idp/shibboleth"]
+    assert {s["name"] for s in loaded.kube.JupyterHub.services} >= AFHUB_SERVICES
+
+
+def test_defaults_without_identity_providers_refused_with_a_message(rendered, tmp_path):
+    loaded = load(rendered, tmp_path, "minimal")
+    with pytest.raises(PolicyError, match="identity_providers is empty"):
+        AfhubCILogonAuthenticator(config=loaded.kube)
 
 
 def make_user(name: str, groups) -> SimpleNamespace:

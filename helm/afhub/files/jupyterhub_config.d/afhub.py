@@ -138,6 +138,9 @@ def afhub_config(
         c.AfhubCILogonAuthenticator.client_secret = os.environ.get(
             "AFHUB_CILOGON_CLIENT_SECRET", ""
         )
+        idps = os.environ.get("AFHUB_CILOGON_IDENTITY_PROVIDERS", "")
+        if idps.strip():  # the Secret's; afhub.auth.identityProviders (afhub.yaml) wins
+            c.AfhubCILogonAuthenticator.identity_providers = yaml.safe_load(idps)
         if kube.get("public_url"):
             callback = f"{kube['public_url'].rstrip('/')}/hub/oauth_callback"
             c.AfhubCILogonAuthenticator.oauth_callback_url = callback
