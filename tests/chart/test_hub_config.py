@@ -20,6 +20,7 @@ from types import SimpleNamespace
 from unittest import mock
 
 import pytest
+import yaml
 from jupyterhub.app import JupyterHub
 from kubernetes_asyncio.client import ApiClient
 
@@ -224,7 +225,18 @@ async def profiles_and_pods(user, **traits) -> tuple[list[dict], dict[str, dict]
     return profiles, pods
 
 
-@pytest.mark.parametrize("groups", [("atlas",), ("cms/fpga",), ("users", "cms/gpu-users")])
+#: users' groups whose profiles, together, offer every resource of the example registry
+GROUP_SETS = [("atlas",), ("cms/fpga",), ("users", "cms/gpu-users")]
+
+
+def test_group_sets_reach_every_resource():
+    registry = yaml.safe_load(Path(EXAMPLE).read_text())
+    held = {g for groups in GROUP_SETS for g in groups}
+    for resource in registry["resources"]:
+        assert held & set(resource["allowed_groups"]), resource["name"]
+
+
+@pytest.mark.parametrize("groups", GROUP_SETS)
 def test_profiles_and_pods_as_in_the_kube_tests(gpu_fpga, groups):
     """Registry from the chart (applied to the database by the hub's configuration) and the
     chart's spawner settings give the profiles and pods of tests/kube's spawner."""
