@@ -1,7 +1,7 @@
 """Quota decision latency at facility scale, and spawn latency with quotas on versus off.
 
 1. Decisions: a database seeded with 1,000 groups up to depth 6, 10,000 users and
-   1,000,000 ledger rows (``afhub.stores.testing.seed_scale``), on SQLite and, when
+   1,000,000 ledger rows (``tests.support.scale.seed_scale``), on SQLite and, when
    ``AFHUB_TEST_POSTGRES_URL`` names a server, on PostgreSQL. Timed: the read-only quota
    decision (``LedgerStore.preview``) and a full admission (decision plus ledger write,
    ``admit`` then ``close``), for random users, p50/p95.
@@ -28,10 +28,11 @@ from sqlalchemy import event
 
 from afhub.quotas.limits import Charge, ChargeKind
 from afhub.stores.facade import Stores
-from afhub.stores.testing import postgres_database, postgres_server_url, seed_scale
 from benchmarks.report import summary, write_section
 from benchmarks.spawn import one_spawn
 from tests.facility import Facility
+from tests.support.databases import postgres_database, postgres_server_url
+from tests.support.scale import seed_scale
 
 CHARGE = Charge(kind=ChargeKind.SERVER, cpu_cores=1.0)
 

@@ -20,9 +20,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from afhub.stores.facade import Stores
-from afhub.stores.testing import postgres_database, postgres_server_url
 from benchmarks.profiles import group_tree, registry_data
 from benchmarks.report import summary, write_section
+from tests.support.databases import postgres_database, postgres_server_url
 
 
 def timed(fn, samples: int) -> list[float]:

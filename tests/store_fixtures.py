@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from afhub.stores.facade import Stores
-from afhub.stores.testing import (
+from tests.support.databases import (
     POSTGRES_SKIP_REASON,
     empty_postgres,
     fresh_sqlite,

@@ -16,8 +16,8 @@ import pytest
 import requests
 
 from afhub.stores.facade import Stores
-from afhub.stores.testing import POSTGRES_SKIP_REASON, postgres_database, postgres_server_url
 from tests.facility import Facility
+from tests.support.databases import POSTGRES_SKIP_REASON, postgres_database, postgres_server_url
 
 pytestmark = [pytest.mark.facility, pytest.mark.slow]
 

@@ -21,7 +21,7 @@ from tornado.ioloop import IOLoop
 
 from afhub.services.facility_api.app import make_app
 from afhub.stores.facade import Stores
-from afhub.stores.testing import fresh_sqlite, sqlite_template
+from tests.support.databases import fresh_sqlite, sqlite_template
 
 PREFIX = "/services/facility/"
 

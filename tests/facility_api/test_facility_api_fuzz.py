@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, settings
 
 from afhub.services.facility_api.app import OPENAPI_PATH
 from afhub.stores.facade import Stores
-from afhub.stores.testing import fresh_sqlite, sqlite_template
+from tests.support.databases import fresh_sqlite, sqlite_template
 
 from .conftest import PREFIX, ServiceUnderTest
 

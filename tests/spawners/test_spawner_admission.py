@@ -16,7 +16,7 @@ from afhub.quotas.limits import Charge
 from afhub.spawners.kube import AfhubKubeSpawner
 from afhub.stores.devices import DeviceStore
 from afhub.stores.facade import Stores
-from afhub.stores.testing import fresh_sqlite
+from tests.support.databases import fresh_sqlite
 
 REGISTRY = {
     "providers": [{"name": "lab", "institution": "A Lab"}],

@@ -2,7 +2,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from afhub.stores.testing import seed_scale
+from tests.support.scale import seed_scale
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
 

@@ -10,7 +10,7 @@ from afhub.settings import FacilitySettings
 
 
 def cmd_users(args: argparse.Namespace, settings: FacilitySettings) -> int:
-    from afhub.accounts import AccountError, add_account, list_accounts, reset_password
+    from afhub.auth.accounts import AccountError, add_account, list_accounts, reset_password
 
     try:
         if args.users_command == "add":
