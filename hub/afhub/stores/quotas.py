@@ -12,8 +12,20 @@ from afhub.groups.tree import Action, Actor
 from afhub.quotas.limits import InvalidQuota, Limits, ceiling_of, check_within, parse_limits
 from afhub.stores.database import Database
 from afhub.stores.groups import chain_rows, group_row
-from afhub.stores.ledger import _limits
 from afhub.stores.models import Group, Quota
+
+
+def quota_limits(quota: Quota | None) -> Limits:
+    if quota is None:
+        return Limits()
+    return Limits(
+        gpu_hours=quota.gpu_hours,
+        cpu_core_hours=quota.cpu_core_hours,
+        max_servers=quota.max_servers,
+        max_gpus=quota.max_gpus,
+        max_dask_cores=quota.max_dask_cores,
+        period=quota.period,
+    )
 
 
 class QuotaStore:
@@ -24,7 +36,7 @@ class QuotaStore:
         """``path``'s own limits (``Limits()`` when none are set)."""
         with self.db.read() as session:
             group = group_row(session, path)
-            return _limits(session.get(Quota, group.id))
+            return quota_limits(session.get(Quota, group.id))
 
     def set(
         self,
@@ -46,10 +58,10 @@ class QuotaStore:
         with self.db.write() as session:
             group = group_row(session, path)
             row = session.get(Quota, group.id)
-            limits = parse_limits(values, base=None if replace else _limits(row))
+            limits = parse_limits(values, base=None if replace else quota_limits(row))
             if actor is not None and not actor.is_facility_admin:
                 above = [
-                    (g.path, _limits(session.get(Quota, g.id)))
+                    (g.path, quota_limits(session.get(Quota, g.id)))
                     for g in chain_rows(session, group.id)
                     if g.id != group.id
                 ]
@@ -79,7 +91,7 @@ class QuotaStore:
             rows = session.execute(
                 select(Group.path, Quota).join(Quota, Quota.group_id == Group.id)
             )
-            return {path: _limits(quota) for path, quota in rows}
+            return {path: quota_limits(quota) for path, quota in rows}
 
 
 __all__ = ["InvalidQuota", "QuotaStore"]

@@ -1,0 +1,51 @@
+"""The usage ledger and quota admission.
+
+``records`` (what callers get back), ``rollup`` (usage per group and hour), ``chains``
+(limits and usage of a chain or of every group: what a decision reads), ``usage`` (usage
+reports) and ``store`` (:class:`LedgerStore`, the operations).
+"""
+
+from afhub.stores.ledger.chains import all_group_states, chain_states
+from afhub.stores.ledger.records import (
+    CLOSED,
+    FAILED,
+    HOUR,
+    OPEN_STATES,
+    PENDING,
+    RUNNING,
+    USAGE_COLUMNS,
+    Admission,
+    EnforcementNotice,
+    IntervalInfo,
+    OverBudgetInterval,
+    QuotaExceeded,
+    ReconcileReport,
+    UsageReport,
+    from_ts,
+    to_ts,
+)
+from afhub.stores.ledger.rollup import split_by_hour
+from afhub.stores.ledger.store import LedgerStore
+
+__all__ = [
+    "CLOSED",
+    "FAILED",
+    "HOUR",
+    "OPEN_STATES",
+    "PENDING",
+    "RUNNING",
+    "USAGE_COLUMNS",
+    "Admission",
+    "EnforcementNotice",
+    "IntervalInfo",
+    "LedgerStore",
+    "OverBudgetInterval",
+    "QuotaExceeded",
+    "ReconcileReport",
+    "UsageReport",
+    "all_group_states",
+    "chain_states",
+    "from_ts",
+    "split_by_hour",
+    "to_ts",
+]

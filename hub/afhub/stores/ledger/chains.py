@@ -1,0 +1,223 @@
+"""Chain queries: a group chain's (or every group's) limits and rolled-up usage.
+
+Quota decisions read the chain (closure table), the chain's limits, hourly rollups in each
+node's window (at most ~750 index rows per node for a month), and open intervals in the
+chain's subtrees (few). Cost does not grow with the ledger's length.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Float, bindparam, text
+from sqlalchemy.orm import Session
+
+from afhub.quotas.decisions import NodeState
+from afhub.quotas.limits import Holdings, Limits, Usage
+from afhub.quotas.periods import DEFAULT_PERIOD, parse_period
+from afhub.stores.errors import NotFound
+from afhub.stores.groups import resolve_charge_group_in
+from afhub.stores.ledger.records import HOUR, to_ts
+
+# The decision's queries, as plain SQL that SQLite and PostgreSQL both run: they are on the
+# hot path of every spawn, and building them with the expression language cost more than
+# running them.
+_LOCK_CHAIN = text(
+    "SELECT g.id FROM afhub_groups g JOIN afhub_group_closure c ON c.ancestor_id = g.id "
+    "WHERE c.descendant_id = :gid ORDER BY g.depth FOR UPDATE OF g"
+)
+_CHAIN = text(
+    "SELECT g.id, g.path, q.gpu_hours, q.cpu_core_hours, q.max_servers, q.max_gpus, "
+    "q.max_dask_cores, q.period "
+    "FROM afhub_group_closure c JOIN afhub_groups g ON g.id = c.ancestor_id "
+    "LEFT JOIN afhub_quotas q ON q.group_id = g.id "
+    "WHERE c.descendant_id = :gid ORDER BY g.depth"
+)
+# budgets: hourly rollups in the window; the first hour of a rolling window counts pro rata
+_BUDGETS = text(
+    "SELECT group_id, "
+    "SUM(CASE WHEN hour_ts < :ws THEN cpu_core_seconds * ((hour_ts + 3600 - :ws) / 3600.0) "
+    "ELSE cpu_core_seconds END), "
+    "SUM(CASE WHEN hour_ts < :ws THEN gpu_seconds * ((hour_ts + 3600 - :ws) / 3600.0) "
+    "ELSE gpu_seconds END) "
+    "FROM afhub_usage_hourly "
+    "WHERE group_id IN :gids AND hour_ts > :first_hour_after AND hour_ts <= :last_hour "
+    "GROUP BY group_id"
+).bindparams(
+    bindparam("gids", expanding=True),
+    bindparam("ws", type_=Float),
+    # integers, so that PostgreSQL compares bigint to bigint and uses the primary key
+    bindparam("first_hour_after", type_=BigInteger),
+    bindparam("last_hour", type_=BigInteger),
+)
+
+
+def _budget_params(gids: list[int], ws: float, now_ts: float) -> dict[str, object]:
+    """Buckets overlapping ``[ws, now]``: hour_ts > ws - 1 h and hour_ts <= now."""
+    return {
+        "gids": gids,
+        "ws": ws,
+        "first_hour_after": math.floor(ws - HOUR),
+        "last_hour": math.floor(now_ts),
+    }
+
+
+# holdings of open intervals, and what running ones accrued since their last checkpoint
+# (inside the window)
+_OPEN = text(
+    "SELECT c.ancestor_id, "
+    "SUM(CASE WHEN l.kind = 'server' THEN 1 ELSE 0 END), SUM(l.gpus), "
+    "SUM(CASE WHEN l.kind = 'dask' THEN l.cpu_cores ELSE 0.0 END), "
+    "SUM(l.cpu_cores * (CASE WHEN l.state = 'running' AND l.checkpoint_ts < :now THEN "
+    ":now - CASE WHEN l.checkpoint_ts > :ws THEN l.checkpoint_ts ELSE :ws END ELSE 0.0 END)), "
+    "SUM(l.gpus * (CASE WHEN l.state = 'running' AND l.checkpoint_ts < :now THEN "
+    ":now - CASE WHEN l.checkpoint_ts > :ws THEN l.checkpoint_ts ELSE :ws END ELSE 0.0 END)) "
+    "FROM afhub_ledger l JOIN afhub_group_closure c ON c.descendant_id = l.group_id "
+    "WHERE l.state IN ('pending', 'running') AND c.ancestor_id IN :gids "
+    "GROUP BY c.ancestor_id"
+).bindparams(
+    bindparam("gids", expanding=True),
+    bindparam("ws", type_=Float),
+    bindparam("now", type_=Float),
+)
+
+#: a node of a chain: (group id, path, limits)
+Node = tuple[int, str, Limits]
+
+
+def _nodes(rows) -> list[Node]:
+    """(id, path, limits) from rows of (id, path, the quota's six columns)."""
+    return [
+        (
+            gid,
+            path,
+            Limits(
+                gpu_hours=gpu_h,
+                cpu_core_hours=cpu_h,
+                max_servers=servers,
+                max_gpus=gpus,
+                max_dask_cores=dask,
+                period=period or DEFAULT_PERIOD,
+            ),
+        )
+        for gid, path, gpu_h, cpu_h, servers, gpus, dask, period in rows
+    ]
+
+
+class _Rollups:
+    """Budgets (core- and GPU-seconds) and holdings gathered per group."""
+
+    def __init__(self) -> None:
+        self.budget: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        self.holdings: dict[int, Holdings] = defaultdict(Holdings)
+
+    def gather(
+        self, session: Session, gids: list[int], budget_gids: set[int], ws: float, now_ts: float
+    ) -> None:
+        """Add the usage of ``gids`` (all with the window starting at ``ws``): hourly
+        rollups for those in ``budget_gids``, holdings and unfolded running usage."""
+        wanted = [g for g in gids if g in budget_gids]
+        if wanted:
+            for gid, cpu_s, gpu_s in session.execute(_BUDGETS, _budget_params(wanted, ws, now_ts)):
+                self.budget[gid][0] += float(cpu_s or 0.0)
+                self.budget[gid][1] += float(gpu_s or 0.0)
+        params = {"gids": gids, "ws": ws, "now": now_ts}
+        for anc, servers, gpus, dask, cpu_s, gpu_s in session.execute(_OPEN, params):
+            self.holdings[anc] = Holdings(int(servers or 0), int(gpus or 0), float(dask or 0.0))
+            if anc in budget_gids:
+                self.budget[anc][0] += max(0.0, float(cpu_s or 0.0))
+                self.budget[anc][1] += max(0.0, float(gpu_s or 0.0))
+
+    def states(self, nodes: list[Node]) -> list[NodeState]:
+        return [
+            NodeState(
+                path=path,
+                limits=limits,
+                usage=Usage(
+                    gpu_hours=self.budget[gid][1] / HOUR,
+                    cpu_core_hours=self.budget[gid][0] / HOUR,
+                    holdings=self.holdings[gid],
+                ),
+            )
+            for gid, path, limits in nodes
+        ]
+
+
+def _states(
+    session: Session,
+    nodes: list[Node],
+    now: datetime,
+    need_budget: set[int],
+    need_holdings: set[int],
+) -> list[NodeState]:
+    """The aggregation every chain query shares: nodes grouped by their window's start,
+    two set-wise queries per window."""
+    now_ts = to_ts(now)
+    by_start: dict[float, list[int]] = defaultdict(list)
+    for gid, _, limits in nodes:
+        if gid in need_budget or gid in need_holdings:
+            by_start[parse_period(limits.period).window(now).start.timestamp()].append(gid)
+    rollups = _Rollups()
+    for ws, gids in by_start.items():
+        rollups.gather(session, gids, need_budget, ws, now_ts)
+    return rollups.states(nodes)
+
+
+def chain_states(
+    session: Session, group_id: int, now: datetime, *, lock: bool = False, full: bool = False
+) -> list[NodeState]:
+    """The charged group's chain, root first, with limits and rolled-up usage.
+
+    With ``lock`` on PostgreSQL the chain's group rows are locked root first (``FOR
+    UPDATE``) so that concurrent admissions under a common ancestor run one at a time.
+    Usage is computed only where a limit needs it, unless ``full``.
+    """
+    if lock and session.get_bind().dialect.name == "postgresql":
+        session.execute(_LOCK_CHAIN, {"gid": group_id}).all()
+    nodes = _nodes(session.execute(_CHAIN, {"gid": group_id}).all())
+    if not nodes:
+        raise NotFound(f"group id {group_id} does not exist")
+    need_budget = {
+        gid
+        for gid, _, lim in nodes
+        if full or lim.gpu_hours is not None or lim.cpu_core_hours is not None
+    }
+    need_holdings = {gid for gid, _, lim in nodes if full or not lim.is_unlimited()}
+    return _states(session, nodes, now, need_budget, need_holdings)
+
+
+_ALL_GROUPS = text(
+    "SELECT g.id, g.path, q.gpu_hours, q.cpu_core_hours, q.max_servers, q.max_gpus, "
+    "q.max_dask_cores, q.period "
+    "FROM afhub_groups g LEFT JOIN afhub_quotas q ON q.group_id = g.id ORDER BY g.path"
+)
+
+
+def all_group_states(session: Session, now: datetime) -> list[NodeState]:
+    """Every group with its limits and rolled-up usage (budgets in its own period), in a
+    few set-wise queries: for metrics and overviews."""
+    nodes = _nodes(session.execute(_ALL_GROUPS))
+    every = {gid for gid, _, _ in nodes}
+    return _states(session, nodes, now, every, every)
+
+
+EXISTING_OPEN = text(
+    "SELECT id FROM afhub_ledger WHERE user_name = :user AND kind = :kind "
+    "AND server_name = :server AND state IN ('pending', 'running')"
+)
+DEFAULT_TARGET = text(
+    "SELECT g.id, g.path FROM afhub_users u JOIN afhub_groups g ON g.id = u.default_group_id "
+    "WHERE u.name = :name"
+)
+
+
+def charge_target(session: Session, user: str, group: str | None) -> tuple[int, str]:
+    """(id, path) of the group to charge; the common case (the default group) in one query."""
+    if group is None:
+        found = session.execute(DEFAULT_TARGET, {"name": user}).first()
+        if found is not None:
+            return found[0], found[1]
+    target = resolve_charge_group_in(session, user, group)
+    return target.id, target.path
