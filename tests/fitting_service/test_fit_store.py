@@ -15,7 +15,8 @@ from afhub.services.fitting.config import FittingService
 from afhub.services.fitting.scheduler import Scheduler
 from afhub.stores.errors import NotFound
 from afhub.stores.facade import Stores
-from afhub.stores.fitting import FitJob, FitStore, TooManyJobs, new_job_id
+from afhub.stores.fitting import FitStore, TooManyJobs, new_job_id
+from afhub.stores.models import FitJob
 from tests.fitting_service.conftest import tiny_workspace
 
 

@@ -15,41 +15,19 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import Float, Index, Integer, String, UniqueConstraint, delete, func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
 from afhub.devices import busy_message, choose_slots
 from afhub.registry.model import Resource
 from afhub.stores.database import Database
 from afhub.stores.errors import StoreError
-from afhub.stores.models import Base, BigId, LedgerInterval
+from afhub.stores.models import DeviceAllocation, LedgerInterval
 
 OPEN_STATES = ("pending", "running")
 #: attempts before giving up when concurrent allocations keep taking the chosen slots
 MAX_ATTEMPTS = 8
-
-
-class DeviceAllocation(Base):
-    """One accelerator slot held by one server."""
-
-    __tablename__ = "afhub_device_allocations"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    #: the registry resource (profile slug)
-    resource: Mapped[str] = mapped_column(String(63))
-    slot: Mapped[int] = mapped_column(Integer)
-    user_name: Mapped[str] = mapped_column(String(255))
-    #: '' for the default server
-    server_name: Mapped[str] = mapped_column(String(255), default="")
-    #: the ledger interval of the server (NULL when charging is off)
-    interval_id: Mapped[int | None] = mapped_column(BigId)
-    allocated_ts: Mapped[float] = mapped_column(Float)
-
-    __table_args__ = (
-        UniqueConstraint("resource", "slot"),
-        Index("ix_afhub_device_allocations_owner", "user_name", "server_name"),
-    )
 
 
 class DevicesBusy(StoreError):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from afhub.stores.database import Database, default_url
+from afhub.stores.devices import DeviceStore
+from afhub.stores.fitting import FitStore
 from afhub.stores.groups import GroupStore
 from afhub.stores.invitations import InvitationStore
 from afhub.stores.ledger import LedgerStore
@@ -21,6 +23,8 @@ class Stores:
     invitations: InvitationStore
     ledger: LedgerStore
     registry: RegistryStore
+    fits: FitStore
+    devices: DeviceStore
 
     @classmethod
     def open(cls, url: str | None = None, *, migrate: bool = True) -> Stores:
@@ -37,6 +41,8 @@ class Stores:
             InvitationStore(db),
             LedgerStore(db),
             RegistryStore(db),
+            FitStore(db),
+            DeviceStore(db),
         )
 
     def close(self) -> None:

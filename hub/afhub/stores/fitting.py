@@ -23,24 +23,16 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    Float,
-    ForeignKey,
-    Index,
-    Integer,
-    LargeBinary,
-    String,
-    Text,
-    UniqueConstraint,
     delete,
     func,
     select,
     update,
 )
-from sqlalchemy.orm import Mapped, defer, mapped_column
+from sqlalchemy.orm import defer
 
 from afhub.stores.database import Database
 from afhub.stores.errors import NotFound, StoreError
-from afhub.stores.models import Base, UTCDateTime, utcnow
+from afhub.stores.models import FitJob, FitPatchResult, utcnow
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 ACTIVE_STATES = (QUEUED, RUNNING)
@@ -54,59 +46,6 @@ class TooManyJobs(StoreError):
     """A concurrency limit on queued+running jobs (per user or per group) is reached."""
 
     status = 429
-
-
-class FitJob(Base):
-    __tablename__ = "afhub_fit_jobs"
-
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    owner: Mapped[str] = mapped_column(String(255))
-    #: group the job is charged to (the owner's default group unless chosen)
-    group_path: Mapped[str | None] = mapped_column(String(255))
-    state: Mapped[str] = mapped_column(String(16))
-    operation: Mapped[str] = mapped_column(String(16))
-    #: the FitSettings as JSON
-    settings: Mapped[str] = mapped_column(Text)
-    measurement: Mapped[str | None] = mapped_column(String(255))
-    workspace_sha256: Mapped[str] = mapped_column(String(64))
-    #: zlib-compressed JSON ``{"workspace": ..., "patches": [...]}`` (validated)
-    request: Mapped[bytes] = mapped_column(LargeBinary)
-    patch_count: Mapped[int] = mapped_column(Integer)
-    done_count: Mapped[int] = mapped_column(Integer, default=0)
-    #: wall-clock limit of each fit, seconds
-    wall_seconds: Mapped[float] = mapped_column(Float)
-    #: how many times the job was started (more than 1 after a restart)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    ledger_interval_id: Mapped[int | None] = mapped_column(Integer)
-    error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-
-    __table_args__ = (
-        Index("ix_afhub_fit_jobs_owner_state", "owner", "state"),
-        Index("ix_afhub_fit_jobs_group_state", "group_path", "state"),
-        Index("ix_afhub_fit_jobs_state_created", "state", "created_at"),
-    )
-
-
-class FitPatchResult(Base):
-    __tablename__ = "afhub_fit_results"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    job_id: Mapped[str] = mapped_column(ForeignKey("afhub_fit_jobs.id", ondelete="CASCADE"))
-    patch_index: Mapped[int] = mapped_column(Integer)
-    patch_name: Mapped[str | None] = mapped_column(String(255))
-    cache_key: Mapped[str] = mapped_column(String(64), index=True)
-    status: Mapped[str] = mapped_column(String(16))
-    engine: Mapped[str] = mapped_column(String(16))
-    #: whether the result was copied from an earlier identical request
-    cached: Mapped[int] = mapped_column(Integer, default=0)
-    #: the PatchResult as JSON
-    result: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-    __table_args__ = (UniqueConstraint("job_id", "patch_index"),)
 
 
 @dataclass(frozen=True)

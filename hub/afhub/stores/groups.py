@@ -26,8 +26,7 @@ from afhub.groups.tree import Action, Actor, Role
 from afhub.stores.database import Database
 from afhub.stores.errors import AlreadyExists, Busy, NotAMember, NotFound, StoreError
 from afhub.stores.fitting import ACTIVE_STATES as FIT_ACTIVE_STATES
-from afhub.stores.fitting import FitJob
-from afhub.stores.models import Group, GroupClosure, LedgerInterval, Membership, User
+from afhub.stores.models import FitJob, Group, GroupClosure, LedgerInterval, Membership, User
 
 OPEN_STATES = ("pending", "running")
 

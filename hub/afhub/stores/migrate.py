@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-_NOT_MODELS = {"migrations", "testing", "migrate"}
 
 
 def import_all_models() -> None:
-    """Import every module of :mod:`afhub.stores`, so that every table defined on
-    :class:`~afhub.stores.models.Base` (stores of later features too) is in its metadata."""
-    import afhub.stores
-
-    for module in pkgutil.iter_modules(afhub.stores.__path__):
-        if module.name not in _NOT_MODELS:
-            importlib.import_module(f"afhub.stores.{module.name}")
+    """Load every table into :class:`~afhub.stores.models.Base`'s metadata (they all live
+    in :mod:`afhub.stores.models`)."""
+    import afhub.stores.models  # noqa: F401 (imported for its tables)
 
 
 def alembic_config(url: str) -> Config:

@@ -18,8 +18,10 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
+    Text,
     TypeDecorator,
     UniqueConstraint,
 )
@@ -42,14 +44,14 @@ class UTCDateTime(TypeDecorator):
     impl = DateTime
     cache_ok = True
 
-    def process_bind_param(self, value, dialect):
+    def process_bind_param(self, value, dialect):  # noqa: ARG002 (TypeDecorator signature)
         if value is None:
             return None
         if value.tzinfo is None:
             raise ValueError("datetimes stored by afhub must be timezone-aware")
         return value.astimezone(UTC).replace(tzinfo=None)
 
-    def process_result_value(self, value, dialect):
+    def process_result_value(self, value, dialect):  # noqa: ARG002 (TypeDecorator signature)
         return None if value is None else value.replace(tzinfo=UTC)
 
 
@@ -247,3 +249,123 @@ class UsageHourly(Base):
     hour_ts: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     cpu_core_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+# --- fitting (afhub.stores.fitting) ---------------------------------------------------
+
+
+class FitJob(Base):
+    __tablename__ = "afhub_fit_jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(255))
+    #: group the job is charged to (the owner's default group unless chosen)
+    group_path: Mapped[str | None] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(16))
+    operation: Mapped[str] = mapped_column(String(16))
+    #: the FitSettings as JSON
+    settings: Mapped[str] = mapped_column(Text)
+    measurement: Mapped[str | None] = mapped_column(String(255))
+    workspace_sha256: Mapped[str] = mapped_column(String(64))
+    #: zlib-compressed JSON ``{"workspace": ..., "patches": [...]}`` (validated)
+    request: Mapped[bytes] = mapped_column(LargeBinary)
+    patch_count: Mapped[int] = mapped_column(Integer)
+    done_count: Mapped[int] = mapped_column(Integer, default=0)
+    #: wall-clock limit of each fit, seconds
+    wall_seconds: Mapped[float] = mapped_column(Float)
+    #: how many times the job was started (more than 1 after a restart)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    ledger_interval_id: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_afhub_fit_jobs_owner_state", "owner", "state"),
+        Index("ix_afhub_fit_jobs_group_state", "group_path", "state"),
+        Index("ix_afhub_fit_jobs_state_created", "state", "created_at"),
+    )
+
+
+class FitPatchResult(Base):
+    __tablename__ = "afhub_fit_results"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("afhub_fit_jobs.id", ondelete="CASCADE"))
+    patch_index: Mapped[int] = mapped_column(Integer)
+    patch_name: Mapped[str | None] = mapped_column(String(255))
+    cache_key: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    engine: Mapped[str] = mapped_column(String(16))
+    #: whether the result was copied from an earlier identical request
+    cached: Mapped[int] = mapped_column(Integer, default=0)
+    #: the PatchResult as JSON
+    result: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (UniqueConstraint("job_id", "patch_index"),)
+
+
+# --- accelerator slots (afhub.stores.devices) -------------------------------------------
+
+
+class DeviceAllocation(Base):
+    """One accelerator slot held by one server."""
+
+    __tablename__ = "afhub_device_allocations"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    #: the registry resource (profile slug)
+    resource: Mapped[str] = mapped_column(String(63))
+    slot: Mapped[int] = mapped_column(Integer)
+    user_name: Mapped[str] = mapped_column(String(255))
+    #: '' for the default server
+    server_name: Mapped[str] = mapped_column(String(255), default="")
+    #: the ledger interval of the server (NULL when charging is off)
+    interval_id: Mapped[int | None] = mapped_column(BigId)
+    allocated_ts: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        UniqueConstraint("resource", "slot"),
+        Index("ix_afhub_device_allocations_owner", "user_name", "server_name"),
+    )
+
+
+# --- the resource registry (afhub.stores.registry) -------------------------------------
+
+
+class RegistryState(Base):
+    """One row (id 1): the registry's revision, bumped by every write."""
+
+    __tablename__ = "afhub_registry_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    revision: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ProviderRow(Base):
+    __tablename__ = "afhub_registry_providers"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    #: "api" (facility API, CLI) or "file" (the declarative AFHUB_REGISTRY file)
+    source: Mapped[str] = mapped_column(String(8))
+    #: order of the entries in the registry document
+    position: Mapped[int] = mapped_column(Integer)
+    #: the entry as JSON, in the YAML shape of docs/resources.md
+    entry: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ResourceRow(Base):
+    __tablename__ = "afhub_registry_resources"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(63), index=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    source: Mapped[str] = mapped_column(String(8))
+    position: Mapped[int] = mapped_column(Integer)
+    entry: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

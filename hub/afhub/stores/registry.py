@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, String, Text, delete, func, insert, select, update
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.orm import Session
 
 from afhub.registry.model import (
     Registry,
@@ -34,7 +34,7 @@ from afhub.registry.model import (
 )
 from afhub.stores.database import Database
 from afhub.stores.errors import AlreadyExists, Busy, NotFound, StoreError
-from afhub.stores.models import Base, LedgerInterval, UTCDateTime, utcnow
+from afhub.stores.models import LedgerInterval, ProviderRow, RegistryState, ResourceRow, utcnow
 
 API, FILE = "api", "file"
 #: parsed entries remembered (a few registries' worth)
@@ -45,42 +45,6 @@ _HOW_TO_CHANGE = {
     API: "change it through the facility API or 'afhub resources'",
     FILE: "change it in the registry file (AFHUB_REGISTRY) and restart the hub",
 }
-
-
-class RegistryState(Base):
-    """One row (id 1): the registry's revision, bumped by every write."""
-
-    __tablename__ = "afhub_registry_state"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    revision: Mapped[int] = mapped_column(BigInteger, default=0)
-
-
-class ProviderRow(Base):
-    __tablename__ = "afhub_registry_providers"
-
-    name: Mapped[str] = mapped_column(String(63), primary_key=True)
-    #: "api" (facility API, CLI) or "file" (the declarative AFHUB_REGISTRY file)
-    source: Mapped[str] = mapped_column(String(8))
-    #: order of the entries in the registry document
-    position: Mapped[int] = mapped_column(Integer)
-    #: the entry as JSON, in the YAML shape of docs/resources.md
-    entry: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
-class ResourceRow(Base):
-    __tablename__ = "afhub_registry_resources"
-
-    name: Mapped[str] = mapped_column(String(63), primary_key=True)
-    provider: Mapped[str] = mapped_column(String(63), index=True)
-    kind: Mapped[str] = mapped_column(String(8))
-    source: Mapped[str] = mapped_column(String(8))
-    position: Mapped[int] = mapped_column(Integer)
-    entry: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class RegistryInvalid(StoreError):
