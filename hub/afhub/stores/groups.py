@@ -232,45 +232,9 @@ class GroupStore:
                     f"group {path!r} has {len(ids) - 1} subgroup(s); delete them first or "
                     "ask for a recursive delete"
                 )
-            running = session.scalar(
-                select(func.count())
-                .select_from(LedgerInterval)
-                .where(LedgerInterval.state.in_(OPEN_STATES), LedgerInterval.group_id.in_(ids))
-            )
-            if running:
-                raise Busy(
-                    f"group {path!r} has {running} running or starting server(s)/job(s) "
-                    "charged to it or its subgroups; stop them before deleting the group"
-                )
             paths = list(session.scalars(select(Group.path).where(Group.id.in_(ids))))
-            fits = session.scalar(
-                select(func.count())
-                .select_from(FitJob)
-                .where(FitJob.group_path.in_(paths), FitJob.state.in_(FIT_ACTIVE_STATES))
-            )
-            if fits:
-                raise Busy(
-                    f"group {path!r} has {fits} queued or running fit job(s) charged to it or "
-                    "its subgroups; cancel them or let them finish before deleting the group"
-                )
-            # fit jobs name their group by path: the finished ones of a deleted group keep
-            # no group, so a group made later under the name sees none of them (their list,
-            # their results in a group-scoped cache, their count against its job limit)
-            session.execute(
-                update(FitJob)
-                .where(FitJob.group_path.in_(paths))
-                .values(group_path=None)
-                .execution_options(synchronize_session=False)
-            )
-            # the subtree's charges (and charges of groups deleted under it before) stay with
-            # the ancestor that survives, by id: a group created later under a deleted
-            # group's name is another identity and sees none of them
-            session.execute(
-                update(LedgerInterval)
-                .where(LedgerInterval.group_id.in_(ids) | LedgerInterval.orphan_of_id.in_(ids))
-                .values(orphan_of_id=row.parent_id)
-                .execution_options(synchronize_session=False)
-            )
+            _refuse_busy_subtree(session, path, ids, paths)
+            _detach_charges(session, ids, paths, survivor_id=row.parent_id)
             rows = list(
                 session.scalars(select(Group).where(Group.id.in_(ids)).order_by(Group.depth.desc()))
             )
@@ -301,56 +265,10 @@ class GroupStore:
             if not renames:
                 return {}
             sub_ids = subtree_ids(session, row.id)
-            # detach the subtree from its old ancestors, attach to the new ones
-            old_ancestors = select(GroupClosure.ancestor_id).where(
-                GroupClosure.descendant_id == row.id, GroupClosure.ancestor_id != row.id
-            )
-            session.execute(
-                delete(GroupClosure).where(
-                    GroupClosure.descendant_id.in_(sub_ids),
-                    GroupClosure.ancestor_id.in_(old_ancestors.scalar_subquery()),
-                )
-            )
-            if new_parent_row is not None:
-                above = session.execute(
-                    select(GroupClosure.ancestor_id, GroupClosure.distance).where(
-                        GroupClosure.descendant_id == new_parent_row.id
-                    )
-                ).all()
-                below = session.execute(
-                    select(GroupClosure.descendant_id, GroupClosure.distance).where(
-                        GroupClosure.ancestor_id == row.id
-                    )
-                ).all()
-                session.execute(
-                    insert(GroupClosure),
-                    [
-                        {"ancestor_id": a, "descendant_id": d, "distance": da + db + 1}
-                        for a, da in above
-                        for d, db in below
-                    ],
-                )
+            _reattach_closure(session, row.id, sub_ids, new_parent_row)
             row.parent_id = new_parent_row.id if new_parent_row else None
-            for sub in session.scalars(select(Group).where(Group.id.in_(sub_ids))):
-                sub.path = renames[sub.path]
-                sub.depth = sub.path.count("/") + 1
-                if sub.depth > MAX_DEPTH:  # plan_move checked; keep the invariant explicit
-                    raise StoreError(f"group {sub.path!r} would be too deep")
-            # the ledger keeps the name at charge time for reports; open charges follow
-            for old, new in renames.items():
-                session.execute(
-                    update(LedgerInterval)
-                    .where(LedgerInterval.group_path == old, LedgerInterval.state.in_(OPEN_STATES))
-                    .values(group_path=new)
-                )
-                # fit jobs name their group by path: they follow it, so that a group made
-                # later at the old path is not taken for it
-                session.execute(
-                    update(FitJob)
-                    .where(FitJob.group_path == old)
-                    .values(group_path=new)
-                    .execution_options(synchronize_session=False)
-                )
+            _rename_subtree(session, sub_ids, renames)
+            _follow_renames(session, renames)
             return renames
 
     # --- users ------------------------------------------------------------------------------
@@ -564,3 +482,114 @@ def resolve_charge_group_in(session: Session, user: str, requested: str | None) 
         f"{user} belongs to several groups ({', '.join(groups)}) and has no default: "
         "choose the group to charge"
     )
+
+
+def _refuse_busy_subtree(session: Session, path: str, ids: list[int], paths: list[str]) -> None:
+    """``Busy`` while charges of the subtree are open or its fit jobs queued or running."""
+    running = session.scalar(
+        select(func.count())
+        .select_from(LedgerInterval)
+        .where(LedgerInterval.state.in_(OPEN_STATES), LedgerInterval.group_id.in_(ids))
+    )
+    if running:
+        raise Busy(
+            f"group {path!r} has {running} running or starting server(s)/job(s) "
+            "charged to it or its subgroups; stop them before deleting the group"
+        )
+    fits = session.scalar(
+        select(func.count())
+        .select_from(FitJob)
+        .where(FitJob.group_path.in_(paths), FitJob.state.in_(FIT_ACTIVE_STATES))
+    )
+    if fits:
+        raise Busy(
+            f"group {path!r} has {fits} queued or running fit job(s) charged to it or "
+            "its subgroups; cancel them or let them finish before deleting the group"
+        )
+
+
+def _detach_charges(
+    session: Session, ids: list[int], paths: list[str], *, survivor_id: int | None
+) -> None:
+    """Before a subtree is deleted: its fit jobs and ledger charges leave it."""
+    # fit jobs name their group by path: the finished ones of a deleted group keep
+    # no group, so a group made later under the name sees none of them (their list,
+    # their results in a group-scoped cache, their count against its job limit)
+    session.execute(
+        update(FitJob)
+        .where(FitJob.group_path.in_(paths))
+        .values(group_path=None)
+        .execution_options(synchronize_session=False)
+    )
+    # the subtree's charges (and charges of groups deleted under it before) stay with
+    # the ancestor that survives, by id: a group created later under a deleted
+    # group's name is another identity and sees none of them
+    session.execute(
+        update(LedgerInterval)
+        .where(LedgerInterval.group_id.in_(ids) | LedgerInterval.orphan_of_id.in_(ids))
+        .values(orphan_of_id=survivor_id)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _reattach_closure(
+    session: Session, top_id: int, sub_ids: list[int], new_parent: Group | None
+) -> None:
+    """Detach the subtree under ``top_id`` from its old ancestors, attach it to the new
+    parent's chain (none: top level)."""
+    old_ancestors = select(GroupClosure.ancestor_id).where(
+        GroupClosure.descendant_id == top_id, GroupClosure.ancestor_id != top_id
+    )
+    session.execute(
+        delete(GroupClosure).where(
+            GroupClosure.descendant_id.in_(sub_ids),
+            GroupClosure.ancestor_id.in_(old_ancestors.scalar_subquery()),
+        )
+    )
+    if new_parent is None:
+        return
+    above = session.execute(
+        select(GroupClosure.ancestor_id, GroupClosure.distance).where(
+            GroupClosure.descendant_id == new_parent.id
+        )
+    ).all()
+    below = session.execute(
+        select(GroupClosure.descendant_id, GroupClosure.distance).where(
+            GroupClosure.ancestor_id == top_id
+        )
+    ).all()
+    session.execute(
+        insert(GroupClosure),
+        [
+            {"ancestor_id": a, "descendant_id": d, "distance": da + db + 1}
+            for a, da in above
+            for d, db in below
+        ],
+    )
+
+
+def _rename_subtree(session: Session, sub_ids: list[int], renames: dict[str, str]) -> None:
+    for sub in session.scalars(select(Group).where(Group.id.in_(sub_ids))):
+        sub.path = renames[sub.path]
+        sub.depth = sub.path.count("/") + 1
+        if sub.depth > MAX_DEPTH:  # plan_move checked; keep the invariant explicit
+            raise StoreError(f"group {sub.path!r} would be too deep")
+
+
+def _follow_renames(session: Session, renames: dict[str, str]) -> None:
+    """Open charges and fit jobs follow a moved group's new path."""
+    # the ledger keeps the name at charge time for reports; open charges follow
+    for old, new in renames.items():
+        session.execute(
+            update(LedgerInterval)
+            .where(LedgerInterval.group_path == old, LedgerInterval.state.in_(OPEN_STATES))
+            .values(group_path=new)
+        )
+        # fit jobs name their group by path: they follow it, so that a group made
+        # later at the old path is not taken for it
+        session.execute(
+            update(FitJob)
+            .where(FitJob.group_path == old)
+            .values(group_path=new)
+            .execution_options(synchronize_session=False)
+        )

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from afhub.groups import tree
 from afhub.groups.tree import Action, Actor, Role
@@ -250,40 +251,14 @@ class InvitationStore:
         digest = hash_token(token)
         try:
             with self.db.write() as session:
-                found = session.execute(
-                    select(Invitation, Group.path)
-                    .join(Group, Group.id == Invitation.group_id)
-                    .where(Invitation.token_hash == digest)
-                ).first()
-                if found is None:
-                    raise InvitationNotFound("this invitation link is not valid")
-                invitation, path = found
+                invitation, path = _find_by_digest(session, digest)
                 user_email = email
                 if user_email is None:
                     user_email = session.scalar(select(User.email).where(User.name == user))
                 self._check(invitation, path, user_email, now)
                 if path in roles_of(session, user):
                     raise AlreadyExists(f"{user} is already a member of group {path!r}")
-                claimed = session.execute(
-                    update(Invitation)
-                    .where(
-                        Invitation.id == invitation.id,
-                        Invitation.uses_left > 0,
-                        Invitation.revoked_at.is_(None),
-                        Invitation.expires_at > now,
-                        or_(
-                            Invitation.email.is_(None),
-                            func.lower(Invitation.email) == (user_email or "").lower(),
-                        ),
-                    )
-                    .values(uses_left=Invitation.uses_left - 1)
-                    .execution_options(synchronize_session=False)
-                )
-                if claimed.rowcount != 1:
-                    raise InvitationUsedUp(
-                        f"this invitation to {path!r} has been used up; ask a group admin for a "
-                        "new one"
-                    )
+                _claim_one_use(session, invitation, path, user_email, now)
                 session.add(
                     InvitationRedemption(
                         invitation_id=invitation.id, user_name=user, redeemed_at=now
@@ -317,3 +292,40 @@ class InvitationStore:
                 f"this invitation to {path!r} was sent to a different email address; log in "
                 "with the account of the invited address"
             )
+
+
+def _find_by_digest(session: Session, digest: str) -> tuple[Invitation, str]:
+    """(invitation, group path) of the token's invitation; ``InvitationNotFound`` if none."""
+    found = session.execute(
+        select(Invitation, Group.path)
+        .join(Group, Group.id == Invitation.group_id)
+        .where(Invitation.token_hash == digest)
+    ).first()
+    if found is None:
+        raise InvitationNotFound("this invitation link is not valid")
+    return found[0], found[1]
+
+
+def _claim_one_use(
+    session: Session, invitation: Invitation, path: str, user_email: str | None, now: datetime
+) -> None:
+    """Take one use, atomically with the checks (a concurrent redeemer may take the last)."""
+    claimed = session.execute(
+        update(Invitation)
+        .where(
+            Invitation.id == invitation.id,
+            Invitation.uses_left > 0,
+            Invitation.revoked_at.is_(None),
+            Invitation.expires_at > now,
+            or_(
+                Invitation.email.is_(None),
+                func.lower(Invitation.email) == (user_email or "").lower(),
+            ),
+        )
+        .values(uses_left=Invitation.uses_left - 1)
+        .execution_options(synchronize_session=False)
+    )
+    if claimed.rowcount != 1:
+        raise InvitationUsedUp(
+            f"this invitation to {path!r} has been used up; ask a group admin for a new one"
+        )
