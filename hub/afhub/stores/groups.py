@@ -484,22 +484,25 @@ def resolve_charge_group_in(session: Session, user: str, requested: str | None) 
     )
 
 
+def _count(session: Session, table, *where) -> int:
+    return session.scalar(select(func.count()).select_from(table).where(*where))
+
+
 def _refuse_busy_subtree(session: Session, path: str, ids: list[int], paths: list[str]) -> None:
     """``Busy`` while charges of the subtree are open or its fit jobs queued or running."""
-    running = session.scalar(
-        select(func.count())
-        .select_from(LedgerInterval)
-        .where(LedgerInterval.state.in_(OPEN_STATES), LedgerInterval.group_id.in_(ids))
+    running = _count(
+        session,
+        LedgerInterval,
+        LedgerInterval.state.in_(OPEN_STATES),
+        LedgerInterval.group_id.in_(ids),
     )
     if running:
         raise Busy(
             f"group {path!r} has {running} running or starting server(s)/job(s) "
             "charged to it or its subgroups; stop them before deleting the group"
         )
-    fits = session.scalar(
-        select(func.count())
-        .select_from(FitJob)
-        .where(FitJob.group_path.in_(paths), FitJob.state.in_(FIT_ACTIVE_STATES))
+    fits = _count(
+        session, FitJob, FitJob.group_path.in_(paths), FitJob.state.in_(FIT_ACTIVE_STATES)
     )
     if fits:
         raise Busy(
