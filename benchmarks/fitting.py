@@ -50,7 +50,7 @@ import requests  # noqa: E402
 from benchmarks.report import summary, write_section  # noqa: E402
 from tests.facility import Facility  # noqa: E402
 from tests.fitting.batched_helpers import extract_sbottom, load_region, spread  # noqa: E402
-from tests.fitting_service.conftest import tiny_workspace  # noqa: E402
+from tests.support.workspaces import tiny_workspace  # noqa: E402
 
 
 class Service:

@@ -17,7 +17,7 @@ from afhub.stores.errors import NotFound
 from afhub.stores.facade import Stores
 from afhub.stores.fitting import FitStore, TooManyJobs, new_job_id
 from afhub.stores.models import FitJob
-from tests.fitting_service.conftest import tiny_workspace
+from tests.support.workspaces import tiny_workspace
 
 
 @pytest.fixture

@@ -24,7 +24,8 @@ from afhub.services.fitting.scheduler import Scheduler
 from afhub.stores.facade import Stores
 from afhub.stores.fitting import FitStore
 from tests.facility import PROJECT_ROOT
-from tests.fitting_service.conftest import REFERENCE_PATCH, tiny_workspace
+from tests.fitting_service.conftest import REFERENCE_PATCH
+from tests.support.workspaces import tiny_workspace
 
 pytestmark = [pytest.mark.slow]
 

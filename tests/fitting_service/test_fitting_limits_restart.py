@@ -19,10 +19,10 @@ from tests.fitting_service.conftest import (
     fit_url,
     results,
     submit,
-    tiny_workspace,
     user_token,
     wait_job,
 )
+from tests.support.workspaces import tiny_workspace
 
 pytestmark = [pytest.mark.facility, pytest.mark.slow]
 

@@ -16,10 +16,10 @@ from tests.fitting_service.conftest import (
     call,
     results,
     submit,
-    tiny_workspace,
     user_token,
     wait_job,
 )
+from tests.support.workspaces import tiny_workspace
 
 pytestmark = [pytest.mark.facility, pytest.mark.slow]
 
