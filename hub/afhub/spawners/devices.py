@@ -13,7 +13,7 @@ from tornado import web
 
 from afhub.devices import capacity
 from afhub.registry.model import Resource
-from afhub.stores.devices import DevicesBusy, DeviceStore
+from afhub.stores.devices import DevicesBusy
 from afhub.stores.facade import Stores
 
 
@@ -28,7 +28,7 @@ def claim(
     log: logging.Logger | logging.LoggerAdapter,
 ) -> tuple[int, ...]:
     """Hold ``count`` slots of ``resource`` for the server (none: release what it held)."""
-    store = DeviceStore(stores.db)
+    store = stores.devices
     if resource is None or count == 0:
         store.release(user=user, server_name=server_name)
         return ()
@@ -56,4 +56,4 @@ def claim(
 
 def release(stores: Stores, *, user: str, server_name: str) -> None:
     """Give back every slot the server holds."""
-    DeviceStore(stores.db).release(user=user, server_name=server_name)
+    stores.devices.release(user=user, server_name=server_name)

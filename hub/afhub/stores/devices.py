@@ -25,7 +25,6 @@ from afhub.stores.database import Database
 from afhub.stores.errors import StoreError
 from afhub.stores.models import DeviceAllocation, LedgerInterval
 
-OPEN_STATES = ("pending", "running")
 #: attempts before giving up when concurrent allocations keep taking the chosen slots
 MAX_ATTEMPTS = 8
 
@@ -51,7 +50,7 @@ def _allocation(row: DeviceAllocation) -> Allocation:
 
 def _stale(session: Session, resource: str | None = None) -> list[int]:
     """Rows whose ledger interval is gone or no longer open."""
-    open_ids = select(LedgerInterval.id).where(LedgerInterval.state.in_(OPEN_STATES))
+    open_ids = select(LedgerInterval.id).where(LedgerInterval.is_open())
     query = select(DeviceAllocation.id).where(
         DeviceAllocation.interval_id.is_not(None), DeviceAllocation.interval_id.not_in(open_ids)
     )

@@ -28,8 +28,6 @@ from afhub.stores.errors import AlreadyExists, Busy, NotAMember, NotFound, Store
 from afhub.stores.fitting import ACTIVE_STATES as FIT_ACTIVE_STATES
 from afhub.stores.models import FitJob, Group, GroupClosure, LedgerInterval, Membership, User
 
-OPEN_STATES = ("pending", "running")
-
 
 @dataclass(frozen=True)
 class GroupInfo:
@@ -493,7 +491,7 @@ def _refuse_busy_subtree(session: Session, path: str, ids: list[int], paths: lis
     running = _count(
         session,
         LedgerInterval,
-        LedgerInterval.state.in_(OPEN_STATES),
+        LedgerInterval.is_open(),
         LedgerInterval.group_id.in_(ids),
     )
     if running:
@@ -585,7 +583,7 @@ def _follow_renames(session: Session, renames: dict[str, str]) -> None:
     for old, new in renames.items():
         session.execute(
             update(LedgerInterval)
-            .where(LedgerInterval.group_path == old, LedgerInterval.state.in_(OPEN_STATES))
+            .where(LedgerInterval.group_path == old, LedgerInterval.is_open())
             .values(group_path=new)
         )
         # fit jobs name their group by path: they follow it, so that a group made

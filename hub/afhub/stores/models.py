@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    ColumnElement,
     DateTime,
     Float,
     ForeignKey,
@@ -182,6 +183,11 @@ class InvitationRedemption(Base):
     __table_args__ = (UniqueConstraint("invitation_id", "user_name"),)
 
 
+#: the states of a ledger interval; an open one holds room in its group's quotas
+PENDING, RUNNING, CLOSED, FAILED = "pending", "running", "closed", "failed"
+OPEN_STATES = (PENDING, RUNNING)
+
+
 class LedgerInterval(Base):
     """One charge: a server, Dask cluster or fit job, charged to one group.
 
@@ -219,6 +225,11 @@ class LedgerInterval(Base):
     #: when the owner was warned that a budget is spent (enforcement grace starts)
     warned_ts: Mapped[float | None] = mapped_column(Float)
     note: Mapped[str] = mapped_column(String(255), default="")
+
+    @classmethod
+    def is_open(cls) -> ColumnElement[bool]:
+        """``WHERE`` clause: the interval is pending or running (holds room in quotas)."""
+        return cls.state.in_(OPEN_STATES)
 
     __table_args__ = (
         # covers the quota decision's scan of open intervals (no table lookups)

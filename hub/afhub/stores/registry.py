@@ -34,13 +34,18 @@ from afhub.registry.model import (
 )
 from afhub.stores.database import Database
 from afhub.stores.errors import AlreadyExists, Busy, NotFound, StoreError
-from afhub.stores.models import LedgerInterval, ProviderRow, RegistryState, ResourceRow, utcnow
+from afhub.stores.models import (
+    LedgerInterval,
+    ProviderRow,
+    RegistryState,
+    ResourceRow,
+    utcnow,
+)
 
 API, FILE = "api", "file"
 #: parsed entries remembered (a few registries' worth)
 _MAX_PARSED = 5000
 SOURCES = (API, FILE)
-_OPEN_STATES = ("pending", "running")
 _HOW_TO_CHANGE = {
     API: "change it through the facility API or 'afhub resources'",
     FILE: "change it in the registry file (AFHUB_REGISTRY) and restart the hub",
@@ -533,7 +538,7 @@ def _entries(session: Session, table) -> list[dict[str, Any]]:
 def _in_use(session: Session) -> dict[str, int]:
     rows = session.execute(
         select(LedgerInterval.resource, func.count())
-        .where(LedgerInterval.state.in_(_OPEN_STATES), LedgerInterval.kind == "server")
+        .where(LedgerInterval.is_open(), LedgerInterval.kind == "server")
         .group_by(LedgerInterval.resource)
     )
     return {resource: int(n) for resource, n in rows if resource}

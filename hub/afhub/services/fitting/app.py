@@ -26,7 +26,6 @@ from afhub.services.fitting.scheduler import Scheduler, StartError
 from afhub.services.kit.app import service_application, service_prefix, service_routes
 from afhub.services.kit.lifecycle import ParentWatch, on_stop_signals
 from afhub.stores.facade import Stores
-from afhub.stores.fitting import FitStore
 
 log = logging.getLogger("afhub.fitting")
 OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
@@ -69,7 +68,7 @@ def make_app(
 
 async def serve(config: FittingService) -> None:
     stores = Stores.open()
-    scheduler = Scheduler(FitStore(stores.db), stores.ledger, config, registry=stores.registry)
+    scheduler = Scheduler(stores.fits, stores.ledger, config, registry=stores.registry)
     try:
         await scheduler.start()
     except StartError:

@@ -33,7 +33,7 @@ from afhub.devices import (
 )
 from afhub.quotas.decisions import NodeState
 from afhub.registry.model import Registry, Resource
-from afhub.stores.devices import DevicesBusy, DeviceStore
+from afhub.stores.devices import DevicesBusy
 from afhub.stores.errors import StoreError
 from afhub.stores.facade import Stores
 from afhub.stores.ledger import QuotaExceeded
@@ -76,7 +76,7 @@ class WorkerCharging:
         registry's); ``real_devices``: ``{resource: [CUDA id per slot]}`` of resources
         backed by this machine's GPUs (others are simulated)."""
         self.stores = stores
-        self.devices = DeviceStore(stores.db)
+        self.devices = stores.devices
         self.local = {name: r for name, r in (local or {}).items() if r.kind == "gpu"}
         self.real_devices = {name: list(ids) for name, ids in (real_devices or {}).items()}
 

@@ -7,12 +7,7 @@ reports) and ``store`` (:class:`LedgerStore`, the operations).
 
 from afhub.stores.ledger.chains import all_group_states, chain_states
 from afhub.stores.ledger.records import (
-    CLOSED,
-    FAILED,
     HOUR,
-    OPEN_STATES,
-    PENDING,
-    RUNNING,
     USAGE_COLUMNS,
     Admission,
     EnforcementNotice,
@@ -26,6 +21,7 @@ from afhub.stores.ledger.records import (
 )
 from afhub.stores.ledger.rollup import split_by_hour
 from afhub.stores.ledger.store import LedgerStore
+from afhub.stores.models import CLOSED, FAILED, OPEN_STATES, PENDING, RUNNING
 
 __all__ = [
     "CLOSED",

@@ -10,11 +10,9 @@ from datetime import UTC, datetime
 
 from afhub.quotas.decisions import Decision, EnforcementAction, OverBudget
 from afhub.stores.errors import StoreError
-from afhub.stores.models import LedgerInterval
+from afhub.stores.models import FAILED, LedgerInterval
 
 HOUR = 3600
-PENDING, RUNNING, CLOSED, FAILED = "pending", "running", "closed", "failed"
-OPEN_STATES = (PENDING, RUNNING)
 
 
 def to_ts(at: datetime) -> float:

@@ -37,11 +37,6 @@ from afhub.stores.ledger.chains import (
     charge_target,
 )
 from afhub.stores.ledger.records import (
-    CLOSED,
-    FAILED,
-    OPEN_STATES,
-    PENDING,
-    RUNNING,
     Admission,
     EnforcementNotice,
     IntervalInfo,
@@ -55,7 +50,7 @@ from afhub.stores.ledger.records import (
 )
 from afhub.stores.ledger.rollup import accrue, refund
 from afhub.stores.ledger.usage import subtree_intervals
-from afhub.stores.models import LedgerInterval
+from afhub.stores.models import CLOSED, FAILED, OPEN_STATES, PENDING, RUNNING, LedgerInterval
 
 
 class LedgerStore:
@@ -141,7 +136,7 @@ class LedgerStore:
         with self.db.read() as session:
             rows = session.execute(
                 select(LedgerInterval.kind, LedgerInterval.state, func.count())
-                .where(LedgerInterval.state.in_(OPEN_STATES))
+                .where(LedgerInterval.is_open())
                 .group_by(LedgerInterval.kind, LedgerInterval.state)
             )
             return {(kind, state): int(n) for kind, state, n in rows}
@@ -208,7 +203,7 @@ class LedgerStore:
                     LedgerInterval.user_name == user,
                     LedgerInterval.kind == kind,
                     LedgerInterval.server_name == server_name,
-                    LedgerInterval.state.in_(OPEN_STATES),
+                    LedgerInterval.is_open(),
                 )
             )
             return interval_info(row) if row else None
@@ -219,7 +214,7 @@ class LedgerStore:
 
     def open_intervals(self, kind: str | None = None) -> list[IntervalInfo]:
         with self.db.read() as session:
-            query = select(LedgerInterval).where(LedgerInterval.state.in_(OPEN_STATES))
+            query = select(LedgerInterval).where(LedgerInterval.is_open())
             if kind is not None:
                 query = query.where(LedgerInterval.kind == kind)
             return [interval_info(r) for r in session.scalars(query.order_by(LedgerInterval.id))]
@@ -258,7 +253,7 @@ class LedgerStore:
             rows = list(
                 session.scalars(
                     select(LedgerInterval)
-                    .where(LedgerInterval.state.in_(OPEN_STATES), LedgerInterval.kind == kind)
+                    .where(LedgerInterval.is_open(), LedgerInterval.kind == kind)
                     .order_by(LedgerInterval.id)
                 )
             )

@@ -7,8 +7,8 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from afhub.stores.ledger.records import FAILED, IntervalInfo, interval_info, to_ts
-from afhub.stores.models import GroupClosure, LedgerInterval
+from afhub.stores.ledger.records import IntervalInfo, interval_info, to_ts
+from afhub.stores.models import FAILED, GroupClosure, LedgerInterval
 
 
 def subtree_intervals(
