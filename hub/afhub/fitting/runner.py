@@ -138,10 +138,18 @@ class KillablePool:
         self._closing = False
         self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)
         self._ids = itertools.count()
-        for _ in range(processes):
-            self._workers.append(self._start_worker())
-        self._thread = threading.Thread(target=self._loop, name="killable-pool", daemon=True)
+        # the pool's own thread starts every worker: a worker's parent-death signal
+        # (afhub.fitting.worker.die_with_parent) fires when the *thread* that started it
+        # ends, so a worker started by a passing thread (an event loop's executor) would be
+        # killed with that thread
+        started = threading.Event()
+        self._thread = threading.Thread(
+            target=self._loop, args=(started,), name="killable-pool", daemon=True
+        )
         self._thread.start()
+        started.wait()
+        if len(self._workers) < processes:
+            raise RuntimeError("the fitting worker processes could not be started")
         # at interpreter exit at the latest, every worker (the list is updated in place)
         self._finalizer = weakref.finalize(self, KillablePool._stop_all, self._workers)
 
@@ -293,7 +301,12 @@ class KillablePool:
                 self._replace(worker)
                 job.future.set_exception(reason)
 
-    def _loop(self) -> None:
+    def _loop(self, started: threading.Event) -> None:
+        try:
+            with self._lock:
+                self._workers.extend(self._start_worker() for _ in range(self._size))
+        finally:
+            started.set()
         try:
             while True:
                 with self._lock:
