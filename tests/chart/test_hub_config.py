@@ -88,7 +88,13 @@ def load(rendered, tmp: Path, values: str, **secret: str) -> Loaded:
         "AFHUB_CILOGON_CLIENT_SECRET": "secret",
         **secret,
     }
-    with mock.patch.dict(os.environ, env), mock.patch.dict(sys.modules):
+    # z2jh's config puts the config folder (with afhub.py) first on sys.path: restored, or
+    # every later `import afhub` in a spawned process of this test worker finds that file
+    with (
+        mock.patch.dict(os.environ, env),
+        mock.patch.dict(sys.modules),
+        mock.patch.object(sys, "path", list(sys.path)),
+    ):
         app = JupyterHub()
         app.load_config_file(str(config_py))
         overrides = load_config_file()
@@ -173,7 +179,11 @@ def test_initial_groups_and_quotas_created_once(gpu_fpga):
         stores.quotas.set("atlas", {"gpu_hours": 50})  # an administrator's change
     finally:
         stores.close()
-    with mock.patch.dict(os.environ, gpu_fpga.env), mock.patch.dict(sys.modules):
+    with (
+        mock.patch.dict(os.environ, gpu_fpga.env),
+        mock.patch.dict(sys.modules),
+        mock.patch.object(sys, "path", list(sys.path)),
+    ):
         JupyterHub().load_config_file(str(gpu_fpga.config_py))  # the hub starts again
     assert group_quota(gpu_fpga.db_url, "atlas")["gpu_hours"] == 50
 
