@@ -172,3 +172,22 @@ def test_the_cli_creates_private_files(tmp_path):
     files = list((tmp_path / "home").iterdir())
     assert files
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files), files
+
+
+def test_sqlite_upgrade_is_one_transaction(tmp_path):
+    """The version read and every revision commit together: with a commit per revision a
+    second process starting together read a version part-way and ran a revision twice."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    commits = []
+
+    def count(_connection):
+        commits.append(1)
+
+    event.listen(Engine, "commit", count)
+    try:
+        upgrade(f"sqlite:///{tmp_path / 'one.sqlite'}")
+    finally:
+        event.remove(Engine, "commit", count)
+    assert len(commits) == 1

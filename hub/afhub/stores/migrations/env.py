@@ -18,14 +18,21 @@ MIGRATION_LOCK = 7_263_548_001
 
 
 def run_on(connection) -> None:
-    if connection.dialect.name == "sqlite":
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
         # take the write lock up front: a second migrator waits instead of failing
         connection.execution_options(**{BEGIN_IMMEDIATE: True})
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
-        render_as_batch=connection.dialect.name == "sqlite",
+        render_as_batch=sqlite,
         compare_type=True,
+        # SQLite's DDL is transactional, but alembic assumes not and commits after each
+        # revision: between two commits a second migrator took the lock, read the version
+        # the first had reached and ran the next revision, while the first, whose plan
+        # was read at the start, ran it again ("table already exists"). One transaction
+        # from reading the version to the last revision makes them wait for each other.
+        transactional_ddl=True,
     )
     with context.begin_transaction():
         if connection.dialect.name == "postgresql":
