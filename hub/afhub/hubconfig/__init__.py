@@ -1,8 +1,9 @@
 """Turn afhub's settings into JupyterHub configuration.
 
 :func:`configure` is what ``afhub/jupyterhub_config.py`` calls; it only sets values on a
-traitlets ``Config``, so tests call it directly and check the result. Later features add
-their own ``configure_*`` function here (services, hooks), each reading only settings.
+traitlets ``Config``, so tests call it directly and check the result. Each part of the
+facility has a ``configure_*`` function, each reading only settings; a larger part has a
+module of its own in this package with a ``configure(c, settings)`` (listed in ``PARTS``).
 """
 
 from __future__ import annotations
@@ -249,6 +250,14 @@ def configure_dask_gateway(c: Config, settings: FacilitySettings) -> None:
     _servers_reach(c, DASK_GATEWAY_SERVICE, client_environment(settings))
 
 
+def configure_templates(c: Config, settings: FacilitySettings) -> None:  # noqa: ARG001
+    """afhub's templates (``afhub/web/templates``) in front of the hub's own; a template
+    there extends the original as ``templates/<name>.html``."""
+    from afhub.web import TEMPLATES
+
+    c.JupyterHub.template_paths = [str(TEMPLATES)]
+
+
 def build_config(settings: FacilitySettings, overrides: Config | None = None) -> Config:
     """The complete JupyterHub configuration for these settings.
 
@@ -265,6 +274,7 @@ def build_config(settings: FacilitySettings, overrides: Config | None = None) ->
     configure_culling(c, settings)
     configure_named_servers(c, settings)
     configure_dask_gateway(c, settings)
+    configure_templates(c, settings)
     if overrides is not None:
         c.merge(overrides)
     return c
