@@ -258,6 +258,15 @@ def configure_templates(c: Config, settings: FacilitySettings) -> None:  # noqa:
     c.JupyterHub.template_paths = [str(TEMPLATES)]
 
 
+def add_nav_link(c: Config, label: str, url: str) -> None:
+    """A link in the hub's navigation bar, after the hub's own (Home, Token, Admin,
+    Services), on every hub page (``afhub/web/templates/page.html``). ``url`` is absolute
+    (it starts with the facility's base URL)."""
+    variables = dict(c.JupyterHub.get("template_vars", {}))
+    variables["afhub_nav"] = [*variables.get("afhub_nav", []), {"label": label, "url": url}]
+    c.JupyterHub.template_vars = variables
+
+
 def build_config(settings: FacilitySettings, overrides: Config | None = None) -> Config:
     """The complete JupyterHub configuration for these settings.
 
