@@ -22,6 +22,7 @@ import escapism
 from jupyterhub.spawner import SimpleLocalProcessSpawner
 from traitlets import Unicode, default
 
+from afhub.spawners import tutorials
 from afhub.spawners.profiles import ProfilesMixin
 
 #: characters kept as they are in the folder name of a user's home; others are escaped
@@ -103,6 +104,7 @@ class AfhubLocalSpawner(ProfilesMixin, SimpleLocalProcessSpawner):
 
     def make_preexec_fn(self, name):  # noqa: ARG002 (JupyterHub's signature; the home is ours)
         home = self.home_dir
+        tutorials.place_quietly(home)  # first start: the onboarding notebooks (docs/tutorials.md)
 
         def preexec():  # runs in the child: a private home, then the server starts in it
             os.makedirs(home, 0o700, exist_ok=True)
