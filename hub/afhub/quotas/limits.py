@@ -93,13 +93,13 @@ def _parse_limit_value(name: LimitName, value: object) -> float | int | None:
             raise InvalidQuota(f"{name.value} must be a number, not {text[:40]!r}") from None
     if not math.isfinite(value):
         raise InvalidQuota(f"{name.value} must be a finite number, not {value!r}")
+    if name in _INTEGER_LIMITS and (value < 0 or float(value) != int(value)):
+        raise InvalidQuota(f"{name.value} must be a whole number >= 0 (got {value:g})")
     if value < 0:
-        raise InvalidQuota(f"{name.value} must not be negative (got {value!r})")
+        raise InvalidQuota(f"{name.value} must not be negative (got {value:g})")
     if value > MAX_LIMIT_VALUE:
-        raise InvalidQuota(f"{name.value} must be at most {MAX_LIMIT_VALUE:g} (got {value!r})")
+        raise InvalidQuota(f"{name.value} must be at most {MAX_LIMIT_VALUE:g} (got {value:g})")
     if name in _INTEGER_LIMITS:
-        if float(value) != int(value):
-            raise InvalidQuota(f"{name.value} must be a whole number (got {value!r})")
         return int(value)
     return float(value)
 
