@@ -3,7 +3,13 @@
 Every setting is a documented traitlet. Values come, in increasing priority, from the
 defaults below, from ``AFHUB_*`` environment variables (what ``make up`` and the helm chart
 set), and from the ``FacilitySettings`` section of the afhub YAML config file
-(``$AFHUB_CONFIG``, default ``$AFHUB_HOME/afhub.yaml``).
+(``$AFHUB_CONFIG``, default ``$AFHUB_HOME/afhub.yaml``). ``afhub settings`` prints every
+setting with its value and where it came from; docs/settings.md is generated from the help
+strings here (``afhub settings --markdown``).
+
+The facility's home is ``$AFHUB_HOME``, else :func:`default_home` (never a folder relative
+to where a command runs), and every port derives from ``port_base`` unless set on its own:
+two facilities run side by side with two variables, ``AFHUB_HOME`` and ``AFHUB_PORT_BASE``.
 
 The YAML file is a traitlets config keyed by class name, so the same file also configures
 the authenticators and spawners::
@@ -22,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from traitlets import Bool, Enum, Integer, TraitError, Unicode, default, validate
+from traitlets import Bool, DefaultHandler, Enum, Integer, TraitError, Unicode, default, validate
 from traitlets.config import Config, Configurable
 
 #: the authenticators the facility knows, by the value of ``FacilitySettings.authenticator``
@@ -77,6 +83,14 @@ def whole(minimum: int = 0) -> Parse:
     return parse
 
 
+def port_number(value: Any, name: str, highest: int = 65535) -> int:
+    """A TCP port (1 to ``highest``); a :class:`TraitError` naming the variable if not."""
+    port = whole(1)(value, name)
+    if port > highest:
+        raise TraitError(f"{name}={port} must be a port number from 1 to {highest}")
+    return port
+
+
 def flag(value: Any, _name: str) -> bool:
     """``1``/``true``/``yes`` (any case) is true; anything else is false."""
     return str(value).lower() in ("1", "true", "yes")
@@ -107,7 +121,65 @@ def from_env(trait: str, env: str, fallback: Any, parse: Parse = text) -> Any:
         return parse(value, env)
 
     generate.__name__ = f"_default_{trait}"
+    # read by environment_variable() and default_text(): ``afhub settings``, docs/settings.md
+    generate.env_variable = env  # type: ignore[attr-defined]
+    generate.fallback = fallback  # type: ignore[attr-defined]
     return default(trait)(generate)
+
+
+def _env_default(cls: type, trait: str) -> Callable[..., Any] | None:
+    """The :func:`from_env` default generator of ``cls.trait``, if it has one."""
+    for klass in cls.__mro__:
+        for value in vars(klass).values():
+            if isinstance(value, DefaultHandler) and value.trait_name == trait:
+                return value.func if hasattr(value.func, "env_variable") else None
+    return None
+
+
+def environment_variable(cls: type, trait: str) -> str | None:
+    """The environment variable that sets ``cls.trait`` (``None``: none does)."""
+    generate = _env_default(cls, trait)
+    return generate.env_variable if generate else None  # type: ignore[attr-defined]
+
+
+def default_text(cls: type, trait: str) -> str:
+    """The default of ``cls.trait`` as the docs show it: the value, or the first line of the
+    docstring of a default computed from other settings (e.g. ``port_base`` + 81)."""
+    generate = _env_default(cls, trait)
+    value = generate.fallback if generate else cls.class_traits()[trait].default_value  # type: ignore[attr-defined]
+    if callable(value):
+        return (value.__doc__ or "computed").strip().splitlines()[0]
+    return f"``{value!r}``" if isinstance(value, str) else f"``{value}``"
+
+
+def setting_source(settings: Configurable, trait: str) -> str:
+    """Where the value of ``settings.trait`` came from: ``file`` (the afhub YAML file),
+    ``environment`` (its variable) or ``default``."""
+    section = settings.config.get(type(settings).__name__) or {}
+    if trait in section:
+        return "file"
+    variable = environment_variable(type(settings), trait)
+    if variable and os.environ.get(variable, "") != "":
+        return "environment"
+    return "default"
+
+
+def default_home(_settings: Any = None) -> str:
+    """``.afhub`` in the afhub checkout (where ``make up`` runs), else ``~/.afhub``."""
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").exists():
+        return str(checkout / ".afhub")
+    return str(Path.home() / ".afhub")
+
+
+def from_port_base(offset: int) -> Callable[[Any], int]:
+    """The default of a port: ``port_base + offset``."""
+
+    def derived(settings: Any) -> int:
+        return settings.port_base + offset
+
+    derived.__doc__ = f"``port_base`` + {offset}" if offset else "``port_base``"
+    return derived
 
 
 def _slashed(prefix: str, _name: str = "") -> str:
@@ -141,10 +213,11 @@ class FacilitySettings(Configurable):
 
     home = Unicode(
         help="""Folder holding all state of a local facility: the databases, the cookie
-        secret, the admin password, user homes and logs. Env: ``AFHUB_HOME``.""",
+        secret, the admin password, user homes and logs. Every ``afhub`` command finds its
+        facility here, wherever it runs. Env: ``AFHUB_HOME``.""",
     ).tag(config=True)
 
-    _default_home = from_env("home", "AFHUB_HOME", ".afhub", _resolved)
+    _default_home = from_env("home", "AFHUB_HOME", default_home, _resolved)
 
     @validate("home")
     def _absolute_home(self, proposal: Any) -> str:
@@ -156,11 +229,24 @@ class FacilitySettings(Configurable):
 
     _default_ip = from_env("ip", "AFHUB_IP", "127.0.0.1")
 
+    port_base = Integer(
+        help="""The first of the facility's ports: each port setting that is not set on its
+        own is this plus a fixed offset (``port`` +0, ``proxy_api_port`` +1, ``hub_port``
+        +81, ``api_port`` +82, ``fitting_port`` +83, ``gateway_port`` +84,
+        ``gateway_proxy_port`` +85, ``pages_port`` +86). A second facility on the same
+        machine needs only its own ``AFHUB_HOME`` and e.g. ``AFHUB_PORT_BASE=9000``. Env:
+        ``AFHUB_PORT_BASE``.""",
+    ).tag(config=True)
+
+    _default_port_base = from_env(
+        "port_base", "AFHUB_PORT_BASE", 8000, lambda value, name: port_number(value, name, 65449)
+    )
+
     port = Integer(
         help="Port of the public proxy (where people log in). Env: ``AFHUB_PORT``.",
     ).tag(config=True)
 
-    _default_port = from_env("port", "AFHUB_PORT", 8000, integer)
+    _default_port = from_env("port", "AFHUB_PORT", from_port_base(0), port_number)
 
     base_url = Unicode(
         help="""URL prefix of the whole facility (``/`` or e.g. ``/af/``), for a facility
@@ -177,13 +263,15 @@ class FacilitySettings(Configurable):
         help="Port the hub itself listens on, behind the proxy. Env: ``AFHUB_HUB_PORT``.",
     ).tag(config=True)
 
-    _default_hub_port = from_env("hub_port", "AFHUB_HUB_PORT", 8081, integer)
+    _default_hub_port = from_env("hub_port", "AFHUB_HUB_PORT", from_port_base(81), port_number)
 
     proxy_api_port = Integer(
         help="Port of configurable-http-proxy's REST API. Env: ``AFHUB_PROXY_API_PORT``.",
     ).tag(config=True)
 
-    _default_proxy_api_port = from_env("proxy_api_port", "AFHUB_PROXY_API_PORT", 8001, integer)
+    _default_proxy_api_port = from_env(
+        "proxy_api_port", "AFHUB_PROXY_API_PORT", from_port_base(1), port_number
+    )
 
     authenticator = Enum(
         list(AUTHENTICATORS),
@@ -223,20 +311,33 @@ class FacilitySettings(Configurable):
         help="Port of the facility API service (``/services/facility/``). Env: ``AFHUB_API_PORT``.",
     ).tag(config=True)
 
-    _default_api_port = from_env("api_port", "AFHUB_API_PORT", 8082, integer)
+    _default_api_port = from_env("api_port", "AFHUB_API_PORT", from_port_base(82), port_number)
 
     fitting_port = Integer(
         help="Port of the fitting service (``/services/fitting/``). Env: ``AFHUB_FITTING_PORT``.",
     ).tag(config=True)
 
-    _default_fitting_port = from_env("fitting_port", "AFHUB_FITTING_PORT", 8083, integer)
+    _default_fitting_port = from_env(
+        "fitting_port", "AFHUB_FITTING_PORT", from_port_base(83), port_number
+    )
+
+    pages_port = Integer(
+        help="""Port of the facility's pages (``/services/afhub/``: groups, usage, resources,
+        the join page). Env: ``AFHUB_PAGES_PORT``.""",
+    ).tag(config=True)
+
+    _default_pages_port = from_env(
+        "pages_port", "AFHUB_PAGES_PORT", from_port_base(86), port_number
+    )
 
     gateway_port = Integer(
         help="""Port of the Dask Gateway's private API server (only its own proxy talks to
         it). Env: ``AFHUB_GATEWAY_PORT``.""",
     ).tag(config=True)
 
-    _default_gateway_port = from_env("gateway_port", "AFHUB_GATEWAY_PORT", 8084, integer)
+    _default_gateway_port = from_env(
+        "gateway_port", "AFHUB_GATEWAY_PORT", from_port_base(84), port_number
+    )
 
     gateway_proxy_port = Integer(
         help="""Port of the Dask Gateway's proxy: the gateway's HTTP API and dashboards
@@ -245,7 +346,7 @@ class FacilitySettings(Configurable):
     ).tag(config=True)
 
     _default_gateway_proxy_port = from_env(
-        "gateway_proxy_port", "AFHUB_GATEWAY_PROXY_PORT", 8085, integer
+        "gateway_proxy_port", "AFHUB_GATEWAY_PROXY_PORT", from_port_base(85), port_number
     )
 
     dask_idle_timeout = Integer(
@@ -406,7 +507,7 @@ def config_file_path() -> Path:
     explicit = env_value("AFHUB_CONFIG", "")
     if explicit:
         return Path(explicit)
-    return Path(env_value("AFHUB_HOME", ".afhub")).resolve() / "afhub.yaml"
+    return Path(env_value("AFHUB_HOME", default_home())).resolve() / "afhub.yaml"
 
 
 def load_config_file(path: Path | None = None) -> Config:
