@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from afhub.cli.database import fail
+from afhub.cli.demo import seed_demo
 from afhub.settings import FacilitySettings
 
 #: the hub's configuration file, in the afhub package
@@ -30,7 +31,7 @@ def _announce_admin_password(settings: FacilitySettings) -> None:
         print(f"afhub: the admin password is in {settings.admin_password_path}")
 
 
-def cmd_up(_args: argparse.Namespace, settings: FacilitySettings) -> int:
+def cmd_up(args: argparse.Namespace, settings: FacilitySettings) -> int:
     """Start the local facility; this process becomes JupyterHub."""
     from afhub.hubconfig import prepare_home
 
@@ -44,6 +45,8 @@ def cmd_up(_args: argparse.Namespace, settings: FacilitySettings) -> int:
     print(f"afhub: state in {settings.home}", flush=True)
     if settings.authenticator == "local":
         _announce_admin_password(settings)
+    if args.demo and (status := seed_demo(settings)):
+        return status
     print(f"afhub: log in at {settings.public_url}hub/login (Ctrl-C stops)", flush=True)
     os.chdir(settings.home)
     argv = [sys.executable, "-m", "jupyterhub", "-f", str(CONFIG_FILE)]
@@ -54,4 +57,10 @@ def cmd_up(_args: argparse.Namespace, settings: FacilitySettings) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``afhub up``."""
     up = subparsers.add_parser("up", help="start the local facility in the foreground")
+    up.add_argument(
+        "--demo",
+        action="store_true",
+        help="add the demo first: simulated GPU, MIG and FPGA profiles, a group tree with "
+        "quotas, two users, an example likelihood (docs/quickstart.md); kept on restarts",
+    )
     up.set_defaults(handler=cmd_up)
