@@ -91,6 +91,7 @@ def place(home: str | os.PathLike[str], source: Path | None = None) -> list[str]
     if source is None or not source.is_dir():
         return []
     home = Path(home)
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)  # the local spawner's private home
     marker = home / MARKER
     placed = _read_marker(marker)
     written = []
