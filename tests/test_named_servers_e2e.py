@@ -61,7 +61,7 @@ def test_named_servers_are_limited_counted_and_charged_separately(facility):
         refused = session.api("POST", f"users/{user}/servers/b", json=options)
         assert refused.status_code == 403, refused.text
         message = refused.json()["message"]
-        assert f"group '{group}' is at its limit of 2 concurrent servers: 2/2 in use" in message
+        assert f"Group '{group}' is at its limit of 2 concurrent servers: 2 of 2 in use" in message
         assert running() == {"", "a"}
 
         # the per-user limit on named servers (JupyterHub's own check, before any spawn):

@@ -91,7 +91,9 @@ def test_kube_spawns_fail_fast_and_leave_nothing(db):
     # not allowed, over quota: 403 before admission
     assert "available to your groups" in refused(spawner(url, "eve", gpu), 403)
     message = refused(spawner(url, "ann", {**gpu, "accelerators": "2"}), 403)
-    assert "Quota of atlas/higgs/students leaves 1 accelerator" in message
+    assert "Group 'atlas/higgs/students' allows 1 concurrent GPUs: 0 in use" in message
+    assert "ask for at most 1 GPU" in message
+    assert "HTTP" not in message
     bad = refused(spawner(url, "bob", {**gpu, "charge_to": "../../etc"}), 400)
     assert "charge_to must be a group path" in bad
     assert "cms" in refused(spawner(url, "bob", {**gpu, "charge_to": "cms"}), 403)
@@ -141,11 +143,23 @@ def test_a_resource_is_paid_only_by_a_group_it_is_open_to(db):
             spawner(url, "ann", {**gpu, "charge_to": bad}), 400
         )
     assert stores.ledger.open_intervals() == []
-    # no choice made: dan's default group (users) may not pay, his one group that may does
+    # the form marks the groups that may not pay for a profile
     dan = spawner(url, "dan", gpu)
+    form = asyncio.run(dan.options_form(dan))
+    assert 'value="users" data-cannot-pay="gpu"' in form, form
+    assert ">users (cannot pay for gpu)</option>" in form, form
+    assert 'value="atlas/higgs/students" data-cannot-pay=""' in form, form
+    # each group carries what its quota leaves; the select shows the hub's select look
+    assert 'data-quota="Quota of atlas/higgs/students leaves 1 accelerator (of 1)."' in form
+    assert 'class="form-select js-profile-option-select"' in form
+    # no choice made: dan's default group (users) may not pay, his one group that may does
     interval = admitted(dan)
     assert stores.ledger.get(interval).group == "atlas/higgs/students"
-    # the form marks the groups that may not pay for a profile
+    # now no group that may pay for the GPU has one left: the form offers no GPU profile
     form = asyncio.run(dan.options_form(dan))
-    assert 'value="users" data-cannot-pay="gpu">users (cannot pay for gpu)' in form, form
-    assert 'value="atlas/higgs/students" data-cannot-pay="">' in form, form
+    assert 'value="gpu"' not in form
+    assert 'data-quota="Quota of atlas/higgs/students leaves 0 accelerators (of 1)."' in form
+    # ann asks for it anyway: refused in plain words, with the one group full
+    message = refused(spawner(url, "ann", gpu), 403)
+    assert "Group 'atlas/higgs/students' is at its limit of 1 concurrent GPUs" in message
+    assert "wait until a server holding GPUs charged to it stops" in message

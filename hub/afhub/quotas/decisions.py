@@ -73,7 +73,7 @@ class Decision:
         return self.refusals[0].message if self.refusals else "allowed"
 
 
-def _fmt(value: float) -> str:
+def format_amount(value: float) -> str:
     """Integers as they are; fractions with 3 significant digits (0.002, 12.5, 0.0417)."""
     if float(value).is_integer():
         return str(int(value))
@@ -82,7 +82,8 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}"
 
 
-def _fmt_time(at: datetime) -> str:
+def format_time(at: datetime) -> str:
+    """An instant as people read it in messages: ``2026-12-01 00:00 UTC``."""
     return at.strftime("%Y-%m-%d %H:%M UTC")
 
 
@@ -99,13 +100,15 @@ def _budget_refusal(node: NodeState, name: LimitName, now: datetime) -> Refusal:
     window = period.window(now)
     used = node.usage.get(name)
     limit = _set_limit(node, name)
-    if window.resets_at is not None:
-        when = f"it resets at {_fmt_time(window.resets_at)}"
+    if limit == 0:
+        when = f"the group has no allowance of {name.label}; its admins can set one"
+    elif window.resets_at is not None:
+        when = f"it resets at {format_time(window.resets_at)}"
     else:
         when = f"usage frees as it ages out of the {period.describe()} window"
     message = (
         f"group {node.path!r} has used its {name.label} budget for this {period.describe()}: "
-        f"{_fmt(used)}/{_fmt(limit)} {name.label} used; {when}"
+        f"{format_amount(used)}/{format_amount(limit)} {name.label} used; {when}"
     )
     return Refusal(
         group=node.path,
@@ -122,10 +125,17 @@ def _budget_refusal(node: NodeState, name: LimitName, now: datetime) -> Refusal:
 def _holding_refusal(node: NodeState, name: LimitName, requested: float) -> Refusal:
     used = node.usage.get(name)
     limit = _set_limit(node, name)
+    if limit == 0:
+        tail = f"the group has no allowance for {name.label}; its admins can set one"
+    else:
+        tail = "room frees when one of the group's running servers or jobs stops"
+    if used >= limit:
+        state = f"is at its limit of {format_amount(limit)} {name.label}"
+    else:
+        state = f"allows {format_amount(limit)} {name.label}"
     message = (
-        f"group {node.path!r} is at its limit of {_fmt(limit)} {name.label}: "
-        f"{_fmt(used)}/{_fmt(limit)} in use and this needs {_fmt(requested)} more; "
-        "room frees when one of the group's running servers or jobs stops"
+        f"group {node.path!r} {state}: {format_amount(used)}/{format_amount(limit)} in use "
+        f"and this needs {format_amount(requested)} more; {tail}"
     )
     return Refusal(
         group=node.path,

@@ -27,16 +27,18 @@ from tornado import web
 from traitlets import Bool, Float, HasTraits, Unicode, default
 
 from afhub.groups.names import InvalidGroupName, validate_path
+from afhub.groups.tree import Role
+from afhub.quotas.decisions import Refusal
 from afhub.quotas.limits import Charge, ChargeKind
+from afhub.quotas.refusals import explain
+from afhub.quotas.remaining import Remaining, remaining
 from afhub.registry.model import Resource
 from afhub.spawners import devices
+from afhub.spawners.form import CHARGE_OPTION, GroupChoice, charge_select, refusal_error
 from afhub.stores.database import default_url
 from afhub.stores.errors import StoreError
 from afhub.stores.facade import Stores
 from afhub.stores.ledger import QuotaExceeded
-
-#: the user option (spawn form field and REST ``user_options`` key) naming the group
-CHARGE_OPTION = "charge_to"
 
 _stores_lock = threading.Lock()
 _stores: dict[str, Stores] = {}
@@ -112,14 +114,24 @@ class FacilitySpawner(HasTraits):
 
     # -- spawn form: the "charge to" choice --
 
+    def quota_room(self, group: str | None = None) -> Remaining | None:
+        """What the quota of ``group`` (default: the user's default group) leaves now;
+        ``None`` without charging or when the user has no group to charge."""
+        if not self.charging:
+            return None
+        stores = self.stores
+        try:
+            path = stores.groups.resolve_charge_group(self.user.name, group)
+            return remaining(stores.ledger.status(path))
+        except (StoreError, ValueError):  # not a member, no such group: admission says so
+            return None
+
     def charge_form_html(self, cannot_pay: dict[str, list[str]] | None = None) -> str:
-        """A select of the groups the user may charge, default group first; nothing when
-        there is no choice to make (then the server starts at once, without a form).
+        """The "Charge to group" select (:func:`afhub.spawners.form.charge_select`) with
+        what each group's quota leaves, default group first, the previous choice kept;
+        nothing when there is no choice to make (then the server starts at once).
 
-        ``cannot_pay`` maps a group to the offered profiles it may not pay for (a resource
-        opened to a group is paid by that group or one below it): such options say so."""
-        from html import escape
-
+        ``cannot_pay`` maps a group to the offered profiles it may not pay for."""
         roles = self.stores.groups.roles_of(self.user.name)
         if len(roles) < 2:
             return ""
@@ -127,23 +139,54 @@ class FacilitySpawner(HasTraits):
             default_group = self.stores.groups.resolve_charge_group(self.user.name)
         except StoreError:
             default_group = None
-        cannot_pay = cannot_pay or {}
         paths = sorted(roles, key=lambda p: (p != default_group, p))
-        options = []
-        for path in paths:
-            barred = cannot_pay.get(path) or []
-            label = path if not barred else f"{path} (cannot pay for {', '.join(barred)})"
-            options.append(
-                f'<option value="{escape(path)}"'
-                f' data-cannot-pay="{escape(" ".join(barred))}">{escape(label)}</option>'
-            )
-        return (
-            '<label for="afhub-charge-to">Charge to group</label>'
-            f'<select class="form-control" id="afhub-charge-to" name="{CHARGE_OPTION}">'
-            f"{''.join(options)}</select>"
-            '<p class="help-block">A resource opened to a group is paid by that group or '
-            "a group below it.</p>"
+        choices = [GroupChoice(path, self.quota_room(path)) for path in paths]
+        chosen = (self.user_options or {}).get(CHARGE_OPTION) or default_group
+        return charge_select(choices, chosen, cannot_pay)
+
+    # -- a refusal in plain words --
+
+    def may_pay(self, group: str) -> bool:  # noqa: ARG002 (the profiles mixin asks the resource)
+        """Whether ``group`` may pay for what was asked (any group here)."""
+        return True
+
+    def group_admins(self, group: str) -> list[str]:
+        """The admins of ``group``, else of the nearest group above it that has any."""
+        path: str | None = group
+        while path:
+            try:
+                members = self.stores.groups.members(path)
+            except StoreError:
+                return []
+            admins = [m.user for m in members if m.role == Role.ADMIN]
+            if admins:
+                return admins
+            path = path.rpartition("/")[0] or None
+        return []
+
+    def groups_with_room(self, charge: Charge, refused: str | None) -> list[str]:
+        """The user's groups other than ``refused`` that would admit ``charge`` now."""
+        ledger = self.stores.ledger
+        found = []
+        for path in sorted(self.stores.groups.roles_of(self.user.name)):
+            if path == refused or not self.may_pay(path):
+                continue
+            try:
+                if ledger.preview(user=self.user.name, charge=charge, group=path).allowed:
+                    found.append(path)
+            except StoreError:
+                continue
+        return found
+
+    def refusal(self, refusal: Refusal, charge: Charge, charged: str | None) -> web.HTTPError:
+        """HTTP 403 with ``refusal`` in plain words: the groups with room, the admins."""
+        advice = explain(
+            refusal,
+            admins=self.group_admins(refusal.group),
+            alternatives=self.groups_with_room(charge, charged or refusal.group),
         )
+        self.log.warning("Refused spawn for %s: %s", self.user.name, refusal.message)
+        return refusal_error(advice)
 
     @default("options_form")
     def _default_options_form(self):
@@ -162,15 +205,13 @@ class FacilitySpawner(HasTraits):
     # -- life cycle --
 
     def _admit(self) -> int:
+        charge, group = self.server_charge(), self.charge_group_option()
         try:
             admission = self.stores.ledger.admit(
-                user=self.user.name,
-                charge=self.server_charge(),
-                group=self.charge_group_option(),
-                server_name=self.name,
+                user=self.user.name, charge=charge, group=group, server_name=self.name
             )
         except QuotaExceeded as exc:
-            raise web.HTTPError(403, str(exc)) from None
+            raise self.refusal(exc.decision.refusals[0], charge, group) from None
         except StoreError as exc:
             raise web.HTTPError(exc.status, str(exc)) from None
         self.log.info(

@@ -43,9 +43,10 @@ from afhub.profiles.build import (
     resolve_user_options,
 )
 from afhub.quotas.limits import Charge, ChargeKind
-from afhub.quotas.remaining import Remaining, ResourceKind, describe, remaining, units_left
+from afhub.quotas.remaining import Remaining, ResourceKind, describe, units_left
 from afhub.registry.model import Registry, Resource, load_registry, parse_registry
-from afhub.spawners.facility import CHARGE_OPTION, FacilitySpawner, parse_charge_option
+from afhub.spawners.facility import FacilitySpawner, parse_charge_option
+from afhub.spawners.form import CHARGE_OPTION, native_selects
 from afhub.stores.errors import StoreError
 
 #: user option naming the profile, as kubespawner's form posts it
@@ -90,7 +91,8 @@ def _profile_form_template():
 
 
 def render_profile_form(profile_list: list[dict], user_options: Mapping[str, Any]) -> str:
-    """kubespawner's own profile form (its ``form.html``), HTML-escaped."""
+    """kubespawner's own profile form (its ``form.html``), HTML-escaped, its selects
+    with the hub's select look."""
     import copy
 
     profiles = copy.deepcopy(profile_list)
@@ -102,9 +104,10 @@ def render_profile_form(profile_list: list[dict], user_options: Mapping[str, Any
                 unlisted.setdefault("display_name_in_choices", "Other...")
     if profiles and not any(p.get("default") for p in profiles):
         profiles[0]["default"] = True
-    return _profile_form_template().render(
+    html = _profile_form_template().render(
         profile_list=profiles, user_options=dict(user_options or {})
     )
+    return native_selects(html)
 
 
 class ProfilesMixin(FacilitySpawner):
@@ -206,18 +209,6 @@ class ProfilesMixin(FacilitySpawner):
         providers.setdefault(local_provider().name, local_provider())
         return Registry(providers=providers, resources=resources), groups | {EVERYONE}
 
-    def quota_room(self, group: str | None = None) -> Remaining | None:
-        """What the quota of ``group`` (default: the user's default group) leaves now;
-        ``None`` without charging or when the user has no group to charge."""
-        if not self.charging:
-            return None
-        stores = self.stores
-        try:
-            path = stores.groups.resolve_charge_group(self.user.name, group)
-            return remaining(stores.ledger.status(path))
-        except (StoreError, ValueError):  # not a member, no such group: admission says so
-            return None
-
     async def _units(self, registry: Registry, group: str | None):
         if self.remaining_quota is not None:
             return await maybe_future(self.remaining_quota(self)), None
@@ -227,10 +218,29 @@ class ProfilesMixin(FacilitySpawner):
         kinds = [ResourceKind(r.name, r.is_accelerated) for r in registry.resources.values()]
         return units_left(room, kinds), room
 
+    async def _offered_units(self, registry: Registry, group: str | None):
+        """Units the form offers: with several groups to charge (and none named), for each
+        resource the most that any group that may pay for it leaves (the "Charge to
+        group" select says what each leaves; admission checks the one chosen)."""
+        paths = []
+        if group is None and self.charging and self.remaining_quota is None:
+            paths = sorted(await asyncio.to_thread(self.stores.groups.roles_of, self.user.name))
+        if len(paths) < 2:
+            return await self._units(registry, group)
+        rooms = [(path, (await self._units(registry, path))[0]) for path in paths]
+        units: dict[str, float] = {}
+        for resource in registry.resources.values():
+            found = [
+                u.get(resource.name) for p, u in rooms if u is not None and resource.payable_by(p)
+            ]
+            if found and None not in found:
+                units[resource.name] = max(found)
+        return units, None
+
     async def afhub_profile_list(self, group: str | None = None) -> list[dict]:
         """The user's profiles with what the quota leaves (for the form)."""
         registry, groups = await asyncio.to_thread(self.offered_registry)
-        units, room = await self._units(registry, group)
+        units, room = await self._offered_units(registry, group)
         profiles = build_profile_list(registry, groups, units)
         if room is not None:
             line = describe(room)
@@ -272,14 +282,33 @@ class ProfilesMixin(FacilitySpawner):
             try:
                 resolve_user_options(build_profile_list(registry, groups, units), options, extra)
             except ProfileError as exc:
-                left = describe(room) if room is not None else "Your quota does not allow it."
-                message = f"{left} Refused: {exc}"
-                self.log.warning("Refused spawn for %s: %s", self.user.name, message)
-                raise web.HTTPError(403, message) from None
+                self._afhub_resolved, self._afhub_resource = resolved, resource
+                raise await asyncio.to_thread(self.over_quota, charge_to, room, exc) from None
         self._afhub_resolved = resolved
         self._afhub_allowed = allowed
         self._afhub_resource = resource
         return resolved
+
+    def over_quota(
+        self, group: str | None, room: Remaining | None, exc: ProfileError
+    ) -> web.HTTPError:
+        """The 403 for a choice the quota of ``group`` does not leave: the ledger's refusal
+        in plain words (:meth:`refusal`), else what the quota leaves."""
+        charge = self.server_charge()
+        try:
+            decision = self.stores.ledger.preview(user=self.user.name, charge=charge, group=group)
+        except StoreError:
+            decision = None
+        if decision is not None and not decision.allowed:
+            return self.refusal(decision.refusals[0], charge, group)
+        left = describe(room) if room is not None else "Your quota does not allow it."
+        self.log.warning("Refused spawn for %s: %s Refused: %s", self.user.name, left, exc)
+        return web.HTTPError(403, f"{left} Refused: {exc}")
+
+    def may_pay(self, group: str) -> bool:
+        """Whether ``group`` may pay for the chosen profile's resource."""
+        resource = self._afhub_resource
+        return resource is None or resource.payable_by(group)
 
     def choose_payer(self, resource: Resource, requested: str | None) -> str:
         """The group that pays for a server on ``resource``: access and payment agree.
