@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
@@ -37,8 +38,15 @@ def free_port() -> int:
 class Facility:
     """One local facility, started and stopped by the test that owns it."""
 
-    def __init__(self, home: Path, env: dict[str, str] | None = None, config: dict | None = None):
+    def __init__(
+        self,
+        home: Path,
+        env: dict[str, str] | None = None,
+        config: dict | None = None,
+        up_args: Sequence[str] = (),
+    ):
         self.home = Path(home)
+        self.up_args = tuple(up_args)  # options of `afhub up`, e.g. ("--demo",)
         self.home.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.hub_port = free_port()
@@ -117,7 +125,7 @@ class Facility:
             (self.home / "afhub.yaml").write_text(yaml.safe_dump(self.config))
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "afhub", "up"],
+            [sys.executable, "-m", "afhub", "up", *self.up_args],
             env=self.env,
             cwd=PROJECT_ROOT,
             stdout=self._log_file,
