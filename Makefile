@@ -12,10 +12,15 @@ REGISTRY ?= ghcr.io/afhub
 TAG ?= dev
 IMAGES := hub notebook-cpu notebook-gpu notebook-fpga fitting-worker
 
-.PHONY: up install test lint format chart images bench bench-spawn bench-batched bench-fitting bench-quota bench-profiles bench-dask bench-spawn-form clean
+.PHONY: up demo install test lint format chart images bench bench-spawn bench-batched bench-fitting bench-quota bench-profiles bench-dask bench-spawn-form clean
 
 up: install
 	$(BIN)/afhub up
+
+# the facility with the demo: simulated GPU, MIG and FPGA profiles, groups with quotas, two
+# users and an example likelihood (docs/quickstart.md); kept on later starts
+demo: install
+	$(BIN)/afhub up --demo
 
 install: $(STAMP) $(CHP) $(HELM)
 
