@@ -15,6 +15,7 @@ import pytest
 
 from afhub.spawners import tutorials
 from afhub.web import TEMPLATES
+from tests.house import ROOT
 
 NAMES = sorted(p.name for p in tutorials.REPOSITORY_FOLDER.glob("*.ipynb"))
 
@@ -116,3 +117,12 @@ def test_the_images_start_hook_command(source, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "placed 2" in done.stdout
     assert (home / "tutorials" / "b.ipynb").is_file()
+
+
+@pytest.mark.parametrize("image", ["notebook-cpu", "notebook-gpu"])
+def test_the_notebook_images_carry_the_tutorials_and_the_hook(image):
+    dockerfile = (ROOT / "images" / image / "Dockerfile").read_text()
+    assert f"COPY --chown=1000:100 voila-apps/onboarding {tutorials.IMAGE_FOLDER}\n" in dockerfile
+    hook = f'python -m afhub.spawners.tutorials {tutorials.IMAGE_FOLDER} \\"\\$HOME\\"'
+    assert hook in dockerfile
+    assert "/usr/local/bin/before-notebook.d/" in dockerfile
