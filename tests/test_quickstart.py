@@ -27,7 +27,7 @@ STUDENT_GROUP = "atlas/higgs/students"
 
 #: the quick start's cells (docs/quickstart.md), one statement line each
 CELL_DEVICE = (
-    'import os; print("DEVICE", os.environ["AFHUB_RESOURCE"], '
+    'import os; print("DEVICE", os.environ["AFHUB_RESOURCE"], os.environ["AFHUB_DEVICES"], '
     'os.environ["AFHUB_DEVICES_SIMULATED"], repr(os.environ["CUDA_VISIBLE_DEVICES"]))'
 )
 CELL_DASK = (
@@ -146,7 +146,7 @@ def test_quick_start_walk_as_the_demo_student(demo):
         finally:
             page.screenshot(path=str(ARTIFACTS / "quickstart-walk.png"))
             browser.close()
-    assert outputs["device"].split() == ["DEVICE", "demo-gpu", "1", "''"], outputs
+    assert outputs["device"].split() == ["DEVICE", "demo-gpu", "0", "1", "''"], outputs
     assert outputs["dask"].strip() == "DASK 6", outputs
     fit = outputs["fit"].split()
     assert fit[:2] == ["FIT", "done"], outputs
