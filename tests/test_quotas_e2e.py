@@ -295,3 +295,83 @@ def test_cli_manages_groups_quotas_invitations_and_reports_usage(fac):
     assert any("student" in row for row in rows)
     run("groups", "delete", "alice-lab/team")
     assert "alice-lab/team" not in run("groups", "list").stdout
+
+
+@pytest.mark.browser
+def test_spawn_form_follows_the_charge_choice_and_keeps_it_after_a_refusal(fac, admin):
+    """Issue 13, the spawn form, in headless Chromium: the select looks like a select, the
+    quota line follows the group chosen, and a refusal reads as plain words, keeps the
+    choice and marks the full group."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import ARTIFACTS, CHROMIUM_ARGS, chromium_path
+
+    for path, quota in (("roomy", {"max_servers": 3}), ("tight", {"max_servers": 1})):
+        assert admin("POST", "groups", json={"path": path}).status_code == 201
+        assert admin("PUT", f"groups/{path}/-/quota", json=quota).status_code == 200
+    passwords = {name: fac.add_user(name) for name in ("picker", "filler", "tightboss")}
+    sessions = {name: fac.login(name, pw) for name, pw in passwords.items()}
+    for user, group, role in (
+        ("picker", "roomy", "member"),
+        ("picker", "tight", "member"),
+        ("filler", "tight", "member"),
+        ("tightboss", "tight", "admin"),
+    ):
+        r = admin("PUT", f"groups/{group}/-/members/{user}", json={"role": role})
+        assert r.status_code in (200, 201), r.text
+    path = chromium_path()
+    if path is None:
+        pytest.fail("Chromium is missing: .ci/run installs it (apt-get install chromium)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        try:
+            page.goto(fac.hub_url + "login", timeout=30_000)
+            page.fill("input#username_input", "picker")
+            page.fill("input#password_input", passwords["picker"])
+            page.click("#login_submit")
+            page.wait_for_load_state()
+            page.goto(fac.hub_url + "spawn", timeout=30_000)
+            select = page.locator("#afhub-charge-to")
+            # a select with the hub's dropdown arrow, not a text field's look
+            image, appearance = select.evaluate(
+                "el => [getComputedStyle(el).backgroundImage, getComputedStyle(el).appearance]"
+            )
+            assert "url(" in image or appearance == "auto", (image, appearance)
+            line = page.locator("#afhub-quota-line")
+            select.select_option("tight")
+            assert line.inner_text() == "Quota of tight leaves 1 more server (of 1)."
+            select.select_option("roomy")
+            assert line.inner_text() == "Quota of roomy leaves 3 more servers (of 3)."
+            # someone else takes tight's one server while the form is open
+            sessions["filler"].start_server(options={"charge_to": "tight"})
+            select.select_option("tight")
+            page.click("#spawn_form button[type=submit]")
+            page.wait_for_selector(".spawn-error-msg, #progress-message:not(:empty)")
+            if "spawn-pending" in page.url:  # the refusal came after the hub's first second
+                text = page.locator("#progress-message").inner_text()
+                page.goto(fac.hub_url + "spawn", timeout=30_000)
+            else:
+                text = page.locator(".spawn-error-msg").inner_text()
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "spawn-form-refusal.png"))
+            assert text.startswith("You cannot start this server."), text
+            assert "HTTP" not in text
+            assert "Error" not in text
+            assert "Group 'tight' is at its limit of 1 concurrent servers: 1 of 1 in use." in text
+            assert "another of your groups with room: 'roomy' or 'users'" in text, text
+            assert "ask an admin of 'tight' (tightboss) to raise the limit" in text, text
+            # the choice is kept, and marked full
+            assert page.locator("#afhub-charge-to").input_value() == "tight"
+            chosen = page.locator("#afhub-charge-to option:checked").inner_text()
+            assert chosen == "tight (full: 1 of 1 servers)"
+            assert (
+                page.locator("#afhub-quota-line")
+                .inner_text()
+                .startswith("Quota of tight leaves 0 more servers")
+            )
+        finally:
+            page.close()
+            browser.close()
+    assert sessions["picker"].api("GET", "users/picker").json()["servers"] == {}
+    sessions["filler"].stop_server()
