@@ -185,6 +185,8 @@ def walk(page, demo: Facility, password: str) -> dict[str, str]:
     page.wait_for_url(f"**/user/{STUDENT}/lab**", timeout=120_000)
     page.locator('.jp-LauncherCard[data-category="Notebook"]').first.click(timeout=90_000)
     page.locator(".jp-Notebook .jp-Cell .cm-content").first.wait_for(timeout=60_000)
+    # a cell run while the kernel still connects is not executed: wait until it is idle
+    page.locator(".jp-StatusBar-TextItem", has_text="| Idle").first.wait_for(timeout=90_000)
     return {
         "device": run_cell(page, CELL_DEVICE, "DEVICE", 90),
         "dask": run_cell(page, CELL_DASK, "DASK", 180),
