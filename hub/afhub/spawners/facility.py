@@ -97,6 +97,8 @@ class FacilitySpawner(HasTraits):
     _mark_in_flight = False
     #: the accelerator slots the server holds (claimed after admission)
     _afhub_slots: tuple[int, ...] = ()
+    #: while a form is built: each group's room, read once (:meth:`quota_room`)
+    _rooms_memo: dict[str | None, Remaining | None] | None = None
 
     # -- what is charged --
 
@@ -119,12 +121,18 @@ class FacilitySpawner(HasTraits):
         ``None`` without charging or when the user has no group to charge."""
         if not self.charging:
             return None
+        memo = self._rooms_memo
+        if memo is not None and group in memo:
+            return memo[group]
         stores = self.stores
         try:
             path = stores.groups.resolve_charge_group(self.user.name, group)
-            return remaining(stores.ledger.status(path))
+            room = remaining(stores.ledger.status(path))
         except (StoreError, ValueError):  # not a member, no such group: admission says so
-            return None
+            room = None
+        if memo is not None:
+            memo[group] = room
+        return room
 
     def charge_form_html(self, cannot_pay: dict[str, list[str]] | None = None) -> str:
         """The "Charge to group" select (:func:`afhub.spawners.form.charge_select`) with

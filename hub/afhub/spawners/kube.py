@@ -32,9 +32,9 @@ class AfhubKubeSpawner(ProfilesMixin, KubeSpawner):
     @default("options_form")
     def _default_options_form(self):
         async def form(spawner: AfhubKubeSpawner) -> str:
-            profiles = await spawner.afhub_profile_list()
+            profiles, charge = await spawner.form_parts()
             html = render_profile_form(profiles, spawner.user_options or {}) if profiles else ""
-            return html + await spawner.charge_form(profiles)
+            return html + charge
 
         return form
 

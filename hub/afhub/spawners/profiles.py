@@ -422,9 +422,18 @@ class ProfilesMixin(FacilitySpawner):
 
         return await asyncio.to_thread(build)
 
+    async def form_parts(self) -> tuple[list[dict], str]:
+        """The form's profiles and its "charge to group" select, each group's room read
+        once for both."""
+        self._rooms_memo = {}
+        try:
+            profiles = await self.afhub_profile_list()
+            return profiles, await self.charge_form(profiles)
+        finally:
+            self._rooms_memo = None
+
     async def profile_form(self) -> str:
-        profiles = await self.afhub_profile_list()
-        charge = await self.charge_form(profiles)
+        profiles, charge = await self.form_parts()
         single = len(profiles) == 1 and not any(
             len(option.get("choices") or {}) > 1
             for key, option in (profiles[0].get("profile_options") or {}).items()
