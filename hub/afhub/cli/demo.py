@@ -251,6 +251,11 @@ def _place_examples(settings: FacilitySettings) -> list[str]:
 
 def seed_demo(settings: FacilitySettings) -> int:
     """Seed the demo into the facility of ``settings``; prints what it added. 0 or 2."""
+    if settings.authenticator != "local":
+        return fail(
+            f"the demo's accounts need local login, not {settings.authenticator!r}; "
+            "set AFHUB_AUTHENTICATOR=local (the default), or start without --demo"
+        )
     said: list[str] = []
 
     def seed_database(stores: Any) -> None:
@@ -261,11 +266,6 @@ def seed_demo(settings: FacilitySettings) -> int:
     status = with_stores(argparse.Namespace(db_url=None), settings, seed_database)
     if status:
         return status
-    if settings.authenticator != "local":
-        return fail(
-            f"the demo's accounts need local login, not {settings.authenticator!r}; "
-            "set AFHUB_AUTHENTICATOR=local (the default)"
-        )
     try:
         accounts = _seed_accounts(settings)
     except ValueError as exc:  # AccountError, or a hub database of another version
@@ -278,12 +278,16 @@ def seed_demo(settings: FacilitySettings) -> int:
 def _announce(
     settings: FacilitySettings, said: list[str], accounts: list[tuple[DemoUser, str | None]]
 ) -> None:
-    for line in said:
+    for line in said or ["in place from an earlier start (nothing added, nothing reset)"]:
         print(f"afhub demo: {line}")
     print("afhub demo: log in as")
     for user, password in accounts:
         where = password_path(settings, user.name)
-        shown = f"password {password} (kept in {where}, mode 0600)" if password else f"{where}"
+        shown = (
+            f"password {password} (kept in {where}, mode 0600)"
+            if password
+            else f"password in {where}"
+        )
         print(f"    {user.name:8} ({user.describe()}): {shown}")
     print(
         "afhub demo: simulated GPU, MIG and FPGA profiles are on the spawn form; the "
