@@ -15,26 +15,28 @@ from afhub.settings import FacilitySettings
 
 #: the hub's configuration file, in the afhub package
 CONFIG_FILE = Path(__file__).parent.parent / "jupyterhub_config.py"
+#: the hub the facility runs: JupyterHub that announces itself and stops promptly
+HUB_APP = "afhub.hubconfig.hubapp"
 
 
-def _announce_admin_password(settings: FacilitySettings) -> None:
+def _admin_password_created(settings: FacilitySettings) -> bool:
+    """Make sure the admin account has a password; True when it was created now (the hub
+    then shows it in its announcement, once)."""
     from afhub.passwords import ensure_admin_password
 
-    password, created = ensure_admin_password(settings.admin_password_path)
-    if created:
-        print(
-            f"afhub: created the admin account's password (kept in "
-            f"{settings.admin_password_path}, mode 0600):\n\n    {password}\n",
-            flush=True,
-        )
-    else:
-        print(f"afhub: the admin password is in {settings.admin_password_path}")
+    _password, created = ensure_admin_password(settings.admin_password_path)
+    return created
 
 
 def cmd_up(args: argparse.Namespace, settings: FacilitySettings) -> int:
-    """Start the local facility; this process becomes JupyterHub."""
+    """Start the local facility; this process becomes JupyterHub
+    (:mod:`afhub.hubconfig.hubapp`), which says where to log in once it answers."""
     from afhub.hubconfig import prepare_home
+    from afhub.hubconfig.ports import unusable_ports, unusable_ports_message
 
+    # before anything starts or prints: a second facility on the same ports stops here
+    if unusable := unusable_ports(settings):
+        return fail(unusable_ports_message(unusable, settings.port_base))
     proxy = settings.proxy_command
     if not (Path(proxy).exists() or shutil.which(proxy)):
         return fail(
@@ -42,14 +44,13 @@ def cmd_up(args: argparse.Namespace, settings: FacilitySettings) -> int:
             "or set AFHUB_PROXY_COMMAND"
         )
     prepare_home(settings)
-    print(f"afhub: state in {settings.home}", flush=True)
-    if settings.authenticator == "local":
-        _announce_admin_password(settings)
+    created = settings.authenticator == "local" and _admin_password_created(settings)
     if args.demo and (status := seed_demo(settings)):
         return status
-    print(f"afhub: log in at {settings.public_url}hub/login (Ctrl-C stops)", flush=True)
     os.chdir(settings.home)
-    argv = [sys.executable, "-m", "jupyterhub", "-f", str(CONFIG_FILE)]
+    argv = [sys.executable, "-m", HUB_APP, "-f", str(CONFIG_FILE)]
+    if created:
+        argv.append("--JupyterHub.show_admin_password=True")
     os.execv(sys.executable, argv)  # noqa: S606 - replaces this process with the hub
     return 0  # pragma: no cover
 

@@ -14,12 +14,13 @@ mapped to this machine's GPUs are simulated: the server is told which slots it h
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from pathlib import Path
 
 import escapism
-from jupyterhub.spawner import SimpleLocalProcessSpawner
+from jupyterhub.spawner import LocalProcessSpawner, SimpleLocalProcessSpawner
 from traitlets import Unicode, default
 
 from afhub.spawners import tutorials
@@ -37,6 +38,23 @@ def safe_name(name: str) -> str:
     becomes ``-XX`` (its hex code), as kubespawner's escaping does.
     """
     return escapism.escape(name, safe=SAFE_NAME_CHARS, escape_char=ESCAPE_CHAR).lower()
+
+
+#: how often a stopping process is looked at (JupyterHub's backoff grows to 5 s between
+#: looks, so a server or service that exits in 1 s was seen gone up to 5 s later)
+EXIT_POLL_SECONDS = 0.05
+
+
+async def wait_for_exit(spawner: LocalProcessSpawner, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for the process of ``spawner`` to exit, looking every
+    :data:`EXIT_POLL_SECONDS`; True once it has."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while await spawner.poll() is None:
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(EXIT_POLL_SECONDS)
+    return True
 
 
 class AfhubLocalSpawner(ProfilesMixin, SimpleLocalProcessSpawner):
@@ -75,6 +93,20 @@ class AfhubLocalSpawner(ProfilesMixin, SimpleLocalProcessSpawner):
                 env[key] = str(value)
         env.update(self.device_env())
         return env
+
+    # a server has 4 s to exit after SIGINT, then 2 s after SIGTERM (JupyterHub: 30 and 30),
+    # so that Ctrl-C on the facility is over in under 10 s
+    @default("interrupt_timeout")
+    def _default_interrupt_timeout(self) -> int:
+        return 4
+
+    @default("term_timeout")
+    def _default_term_timeout(self) -> int:
+        return 2
+
+    async def wait_for_death(self, timeout: float = 10) -> bool:
+        """A stopped server is seen gone as soon as it is (see :func:`wait_for_exit`)."""
+        return await wait_for_exit(self, timeout)
 
     homes_root = Unicode(
         help="""Folder under which each user gets a home folder (named by

@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from afhub.services.kit.lifecycle import exit_process
 from afhub.settings import SettingsError, load_config_file, load_settings
 
 
@@ -96,6 +97,7 @@ def main() -> None:
             proxy.wait(5)
         except subprocess.TimeoutExpired:
             proxy.kill()
+    exit_process(0)  # the gateway stopped its clusters and its proxy: nothing left to close
 
 
 if __name__ == "__main__":

@@ -1,0 +1,90 @@
+"""The ports a local facility listens on, and the check that they are free before it starts.
+
+Every port is a setting of :class:`afhub.settings.FacilitySettings` (a trait named ``port``
+or ``*_port``, each with its ``AFHUB_*_PORT`` variable and a default derived from
+``port_base``). ``afhub up`` checks them all before anything starts or prints, so that a
+second facility on busy ports stops with one line naming the port and the setting that moves
+it, instead of starting half of itself and dying with a proxy traceback.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from dataclasses import dataclass
+
+from afhub.settings import FacilitySettings, environment_variable
+
+#: the setting that moves every port at once
+PORT_BASE_VARIABLE = "AFHUB_PORT_BASE"
+
+
+@dataclass(frozen=True)
+class FacilityPort:
+    """One port the facility listens on: the setting, its variable, the address, the port."""
+
+    setting: str
+    variable: str
+    host: str
+    port: int
+
+    def describe(self) -> str:
+        return f"{self.port} ({self.variable})"
+
+
+def facility_ports(settings: FacilitySettings) -> list[FacilityPort]:
+    """Every port setting (``port`` and ``*_port``; not ``port_base``, which is not a port
+    anything listens on), in the settings' order. The public proxy listens on
+    ``settings.ip``; everything else on the loopback address."""
+    ports = []
+    for name in settings.trait_names(config=True):
+        if name != "port" and not name.endswith("_port"):
+            continue
+        host = settings.ip if name == "port" else "127.0.0.1"
+        variable = environment_variable(type(settings), name) or name
+        ports.append(FacilityPort(name, variable, host, getattr(settings, name)))
+    return sorted(ports, key=lambda p: p.port)
+
+
+def cannot_listen(host: str, port: int) -> str | None:
+    """Why nothing could listen on ``host:port`` now (``None``: it could). Bound as the hub,
+    the proxy and tornado bind (``SO_REUSEADDR``), so a port in ``TIME_WAIT`` counts as free."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return "in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+    return None
+
+
+def unusable_ports(settings: FacilitySettings) -> list[tuple[FacilityPort, str]]:
+    """The facility's ports that cannot be listened on, each with the reason (a port given
+    to two settings is refused at the second)."""
+    found = []
+    first: dict[int, FacilityPort] = {}
+    for port in facility_ports(settings):
+        other = first.setdefault(port.port, port)
+        reason = f"also {other.variable}" if other is not port else None
+        reason = reason or cannot_listen(port.host, port.port)
+        if reason is not None:
+            found.append((port, reason))
+    return found
+
+
+def unusable_ports_message(unusable: list[tuple[FacilityPort, str]], port_base: int) -> str:
+    """One line: which ports, why, and the settings that move them."""
+    if len(unusable) == 1:
+        ((port, reason),) = unusable
+        return (
+            f"port {port.port} on {port.host} is {reason} ({port.setting}): set "
+            f"{port.variable} to a free port, or {PORT_BASE_VARIABLE} (now {port_base}) to "
+            "move every port; is another afhub running?"
+        )
+    listed = ", ".join(f"{port.describe()} {reason}" for port, reason in unusable)
+    return (
+        f"{len(unusable)} ports cannot be used: {listed}; is another afhub running? Start "
+        f"this one with another {PORT_BASE_VARIABLE} (now {port_base}), e.g. "
+        f"{PORT_BASE_VARIABLE}={port_base + 1000}, or set each variable"
+    )
