@@ -55,6 +55,7 @@ class Facility:
         self.fitting_port = free_port()
         self.gateway_port = free_port()
         self.gateway_proxy_port = free_port()
+        self.pages_port = free_port()
         self.extra_env = dict(env or {})
         self.config = config
         self.process: subprocess.Popen | None = None
@@ -87,6 +88,7 @@ class Facility:
             AFHUB_FITTING_PORT=str(self.fitting_port),
             AFHUB_GATEWAY_PORT=str(self.gateway_port),
             AFHUB_GATEWAY_PROXY_PORT=str(self.gateway_proxy_port),
+            AFHUB_PAGES_PORT=str(self.pages_port),
             AFHUB_PROXY_COMMAND=str(
                 PROJECT_ROOT / "node_modules" / ".bin" / "configurable-http-proxy"
             ),
@@ -105,6 +107,7 @@ class Facility:
         "services/facility/api/openapi.yaml",
         "services/fitting/api/openapi.yaml",
         "services/dask-gateway/api/health",
+        "services/afhub/health",
     )
 
     def ready_paths(self) -> tuple[str, ...]:
@@ -117,7 +120,7 @@ class Facility:
     def _answers(self, path: str) -> bool:
         try:
             return requests.get(urljoin(self.url, path), timeout=2).status_code == 200
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up yet, or busy starting
             return False
 
     def start(self, timeout: float = 150) -> Facility:

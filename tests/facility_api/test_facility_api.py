@@ -64,7 +64,7 @@ def test_done_when_scenario(facility):
         "api/groups/atlas/higgs/students/-/invitations",
         json={"email": "sam@example.edu", "uses": 1},
     ).json()
-    assert created["join_url"] == f"/services/facility/join/{created['token']}"
+    assert created["join_url"] == f"/services/afhub/join/{created['token']}"
     facility.stores.groups.ensure_user("sam", email="sam@example.edu")
     sam = facility.user("sam")
     joined = sam("POST", "api/invitations/redeem", json={"token": created["token"]})

@@ -27,15 +27,15 @@ def set_cookies(response) -> list[str]:
 def test_service_oauth_cookies_are_httponly_samesite_and_path_limited(facility):
     name = f"cookie{uuid.uuid4().hex[:6]}"
     browser = facility.login(name, facility.add_user(name))
-    # the facility API's invitation page (a browser page: it logs the person in by OAuth)
+    # the pages' invitation page (a browser page: it logs the person in by OAuth)
     r = browser.get(
-        urljoin(facility.url, f"services/facility/join/{uuid.uuid4().hex}"), headers=NAVIGATE
+        urljoin(facility.url, f"services/afhub/join/{uuid.uuid4().hex}"), headers=NAVIGATE
     )
     assert r.status_code in (200, 404), (r.status_code, r.url)  # an unknown invitation
     cookies = [
         c
         for c in set_cookies(r)
-        if "/services/facility" in c
+        if "/services/afhub" in c
         and c.split(";")[0].split("=", 1)[1] not in ("", '""')
         and not c.startswith("_xsrf=")
     ]  # a cleared cookie needs no flags; the XSRF token is no credential and scripts of
@@ -45,4 +45,4 @@ def test_service_oauth_cookies_are_httponly_samesite_and_path_limited(facility):
         attributes = [a.strip().lower() for a in cookie.split(";")]
         assert "httponly" in attributes, cookie
         assert "samesite=lax" in attributes, cookie
-        assert any(a.startswith("path=/services/facility") for a in attributes), cookie
+        assert any(a.startswith("path=/services/afhub") for a in attributes), cookie

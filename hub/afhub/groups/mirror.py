@@ -4,6 +4,11 @@ afhub's database is the source of truth. At hub start (and after changes) the hu
 JupyterHub's groups match it, so that JupyterHub RBAC, KubeSpawner and Dask Gateway see the
 same memberships. Each afhub group ``atlas/higgs`` is the JupyterHub group of the same name,
 holding the group's *direct* members.
+
+Edits made in the hub (its admin page's "Manage Groups", or its REST API) are not undone:
+before each mirror the accountant compares the hub's groups with what it mirrored last time
+(:func:`hub_edits`) and applies the difference to afhub first, so the edit flows into afhub
+and the mirror then keeps it.
 """
 
 from __future__ import annotations
@@ -52,3 +57,12 @@ def plan_mirror(
         if have - users:
             remove[group] = sorted(have - users)
     return MirrorPlan(create, delete, add, remove)
+
+
+def hub_edits(
+    last_mirrored: Mapping[str, Iterable[str]], hub_members: Mapping[str, Iterable[str]]
+) -> MirrorPlan:
+    """What was edited in JupyterHub since afhub last mirrored its groups there
+    (``last_mirrored``): groups created or deleted, members added or removed. Groups the
+    hub had before and afhub never mirrored are not edits."""
+    return plan_mirror(hub_members, last_mirrored, managed=last_mirrored)

@@ -284,6 +284,9 @@ def build_config(settings: FacilitySettings, overrides: Config | None = None) ->
     configure_named_servers(c, settings)
     configure_dask_gateway(c, settings)
     configure_templates(c, settings)
+    from afhub.hubconfig import pages
+
+    pages.configure(c, settings)  # the facility's pages; the services above lead to them
     if overrides is not None:
         c.merge(overrides)
     return c

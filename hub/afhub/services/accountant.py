@@ -22,23 +22,38 @@ import logging
 import os
 from datetime import UTC, datetime, timedelta
 
-from afhub.groups.mirror import MirrorPlan, plan_mirror
+from afhub.groups.mirror import MirrorPlan, hub_edits, plan_mirror
 from afhub.quotas.decisions import EnforcementAction
 from afhub.services.hub_client import HubAPIError, HubClient
 from afhub.services.kit.lifecycle import ParentWatch
+from afhub.stores.errors import StoreError
 from afhub.stores.facade import Stores
 
 log = logging.getLogger("afhub.accountant")
 
 
-async def mirror_groups(stores: Stores, hub: HubClient) -> MirrorPlan:
+class Mirrored:
+    """What the accountant mirrored into the hub last (``None`` before the first round:
+    then afhub wins, edits made while no accountant ran are not known)."""
+
+    def __init__(self) -> None:
+        self.groups: dict[str, set[str]] | None = None
+
+
+async def mirror_groups(stores: Stores, hub: HubClient, last: Mirrored | None = None) -> MirrorPlan:
     """Make JupyterHub's groups equal afhub's (afhub is the source of truth: hub groups it
     does not have are deleted). Members who never logged in are not hub users yet; they
-    are added after their first login."""
+    are added after their first login. With ``last`` (what the previous round mirrored),
+    edits made in the hub since then are applied to afhub first (:func:`apply_hub_edits`);
+    ``last`` is updated to what this round mirrored."""
+    hub_groups = await hub.groups()
+    if last is not None and last.groups is not None:
+        await apply_hub_edits(stores, hub_edits(last.groups, hub_groups))
     membership = await asyncio.to_thread(stores.groups.membership_map)
     hub_users = {u["name"] for u in await hub.users()}
-    hub_groups = await hub.groups()
     wanted = {path: set(members) & hub_users for path, members in membership.items()}
+    if last is not None:
+        last.groups = wanted
     plan = plan_mirror(wanted, hub_groups, managed=hub_groups)
     for name in plan.create_groups:
         await hub.create_group(name)
@@ -49,6 +64,35 @@ async def mirror_groups(stores: Stores, hub: HubClient) -> MirrorPlan:
     for name in plan.delete_groups:
         await hub.delete_group(name)
     return plan
+
+
+async def apply_hub_edits(stores: Stores, edits: MirrorPlan) -> None:
+    """Apply edits made in the hub's Manage Groups to afhub (a hub admin made them; afhub's
+    facility rules still hold: a group whose parent does not exist, or one that is busy,
+    is refused and the mirror puts the hub back, with the reason in the log)."""
+    steps = [
+        *[(stores.groups.create, (path,), {}) for path in edits.create_groups],
+        *[
+            (stores.groups.add_member, (path, user), {"source": "hub"})
+            for path, users in edits.add_members.items()
+            for user in users
+        ],
+        *[
+            (stores.groups.remove_member, (path, user), {})
+            for path, users in edits.remove_members.items()
+            for user in users
+        ],
+        *[(stores.groups.delete, (path,), {}) for path in edits.delete_groups],
+    ]
+    for step, args, kwargs in steps:
+        try:
+            await asyncio.to_thread(step, *args, **kwargs)
+        except (StoreError, ValueError) as exc:
+            log.warning(
+                "An edit in the hub's groups was not applied (%s%s): %s", step.__name__, args, exc
+            )
+        else:
+            log.info("Applied an edit in the hub's groups to afhub: %s%s", step.__name__, args)
 
 
 async def enforce(stores: Stores, hub: HubClient, grace: timedelta) -> list[str]:
@@ -92,8 +136,12 @@ async def run(stores: Stores, hub: HubClient, interval: float, grace: timedelta)
     await wait_for_hub(hub)
     report = await asyncio.to_thread(stores.ledger.reconcile, await hub.running_servers())
     log.info("Reconciled the ledger with the hub: %s", report)
+    mirrored = Mirrored()  # what the last round mirrored (edits in the hub since then)
     while not hub_process.gone:
-        for step in (lambda: mirror_groups(stores, hub), lambda: enforce(stores, hub, grace)):
+        for step in (
+            lambda: mirror_groups(stores, hub, mirrored),
+            lambda: enforce(stores, hub, grace),
+        ):
             try:
                 await step()
             except Exception:  # keep accounting whatever one round met

@@ -20,7 +20,6 @@ from afhub.services.facility_api.groups import GroupHandler, GroupsHandler
 from afhub.services.facility_api.invitations import (
     GroupInvitationsHandler,
     InvitationHandler,
-    JoinPageHandler,
     RedeemHandler,
 )
 from afhub.services.facility_api.members import MemberHandler, MembersHandler
@@ -36,6 +35,7 @@ from afhub.services.facility_api.resources import (
 from afhub.services.facility_api.usage import UsageHandler
 from afhub.services.facility_api.users import MeHandler, UserHandler
 from afhub.services.kit.app import service_application, service_prefix, service_routes
+from afhub.services.kit.handlers import pages_redirect
 from afhub.services.kit.lifecycle import run_until_stopped
 from afhub.stores.facade import Stores
 
@@ -77,7 +77,9 @@ def routes(prefix: str) -> list[tuple]:
         ],
         [
             (r"metrics", MetricsHandler),
-            (r"join/(?P<token>[A-Za-z0-9_-]{10,200})", JoinPageHandler),
+            # the facility's pages (afhub.web) have the join page; links sent before it moved
+            (r"join/(?P<token>[A-Za-z0-9_-]{10,200})", pages_redirect("join/{token}")),
+            (r"", pages_redirect("groups")),
             (r"oauth_callback", OAuthCallbackHandler),
         ],
     )

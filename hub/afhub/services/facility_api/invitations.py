@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import html
+import os
 from datetime import timedelta
-
-from tornado import web
 
 from afhub.services.facility_api.base import FacilityHandler
 from afhub.services.kit.errors import ApiError
-from afhub.stores.errors import StoreError
 
 MAX_EXPIRES_HOURS = 365 * 24
+
+
+def join_pages() -> str:
+    """Where the join page is: the facility's pages (``$AFHUB_PAGES_PREFIX``, set by the
+    hub's configuration), ``/services/afhub/`` by default."""
+    return os.environ.get("AFHUB_PAGES_PREFIX", "/services/afhub/")
 
 
 class GroupInvitationsHandler(FacilityHandler):
@@ -39,10 +42,9 @@ class GroupInvitationsHandler(FacilityHandler):
             expires_in=timedelta(hours=hours),
             role=role,
         )
-        prefix = self.settings.get("afhub_prefix", "/")
         payload = created.info.to_dict()
         payload["token"] = created.token
-        payload["join_url"] = f"{prefix}join/{created.token}"
+        payload["join_url"] = f"{join_pages()}join/{created.token}"
         self.send(payload, status=201)
 
 
@@ -60,47 +62,3 @@ class RedeemHandler(FacilityHandler):
         token = self.field(body, "token", str, required=True)
         member = await self.call(self.stores.invitations.redeem, token, user=self.actor.name)
         self.send(member.to_dict())
-
-
-class JoinPageHandler(FacilityHandler):
-    """The invitation link a person opens in a browser: log in (OAuth), then join."""
-
-    def set_default_headers(self) -> None:
-        self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.set_header("Cache-Control", "no-store")
-        self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_header("Content-Security-Policy", "default-src 'none'")
-
-    def unauthenticated(self) -> None:
-        self.redirect(self.get_login_url())
-        raise web.Finish()
-
-    async def get(self, token: str) -> None:
-        try:
-            member = await self.call(self.stores.invitations.redeem, token, user=self.actor.name)
-        except StoreError as exc:
-            self.set_status(exc.status)
-            self.finish(_page("Invitation not accepted", str(exc)))
-            return
-        self.finish(
-            _page(
-                "Welcome",
-                f"{member.user} joined {member.group} as {member.role.value}. "
-                "Servers you start can now be charged to this group.",
-            )
-        )
-
-    def write_error(self, status_code: int, **kwargs) -> None:  # noqa: ARG002 (tornado's signature; the page names the error, the status is already set)
-        self.set_header("Content-Type", "text/html; charset=utf-8")
-        exc = kwargs.get("exc_info", (None, None))[1]
-        message = getattr(exc, "message", None) or "the invitation could not be handled"
-        self.finish(_page("Invitation not accepted", message))
-
-
-def _page(title: str, message: str) -> str:
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>"
-        f"{html.escape(title)}</title></head><body><h1>{html.escape(title)}</h1>"
-        f"<p>{html.escape(message)}</p><p><a href='/hub/home'>Back to the hub</a></p>"
-        "</body></html>"
-    )

@@ -24,6 +24,7 @@ from afhub.services.fitting.config import FittingService, load_fitting_settings
 from afhub.services.fitting.jobs import JOB_ID, JobHandler, JobsHandler, ResultsHandler, Submissions
 from afhub.services.fitting.scheduler import Scheduler, StartError
 from afhub.services.kit.app import service_application, service_prefix, service_routes
+from afhub.services.kit.handlers import pages_redirect
 from afhub.services.kit.lifecycle import ParentWatch, on_stop_signals
 from afhub.stores.facade import Stores
 
@@ -40,6 +41,7 @@ def routes(prefix: str) -> list[tuple]:
             (r"jobs/" + JOB_ID + r"/results", ResultsHandler),
             (r"jobs/" + JOB_ID, JobHandler),
         ],
+        [(r"", pages_redirect("usage"))],  # a browser at the service's root: My usage
     )
 
 

@@ -19,6 +19,7 @@ group chosen in the cluster's options. The concerns live in their own modules:
 from __future__ import annotations
 
 import asyncio
+import os
 
 from aiohttp import web
 from dask_gateway_server.backends.local import UnsafeLocalBackend
@@ -92,6 +93,7 @@ class AfhubLocalBackend(AdmissionMixin, WatchingMixin, DashboardMixin, UnsafeLoc
         app.middlewares.append(json_answers(self.log))
         app.on_response_prepare.append(safe_headers)
         self.add_dashboard_routes(app)
+        app.router.add_get("/", _pages_root)  # a browser at the service's root: My usage
         self._hub_process = ParentWatch()
         await super().setup(app)
         await self._reconcile_ledger()
@@ -112,3 +114,12 @@ class AfhubLocalBackend(AdmissionMixin, WatchingMixin, DashboardMixin, UnsafeLoc
             chains[group] = await asyncio.to_thread(self.stores.ledger.status, group)
             offers[group] = await asyncio.to_thread(self.workers.offer, user.name, chains[group])
         return cluster_options(groups, default, chains, offers, self.policy)
+
+
+async def _pages_root(_request: web.Request) -> web.StreamResponse:
+    """The service's root sends a browser to the facility's My usage page (its clusters);
+    404 where the hub configured no pages."""
+    pages = os.environ.get("AFHUB_PAGES_PREFIX")
+    if not pages:
+        raise web.HTTPNotFound(reason="no such API path")
+    raise web.HTTPFound(pages + "usage")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -214,3 +215,20 @@ def openapi_handler(document: Path) -> type[JsonHandler]:
             self.finish(document.read_text())
 
     return OpenAPIHandler
+
+
+def pages_redirect(page: str) -> type[JsonHandler]:
+    """A browser opening this service's ``page``-less URL (its root, an old join link)
+    lands on the facility's page ``page`` (a format string of the route's arguments) under
+    ``$AFHUB_PAGES_PREFIX``, set by the hub's configuration; 404 where there are no pages."""
+
+    class PagesRedirect(JsonHandler):
+        anonymous = True
+
+        def get(self, **arguments: str) -> None:
+            pages = os.environ.get("AFHUB_PAGES_PREFIX")
+            if not pages:
+                raise ApiError(404, "no such API path")
+            self.redirect(pages + page.format(**arguments))
+
+    return PagesRedirect

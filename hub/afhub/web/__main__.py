@@ -1,0 +1,3 @@
+from afhub.web.app import main
+
+main()
