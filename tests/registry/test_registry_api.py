@@ -98,6 +98,9 @@ def test_admin_registers_and_members_see_only_what_their_groups_may_use(api):
     assert [r["name"] for r in seen] == ["a100", "u250"]
     assert seen[0]["kind"] == "gpu"
     assert seen[0]["accelerator"] == "NVIDIA A100 80GB"
+    # the devices free now (the Resources page shows them): 3 of the 8 held by a server
+    api.stores.devices.allocate(api.stores.registry.load().resources["a100"], 8, 3, user="hana")
+    assert hana("GET", "api/resources").json()["resources"][0]["accelerators_free"] == 5
     assert seen[0]["usable_through"] == ["atlas/higgs"]
     assert seen[0]["institution"] == "University of Chicago"
     assert "allowed_groups" not in seen[0]

@@ -66,7 +66,11 @@ class RegistryHandler(FacilityHandler):
         return registry, [r for r in records if r["entry"].get("name") in allowed]
 
     def resource_view(
-        self, record: dict[str, Any], registry: Registry, running: dict[str, int]
+        self,
+        record: dict[str, Any],
+        registry: Registry,
+        running: dict[str, int],
+        held: dict[str, int],
     ) -> dict[str, Any]:
         entry = record["entry"]
         name = entry.get("name")
@@ -85,6 +89,7 @@ class RegistryHandler(FacilityHandler):
             view.setdefault("node_count", resource.node_count)
             view.setdefault("count_per_node", resource.count_per_node)
             view["accelerators_total"] = resource.count_per_node * resource.node_count
+            view["accelerators_free"] = max(0, view["accelerators_total"] - held.get(name, 0))
             provider = registry.providers.get(resource.provider)
             if provider is not None:
                 view["institution"] = provider.institution
@@ -97,7 +102,8 @@ class RegistryHandler(FacilityHandler):
         for record in records:
             if record["entry"].get("name") == name:
                 running = await self.call(self.stores.registry.in_use)
-                return self.resource_view(record, registry, running)
+                held = await self.call(self.stores.devices.counts)
+                return self.resource_view(record, registry, running, held)
         raise ApiError(404, f"no resource named {name!r} that you may use")
 
 
@@ -106,7 +112,9 @@ class ResourcesHandler(RegistryHandler):
         """Resources the caller may use (facility admins: all, with who may use them)."""
         registry, records = await self.visible()
         running = await self.call(self.stores.registry.in_use) if records else {}
-        self.send({"resources": [self.resource_view(r, registry, running) for r in records]})
+        held = await self.call(self.stores.devices.counts) if records else {}
+        views = [self.resource_view(r, registry, running, held) for r in records]
+        self.send({"resources": views})
 
     async def post(self) -> None:
         """Add a resource: the body is its registry entry (docs/resources.md)."""
