@@ -39,6 +39,9 @@ def home(tmp_path, monkeypatch):
     for name in ("AFHUB_DB_URL", "AFHUB_REGISTRY", "AFHUB_CONFIG"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AFHUB_HOME", str(tmp_path / "home"))
+    # a facility's database, as `afhub up` leaves it (the CLI never creates one)
+    (tmp_path / "home").mkdir()
+    Stores.open(f"sqlite:///{tmp_path / 'home' / 'afhub.sqlite'}").close()
     return tmp_path
 
 

@@ -5,48 +5,113 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from afhub.cli.database import database_command, with_stores
+from afhub.cli.database import database_command, missing_facility, with_stores
+from afhub.cli.invite import ROLE_HELP, print_invitation
+from afhub.groups.names import parent_path
+from afhub.stores.errors import NotFound
 
 
-def _create(groups: Any, args: argparse.Namespace) -> None:
+def _chain(path: str) -> list[str]:
+    """``path`` and its ancestors, root first."""
+    chain = [path]
+    while (parent := parent_path(chain[0])) is not None:
+        chain.insert(0, parent)
+    return chain
+
+
+def _exists(groups: Any, path: str) -> bool:
+    try:
+        groups.get(path)
+    except NotFound:
+        return False
+    return True
+
+
+def _create(groups: Any, args: argparse.Namespace, _settings: Any) -> None:
     for path in args.paths:
-        groups.create(path)
-        print(f"created group {path}")
+        if not args.parents:
+            parent = parent_path(path)
+            if parent is not None and not _exists(groups, parent):
+                raise NotFound(
+                    f"parent group {parent!r} does not exist: create it first, or use "
+                    f"`afhub groups create --parents {path}`"
+                )
+            groups.create(path)
+            print(f"created group {path}")
+            continue
+        for step in _chain(path):
+            if not _exists(groups, step):
+                groups.create(step)
+                print(f"created group {step}")
 
 
-def _list(groups: Any, args: argparse.Namespace) -> None:
-    for group in groups.list(args.under):
+def _list(groups: Any, args: argparse.Namespace, _settings: Any) -> None:
+    found = groups.list(args.under)
+    for group in found:
         indent = "  " * (group.depth - 1)
         print(f"{indent}{group.path}")
+    if not found and not args.under:
+        print("no groups yet (create one with `afhub groups create PATH`)")
 
 
-def _delete(groups: Any, args: argparse.Namespace) -> None:
+def _delete(groups: Any, args: argparse.Namespace, _settings: Any) -> None:
     for path in groups.delete(args.path, recursive=args.recursive):
         print(f"deleted group {path}")
 
 
-def _move(groups: Any, args: argparse.Namespace) -> None:
+def _move(groups: Any, args: argparse.Namespace, _settings: Any) -> None:
+    if (args.new_parent is None) != args.to_top:
+        raise ValueError("give either NEW_PARENT or --to-top")
     renames = groups.move(args.path, None if args.to_top else args.new_parent)
     for old, new in renames.items():
         print(f"moved {old} -> {new}")
 
 
-def _add_member(groups: Any, args: argparse.Namespace) -> None:
+def _known_user(groups: Any, settings: Any, user: str) -> bool:
+    """Whether ``user`` has logged in to this facility or has a local account."""
+    try:
+        groups.user(user)
+    except NotFound:
+        pass
+    else:
+        return True
+    if settings is None or missing_facility(settings.hub_db_url):
+        return False
+    from afhub.auth.accounts import AccountError, list_accounts
+
+    try:
+        return any(account.name == user for account in list_accounts(settings.hub_db_url))
+    except AccountError:  # the hub has not created its accounts table yet
+        return False
+
+
+def _add_member(groups: Any, args: argparse.Namespace, settings: Any, stores: Any) -> None:
+    if not _known_user(groups, settings, args.user):
+        if not args.invite:
+            raise NotFound(
+                f"no user {args.user!r} on this facility (never logged in, no local account): "
+                f"check the name; `afhub users add {args.user}` creates a local account, or "
+                "--invite prints a join link to send them"
+            )
+        created = stores.invitations.create(args.path, role=args.role, uses=1)
+        print_invitation(created, settings)
+        print(f"send the link to {args.user}: they join {args.path} when they open it")
+        return
     member = groups.add_member(args.path, args.user, role=args.role)
     print(f"{member.user} is now {member.role.value} of {member.group}")
 
 
-def _remove_member(groups: Any, args: argparse.Namespace) -> None:
+def _remove_member(groups: Any, args: argparse.Namespace, _settings: Any) -> None:
     groups.remove_member(args.path, args.user)
     print(f"removed {args.user} from {args.path}")
 
 
-def _members(groups: Any, args: argparse.Namespace) -> None:
+def _members(groups: Any, args: argparse.Namespace, _settings: Any) -> None:
     for member in groups.members(args.path):
         print(f"{member.user}\t{member.role.value}\t{member.source}")
 
 
-def _set_default(groups: Any, args: argparse.Namespace) -> None:
+def _set_default(groups: Any, args: argparse.Namespace, _settings: Any) -> None:
     groups.set_default_group(args.user, args.path)
     print(f"{args.user} is charged to {args.path} by default")
 
@@ -56,7 +121,6 @@ SUBCOMMANDS = {
     "list": _list,
     "delete": _delete,
     "move": _move,
-    "add-member": _add_member,
     "remove-member": _remove_member,
     "members": _members,
     "set-default": _set_default,
@@ -64,35 +128,57 @@ SUBCOMMANDS = {
 
 
 def cmd_groups(args: argparse.Namespace, settings: Any = None) -> int:
-    return with_stores(
-        args, settings, lambda stores: SUBCOMMANDS[args.groups_command](stores.groups, args)
-    )
+    def action(stores: Any) -> None:
+        if args.groups_command == "add-member":
+            _add_member(stores.groups, args, settings, stores)
+        else:
+            SUBCOMMANDS[args.groups_command](stores.groups, args, settings)
+
+    return with_stores(args, settings, action)
+
+
+def _path(
+    parser: argparse.ArgumentParser, help: str = "the group's path, e.g. atlas/higgs"
+) -> None:
+    parser.add_argument("path", metavar="PATH", help=help)
+
+
+def _user(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("user", metavar="USER", help="the user's name on the facility")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``afhub groups ...``."""
     groups, gsub = database_command(subparsers, "groups", "the group tree and memberships")
-    p = gsub.add_parser("create", help="create groups (parents first): atlas atlas/higgs")
-    p.add_argument("paths", nargs="+", metavar="PATH")
+    p = gsub.add_parser("create", help="create groups: atlas/higgs needs atlas (or --parents)")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="group paths, e.g. atlas/higgs")
+    p.add_argument(
+        "--parents", action="store_true", help="also create missing parents; existing ones stay"
+    )
     p = gsub.add_parser("list", help="list groups as a tree")
     p.add_argument("--under", metavar="PATH", help="only this group's subtree")
     p = gsub.add_parser("delete", help="delete a group (refused while servers run)")
-    p.add_argument("path")
+    _path(p)
     p.add_argument("--recursive", action="store_true", help="also delete its subgroups")
     p = gsub.add_parser("move", help="move a group and its subtree under another group")
-    p.add_argument("path")
-    p.add_argument("new_parent", nargs="?")
+    _path(p)
+    p.add_argument("new_parent", nargs="?", metavar="NEW_PARENT", help="the new parent's path")
     p.add_argument("--to-top", action="store_true", help="make it a top-level group")
     p = gsub.add_parser("add-member", help="add a user to a group (or change their role)")
-    p.add_argument("path")
-    p.add_argument("user")
-    p.add_argument("--role", choices=["member", "admin"], default="member")
+    _path(p)
+    _user(p)
+    p.add_argument("--role", choices=["member", "admin"], default="member", help=ROLE_HELP)
+    p.add_argument(
+        "--invite",
+        action="store_true",
+        help="for a user who has never logged in: print a one-use join link to send them",
+    )
     p = gsub.add_parser("remove-member", help="remove a user from a group")
-    p.add_argument("path")
-    p.add_argument("user")
-    p = gsub.add_parser("members", help="list a group's members")
-    p.add_argument("path")
+    _path(p)
+    _user(p)
+    p = gsub.add_parser("members", help="list a group's members: user, role, source")
+    _path(p)
     p = gsub.add_parser("set-default", help="the group a user's servers are charged to")
-    p.add_argument("user")
-    p.add_argument("path")
+    _user(p)
+    _path(p, "the group (the user must be a member)")
     groups.set_defaults(handler=cmd_groups)

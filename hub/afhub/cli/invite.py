@@ -11,6 +11,8 @@ from typing import Any
 from afhub.cli.database import database_command, with_stores
 
 INVITE_PATH = "services/facility/join/"
+#: the help of every ``--role`` option
+ROLE_HELP = "member (default) or admin (manages the group and its subgroups)"
 _DURATION_RE = re.compile(r"([1-9][0-9]{0,5})([mhd])")
 
 
@@ -24,6 +26,18 @@ def parse_duration(value: str) -> timedelta:
     ]
 
 
+def print_invitation(created: Any, settings: Any) -> None:
+    """What ``invite create`` prints: the invitation, its token and its link (once)."""
+    info = created.info
+    print(
+        f"invitation {info.id} to {info.group} ({info.role.value}), "
+        f"{info.max_uses} use(s), expires {info.expires_at:%Y-%m-%d %H:%M} UTC"
+    )
+    print(f"token: {created.token}")
+    base = os.environ.get("AFHUB_PUBLIC_URL") or settings.public_url
+    print(f"link:  {base.rstrip('/')}/{INVITE_PATH}{created.token}")
+
+
 def cmd_invite(args: argparse.Namespace, settings: Any = None) -> int:
     def action(stores):
         invitations = stores.invitations
@@ -35,16 +49,7 @@ def cmd_invite(args: argparse.Namespace, settings: Any = None) -> int:
                 uses=args.uses,
                 role=args.role,
             )
-            base = getattr(settings, "public_url", None) or os.environ.get(
-                "AFHUB_PUBLIC_URL", "http://127.0.0.1:8000/"
-            )
-            info = created.info
-            print(
-                f"invitation {info.id} to {info.group} ({info.role.value}), "
-                f"{info.max_uses} use(s), expires {info.expires_at:%Y-%m-%d %H:%M} UTC"
-            )
-            print(f"token: {created.token}")
-            print(f"link:  {base.rstrip('/')}/{INVITE_PATH}{created.token}")
+            print_invitation(created, settings)
         elif args.invite_command == "list":
             for info in invitations.list(args.path, include_subgroups=True):
                 print(
@@ -62,18 +67,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``afhub invite ...``."""
     invite, isub = database_command(subparsers, "invite", "invitations to join a group")
     p = isub.add_parser("create", help="create an invitation; prints the link once")
-    p.add_argument("path")
+    p.add_argument("path", metavar="PATH", help="the group to join, e.g. atlas/higgs")
     p.add_argument("--email", help="only this email may redeem it")
     p.add_argument(
         "--expires",
         type=parse_duration,
         default=timedelta(days=7),
-        help="e.g. 12h, 7d (default 7d)",
+        metavar="DURATION",
+        help="e.g. 30m, 12h, 7d (default 7d)",
     )
-    p.add_argument("--uses", type=int, default=1, help="how many people may join (default 1)")
-    p.add_argument("--role", choices=["member", "admin"], default="member")
+    p.add_argument(
+        "--uses", type=int, default=1, metavar="N", help="how many people may join (default 1)"
+    )
+    p.add_argument("--role", choices=["member", "admin"], default="member", help=ROLE_HELP)
     p = isub.add_parser("list", help="invitations to a group and its subgroups")
-    p.add_argument("path")
+    p.add_argument("path", metavar="PATH", help="the group, e.g. atlas")
     p = isub.add_parser("revoke", help="revoke an invitation")
-    p.add_argument("id", help="the invitation's id, as 'afhub invite list' shows it")
+    p.add_argument("id", metavar="ID", help="the invitation's id, as `afhub invite list` shows it")
     invite.set_defaults(handler=cmd_invite)

@@ -67,16 +67,31 @@ def show_quota(stores, path: str) -> None:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``afhub quota ...``."""
     quota, qsub = database_command(subparsers, "quota", "group quotas")
-    p = qsub.add_parser("set", help="set limits of a group ('none' removes a limit)")
-    p.add_argument("path")
+    what = "set limits of a group ('none' removes a limit)"
+    p = qsub.add_parser(
+        "set",
+        help=what,
+        description="Set limits of a group; limits not given stay as they are. A value of "
+        "'none' removes that limit (the group is then limited only by its ancestors).",
+        epilog="example: afhub quota set atlas/higgs --gpu-hours 100 --max-servers none",
+    )
+    p.add_argument("path", metavar="PATH", help="the group, e.g. atlas/higgs")
     for name in LimitName:
+        whole = name in (LimitName.MAX_SERVERS, LimitName.MAX_GPUS)
         p.add_argument(
             f"--{name.value.replace('_', '-')}",
             dest=name.value,
             metavar="N",
-            help=f"{name.label}" + (" per period" if name.is_budget else ""),
+            help=f"{name.label}"
+            + (" per period" if name.is_budget else "")
+            + (": a whole number" if whole else ": a number")
+            + " >= 0, or 'none' to remove the limit",
         )
-    p.add_argument("--period", help="'month' (default) or 'rolling:<n>h|d', e.g. rolling:7d")
+    p.add_argument(
+        "--period",
+        metavar="PERIOD",
+        help="when budgets reset: 'month' (default) or 'rolling:<n>h|d', e.g. rolling:7d",
+    )
     p = qsub.add_parser("show", help="limits, usage and resets of a group and its ancestors")
-    p.add_argument("path")
+    p.add_argument("path", metavar="PATH", help="the group, e.g. atlas/higgs")
     quota.set_defaults(handler=cmd_quota)

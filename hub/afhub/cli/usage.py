@@ -10,7 +10,6 @@ from typing import Any
 
 from afhub.cli.database import db_option, with_stores
 from afhub.cli.formatting import number
-from afhub.stores.ledger import USAGE_COLUMNS
 
 
 def parse_instant(value: str) -> datetime:
@@ -35,6 +34,8 @@ def _cell(value: object) -> str:
 
 def cmd_usage(args: argparse.Namespace, settings: Any = None) -> int:
     def action(stores):
+        from afhub.stores.ledger import USAGE_COLUMNS  # the stores load only when used
+
         now = datetime.now(UTC)
         report = stores.ledger.usage(args.group, args.since, args.until, now=now)
         until = min(report.until, now)
@@ -50,8 +51,8 @@ def cmd_usage(args: argparse.Namespace, settings: Any = None) -> int:
             return
         print(
             f"usage of {report.group} (and subgroups) from {report.since:%Y-%m-%d %H:%M} to "
-            f"{until:%Y-%m-%d %H:%M} UTC: {report.cpu_core_hours:.2f} CPU core-hours, "
-            f"{report.gpu_hours:.2f} GPU-hours, {len(rows)} interval(s)"
+            f"{until:%Y-%m-%d %H:%M} UTC: {number(report.cpu_core_hours)} CPU core-hours, "
+            f"{number(report.gpu_hours)} GPU-hours, {len(rows)} interval(s)"
         )
         for row in rows:
             print("  " + "\t".join(str(row[c]) for c in USAGE_COLUMNS))
@@ -61,10 +62,20 @@ def cmd_usage(args: argparse.Namespace, settings: Any = None) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``afhub usage``."""
-    usage = subparsers.add_parser("usage", help="usage of a group and its subgroups")
+    usage = subparsers.add_parser(
+        "usage",
+        help="usage of a group and its subgroups",
+        description="The CPU core-hours and GPU-hours a group and its subgroups used in a "
+        "time window, with one line (or CSV row) per charged interval.",
+        epilog="example: afhub usage --group atlas --since 2026-11-01 --csv",
+    )
     db_option(usage)
-    usage.add_argument("--group", required=True)
-    usage.add_argument("--since", required=True, type=parse_instant, help="YYYY-MM-DD (UTC)")
-    usage.add_argument("--until", type=parse_instant, help="YYYY-MM-DD (UTC; default now)")
+    usage.add_argument("--group", required=True, metavar="PATH", help="the group, e.g. atlas")
+    usage.add_argument(
+        "--since", required=True, type=parse_instant, metavar="DATE", help="YYYY-MM-DD (UTC)"
+    )
+    usage.add_argument(
+        "--until", type=parse_instant, metavar="DATE", help="YYYY-MM-DD (UTC; default now)"
+    )
     usage.add_argument("--csv", action="store_true", help="one CSV row per interval")
     usage.set_defaults(handler=cmd_usage)

@@ -2,7 +2,10 @@
 
 Inside a user's server it needs no configuration: the token is ``$JUPYTERHUB_API_TOKEN``
 and the service's URL ``$AFHUB_FITTING_URL`` (set by the facility), else derived from
-``$JUPYTERHUB_PUBLIC_HUB_URL`` or ``$AFHUB_URL``::
+``$JUPYTERHUB_PUBLIC_HUB_URL`` or ``$AFHUB_URL``. Elsewhere (a laptop), after ``afhub login
+URL`` it needs none either: the URL and the token are the ones kept by the login
+(:mod:`afhub.client.access`). Any address of the facility will do as ``url``: its root, the
+``.../hub/login`` that ``afhub up`` prints, ``.../services/fitting/`` or its API::
 
     from afhub.client import FitClient
 
@@ -22,6 +25,8 @@ from typing import Any
 
 import requests
 
+from afhub.client.access import AccessError, service_url, stored_credential
+
 SERVICE_PATH = "services/fitting/"
 FINAL_STATES = ("done", "failed", "cancelled")
 
@@ -36,23 +41,52 @@ class FitError(RuntimeError):
         self.field = field
 
 
+#: where the service's URL comes from when none is given, in this order
+URL_VARIABLES = ("AFHUB_FITTING_URL", "JUPYTERHUB_PUBLIC_HUB_URL", "AFHUB_URL")
+
+
 def default_url() -> str:
-    """The fitting service's base URL from the environment (see the module docstring)."""
-    explicit = os.environ.get("AFHUB_FITTING_URL")
-    if explicit:
-        return explicit if explicit.endswith("/") else explicit + "/"
-    hub = os.environ.get("JUPYTERHUB_PUBLIC_HUB_URL")
-    if hub:
-        root = hub.rstrip("/")
-        root = root[: -len("/hub")] if root.endswith("/hub") else root
-        return f"{root}/{SERVICE_PATH}"
-    facility = os.environ.get("AFHUB_URL")
-    if facility:
-        return facility.rstrip("/") + "/" + SERVICE_PATH
+    """The fitting service's base URL from the environment, else from the last ``afhub
+    login`` (see the module docstring)."""
+    for variable in URL_VARIABLES:
+        if os.environ.get(variable):
+            return fitting_url(os.environ[variable])
+    stored = _stored()
+    if stored is not None:
+        return fitting_url(stored.url)
     raise FitError(
         0,
-        "no fitting service URL: pass url=..., or set AFHUB_FITTING_URL or AFHUB_URL "
-        "(inside a facility server these are set for you)",
+        "no fitting service URL: pass url=... (any address of the facility), run `afhub "
+        "login URL` once, or set AFHUB_URL (inside a facility server it is set for you)",
+    )
+
+
+def fitting_url(url: str) -> str:
+    """The fitting service's base URL from any address of the facility."""
+    try:
+        return service_url(url, "fitting")
+    except AccessError as exc:
+        raise FitError(0, str(exc)) from None
+
+
+def _stored(url: str | None = None):
+    try:
+        return stored_credential(url)
+    except AccessError as exc:
+        raise FitError(0, str(exc)) from None
+
+
+def default_token(url: str) -> str:
+    """``$JUPYTERHUB_API_TOKEN``, else the token ``afhub login`` kept for ``url``'s
+    facility."""
+    token = os.environ.get("JUPYTERHUB_API_TOKEN")
+    if token:
+        return token
+    stored = _stored(url)
+    if stored is not None:
+        return stored.token
+    raise FitError(
+        0, "no API token: pass token=..., run `afhub login URL` once, or set JUPYTERHUB_API_TOKEN"
     )
 
 
@@ -62,10 +96,8 @@ class FitClient:
     def __init__(
         self, url: str | None = None, token: str | None = None, *, timeout: float = 120
     ) -> None:
-        self.url = (url or default_url()).rstrip("/") + "/"
-        self.token = token or os.environ.get("JUPYTERHUB_API_TOKEN")
-        if not self.token:
-            raise FitError(0, "no API token: pass token=... or set JUPYTERHUB_API_TOKEN")
+        self.url = fitting_url(url) if url else default_url()
+        self.token = token or default_token(self.url)
         self.timeout = timeout
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"token {self.token}"
