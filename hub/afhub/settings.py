@@ -233,13 +233,13 @@ class FacilitySettings(Configurable):
         help="""The first of the facility's ports: each port setting that is not set on its
         own is this plus a fixed offset (``port`` +0, ``proxy_api_port`` +1, ``hub_port``
         +81, ``api_port`` +82, ``fitting_port`` +83, ``gateway_port`` +84,
-        ``gateway_proxy_port`` +85, ``pages_port`` +86). A second facility on the same
-        machine needs only its own ``AFHUB_HOME`` and e.g. ``AFHUB_PORT_BASE=9000``. Env:
-        ``AFHUB_PORT_BASE``.""",
+        ``gateway_proxy_port`` +85, ``pages_port`` +86, ``dashboards_port`` +87). A
+        second facility on the same machine needs only its own ``AFHUB_HOME`` and e.g.
+        ``AFHUB_PORT_BASE=9000``. Env: ``AFHUB_PORT_BASE``.""",
     ).tag(config=True)
 
     _default_port_base = from_env(
-        "port_base", "AFHUB_PORT_BASE", 8000, lambda value, name: port_number(value, name, 65449)
+        "port_base", "AFHUB_PORT_BASE", 8000, lambda value, name: port_number(value, name, 65448)
     )
 
     port = Integer(
@@ -328,6 +328,15 @@ class FacilitySettings(Configurable):
 
     _default_pages_port = from_env(
         "pages_port", "AFHUB_PAGES_PORT", from_port_base(86), port_number
+    )
+
+    dashboards_port = Integer(
+        help="""Port of the Voila dashboards service (``/services/dashboards/``:
+        contributions, fitting, quota). Env: ``AFHUB_DASHBOARDS_PORT``.""",
+    ).tag(config=True)
+
+    _default_dashboards_port = from_env(
+        "dashboards_port", "AFHUB_DASHBOARDS_PORT", from_port_base(87), port_number
     )
 
     gateway_port = Integer(

@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler
 from tornado import web
 
+from afhub.services.facility_api.contributions import ContributionsHandler
 from afhub.services.facility_api.groups import GroupHandler, GroupsHandler
 from afhub.services.facility_api.invitations import (
     GroupInvitationsHandler,
@@ -74,6 +75,7 @@ def routes(prefix: str) -> list[tuple]:
             (r"providers", ProvidersHandler),
             (r"providers/(?P<name>[^/]+)", ProviderHandler),
             (r"registry", RegistryDocumentHandler),
+            (r"contributions", ContributionsHandler),
         ],
         [
             (r"metrics", MetricsHandler),

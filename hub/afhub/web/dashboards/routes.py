@@ -1,0 +1,48 @@
+"""The dashboards' server extension: Voila's ``prelaunch_hook`` and the stable URLs
+``/services/dashboards/<name>`` of the dashboards."""
+
+from __future__ import annotations
+
+from jupyter_server.base.handlers import JupyterHandler
+from jupyter_server.utils import url_path_join
+from tornado import web
+
+from afhub.web.dashboards import DASHBOARDS
+from afhub.web.dashboards.viewer import prelaunch
+
+#: the JupyterLab extensions a dashboard page loads (besides Voila's own)
+LAB_EXTENSIONS = (
+    "@voila-dashboards/widgets-manager8",
+    "@jupyter-widgets/jupyterlab-manager",
+    "jupyterlab-plotly",
+    "jupyterlab_pygments",
+)
+
+
+class DashboardRedirect(JupyterHandler):
+    """``<prefix><name>`` -> Voila's page of ``<name>.ipynb``, with the query string (the
+    dashboards read their initial choices from it)."""
+
+    @web.authenticated
+    def get(self, name: str) -> None:
+        target = url_path_join(self.base_url, "voila/render", f"{name}.ipynb")
+        query = self.request.query
+        self.redirect(f"{target}?{query}" if query else target)
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    return [{"module": "afhub.web.dashboards.routes"}]
+
+
+def _link_jupyter_server_extension(serverapp) -> None:
+    """Before Voila reads its configuration: the hook that hands the viewer's token on."""
+    serverapp.config.VoilaConfiguration.prelaunch_hook = prelaunch
+    # the Lab extensions of the users' servers stay out of the dashboards' pages
+    serverapp.config.VoilaConfiguration.extension_allowlist = list(LAB_EXTENSIONS)
+    serverapp.config.VoilaConfiguration.extension_denylist = []
+
+
+def _load_jupyter_server_extension(serverapp) -> None:
+    names = "|".join(DASHBOARDS)
+    pattern = url_path_join(serverapp.web_app.settings["base_url"], f"({names})/?")
+    serverapp.web_app.add_handlers(".*$", [(pattern, DashboardRedirect)])
