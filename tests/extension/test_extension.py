@@ -11,6 +11,7 @@ left of ``lab14``, then the stop warning with its time once the CLI sets a tiny 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import signal
 import time
@@ -22,13 +23,14 @@ import pytest
 import requests
 
 from tests.browser import ARTIFACTS, CHROMIUM_ARGS, chromium_path
-from tests.facility import Facility, run_in_kernel
+from tests.facility import PROJECT_ROOT, Facility, run_in_kernel
 
 pytestmark = [pytest.mark.facility, pytest.mark.slow]
 
 GROUP = "lab14"
 BUDGET = 50.0
 ENDPOINTS = ("quota", "fits", "contributions")
+DOCS_SCREENSHOTS = PROJECT_ROOT / "docs" / "screenshots"
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +191,16 @@ def _wait_for_stop_warning(fac: Facility, alice: Person, timeout: float = 60) ->
     raise AssertionError("no budget warning after the budget was spent")
 
 
+def _shot(page, name: str) -> None:
+    """A screenshot kept in test-artifacts/, and in docs/screenshots/ with
+    ``AFHUB_SCREENSHOTS=1`` (docs/extension.md shows them)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"extension-{name}.png"))
+    if os.environ.get("AFHUB_SCREENSHOTS") == "1":
+        DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(DOCS_SCREENSHOTS / f"extension-{name}.png"))
+
+
 @pytest.mark.browser
 def test_lab_shows_the_quota_then_the_stop_warning(fac, people):
     path = chromium_path()
@@ -197,12 +209,12 @@ def test_lab_shows_the_quota_then_the_stop_warning(fac, people):
     from playwright.sync_api import sync_playwright
 
     alice, _bob = people
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         errors: list[str] = []
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
         try:
             page.goto(fac.hub_url + "login", timeout=30_000)
             page.fill("input#username_input", alice.name)
@@ -219,7 +231,7 @@ def test_lab_shows_the_quota_then_the_stop_warning(fac, people):
             assert re.fullmatch(
                 rf"afhub: {GROUP}: [0-9.]+ of {BUDGET:g} CPU core-hours left", text
             ), text
-            page.screenshot(path=str(ARTIFACTS / "extension-lab-quota.png"))
+            _shot(page, "lab-quota")
 
             fac.afhub("quota", "set", GROUP, "--cpu-core-hours", "0.0001")
             warning = _wait_for_stop_warning(fac, alice)
@@ -234,14 +246,14 @@ def test_lab_shows_the_quota_then_the_stop_warning(fac, people):
                 timeout=30_000,
             )
             assert item.text_content() == f"afhub: {GROUP}: stop at {stops_at}"
-            page.screenshot(path=str(ARTIFACTS / "extension-lab-stop-warning.png"))
+            _shot(page, "lab-stop-warning")
             assert datetime.fromisoformat(warning["stops_at"]) > datetime.now(
                 datetime.fromisoformat(warning["stops_at"]).tzinfo
             ), "the warning must come before the stop"
         finally:
             page.close()
             browser.close()
-    assert not [e for e in errors if "afhub" in e], errors
+    assert errors == []
 
 
 def test_facility_api_down_is_a_503_with_a_sentence(fac, people):
