@@ -3,7 +3,8 @@
 The token is ``$JUPYTERHUB_API_TOKEN``, the one JupyterHub gave this server: it holds only
 the scopes ``Spawner.server_token_scopes`` grants (``afhub.hubconfig.extension``), never more
 than the person whose server this is. The services' URLs come from the environment the hub
-sets (``AFHUB_FACILITY_URL``, ``AFHUB_FITTING_URL``), else from the hub's public URL.
+sets (``AFHUB_FACILITY_URL``, ``AFHUB_FITTING_URL``), else from the hub's public URL
+(``JUPYTERHUB_PUBLIC_HUB_URL``).
 
 HTTP only: this module imports neither JupyterHub nor the facility's database.
 """
@@ -39,8 +40,7 @@ def service_url(service: str, environ: dict[str, str] | None = None) -> str:
     explicit = env.get(SERVICE_URLS[service], "")
     if explicit:
         return explicit.rstrip("/") + "/"
-    hub = env.get("JUPYTERHUB_PUBLIC_HUB_URL") or env.get("JUPYTERHUB_API_URL", "")
-    root = hub.rstrip("/").removesuffix("/api").removesuffix("/hub")
+    root = env.get("JUPYTERHUB_PUBLIC_HUB_URL", "").rstrip("/").removesuffix("/hub")
     if not root:
         raise HubServiceError(503, f"this server does not know where the {service} service is")
     return f"{root}/services/{service}/"
