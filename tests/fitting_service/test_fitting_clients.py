@@ -1,5 +1,6 @@
 """The faces of the fitting service: ``FitClient`` inside a user's server (no
-configuration) and ``afhub fit`` on the command line, on sbottom patches."""
+configuration) and, from a plain shell, ``afhub login`` then ``afhub fit`` with nothing but
+the address the facility printed, on sbottom patches."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import subprocess
 import sys
 
 import pytest
+import requests
 
-from tests.facility import PROJECT_ROOT, run_in_kernel
+from tests.facility import run_in_kernel
 from tests.fitting_service.conftest import REFERENCE_CLS_OBS, REFERENCE_PATCH, sbottom_patchset
 
 pytestmark = [pytest.mark.facility, pytest.mark.slow]
@@ -23,7 +25,9 @@ NAMES = [p.removeprefix("patch.").removesuffix(".json") for p in PATCHES]
 @pytest.fixture(scope="module")
 def carol(facility):
     name = "fit-carol"
-    session = facility.login(name, facility.add_user(name))
+    password = facility.add_user(name)
+    session = facility.login(name, password)
+    session.password = password
     return name, session
 
 
@@ -63,22 +67,47 @@ print(json.dumps({{"state": final["state"], "table": fits.table(job)}}))
     assert reference["cls_obs"] == pytest.approx(REFERENCE_CLS_OBS, abs=1e-5)
 
 
-def test_afhub_fit_submit_wait_status_results(facility, carol, sbottom):
-    _name, session = carol
-    token = session.new_token("cli")
+def test_afhub_login_then_fit_from_a_shell(facility, carol, sbottom, tmp_path):
+    name, session = carol
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AFHUB_", "JUPYTERHUB_"))}
-    env["JUPYTERHUB_API_TOKEN"] = token
+    env["AFHUB_CREDENTIALS"] = str(tmp_path / "config" / "credentials.json")
     region = sbottom["dir"]
 
-    def afhub(*args: str) -> subprocess.CompletedProcess:
+    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "afhub", "fit", *args, "--url", facility.url],
+            [sys.executable, "-m", "afhub", *args],
             env=env,
-            cwd=PROJECT_ROOT,
+            cwd=tmp_path,
+            input=stdin,
             capture_output=True,
             text=True,
             timeout=300,
         )
+
+    # what `afhub up` printed is all a person has: the login address
+    login_address = f"{facility.url}hub/login"
+    refused = run("login", login_address, "--user", name, "--password-stdin", stdin="wrong\n")
+    assert refused.returncode == 2
+    assert "refused user 'fit-carol'" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    missing = run("fit", "status", "x", "--url", facility.url)
+    assert missing.returncode == 2
+    assert f"no token for {facility.url}: run `afhub login {facility.url}`" in missing.stderr
+    done = run("login", login_address, "--user", name, "--password-stdin", stdin=session.password)
+    assert done.returncode == 0, done.stderr
+    assert f"logged in to {facility.url} as {name}" in done.stdout
+    kept = tmp_path / "config" / "credentials.json"
+    assert kept.stat().st_mode & 0o777 == 0o600
+    token = run("token").stdout.strip()
+    me = requests.get(
+        f"{facility.api_url}user", headers={"Authorization": f"token {token}"}, timeout=30
+    )
+    assert me.json()["name"] == name  # the person's own token, for the REST API too
+    assert not me.json()["admin"]
+
+    def afhub(*args: str) -> subprocess.CompletedProcess:
+        # the URL the facility exports to servers is as good as any other address of it
+        return run("fit", *args, "--url", f"{facility.url}services/fitting/")
 
     patchset_file = region.parent / "patchset-2.json"
     patchset_file.write_text(json.dumps(sbottom_patchset(sbottom, PATCHES[:2])))
@@ -91,8 +120,8 @@ def test_afhub_fit_submit_wait_status_results(facility, carol, sbottom):
     assert "cls_obs" in done.stdout
     assert "converged" in done.stdout
 
-    status = afhub("status", job_id)
-    assert status.returncode == 0
+    status = run("fit", "status", job_id)  # no --url: the facility of the login
+    assert status.returncode == 0, status.stderr
     assert "done (2/2 patches)" in status.stdout
     table = afhub("results", job_id)
     assert table.returncode == 0
