@@ -1,0 +1,211 @@
+"""The five onboarding tutorials, run end to end against a real local facility.
+
+A new student logs in and starts a server; its first start put the tutorials in the home
+(afhub.spawners.tutorials), and the hub's home page links each. Every notebook is then
+executed with nbclient in the environment of that started server (taken from a kernel of the
+server itself: the server's own token, the facility's URLs, Dask Gateway's settings, the
+profile's CPU/GPU variables), with the notebook's folder in the home as working directory,
+and its outputs are checked: the greeting and the tutorials listed, the student's group and
+quota, a known sum computed on a Dask cluster, CLs values for every point of the grid with
+an exclusion map, and torch saying CPU or GPU as the server really has. A tutorial that
+breaks fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urljoin
+
+import nbformat
+import pytest
+import requests
+from nbclient import NotebookClient
+
+from afhub.spawners.local import safe_name
+from afhub.spawners.tutorials import REPOSITORY_FOLDER
+from tests.browser import ARTIFACTS, CHROMIUM_ARGS, chromium_path
+from tests.facility import run_in_kernel
+
+pytestmark = [pytest.mark.facility, pytest.mark.slow]
+
+#: the server's environment as its kernels see it, less what belongs to that one kernel
+ENVIRONMENT_CODE = (
+    "import json, os; print(json.dumps({k: v for k, v in os.environ.items() "
+    "if not k.startswith(('JPY_', 'KERNEL_'))}))"
+)
+
+
+@pytest.fixture(scope="module")
+def student(facility):
+    """A new user with a started server (its first start), the server's environment and a
+    logged-in browser-like session."""
+    import uuid
+
+    name = f"student-{uuid.uuid4().hex[:8]}"
+    password = facility.add_user(name)
+    session = facility.login(name, password)
+    session.start_server()
+    token = session.new_token("tutorials test")
+    environment = json.loads(run_in_kernel(facility.url, name, token, ENVIRONMENT_CODE))
+    yield {
+        "name": name,
+        "password": password,
+        "session": session,
+        "token": token,
+        "env": environment,
+        "home": facility.home / "homes" / safe_name(name),
+    }
+    session.stop_server()
+
+
+def execute(notebook: Path, env: dict[str, str]) -> list[str]:
+    """Run ``notebook`` in a kernel with ``env`` (its folder as working directory); the
+    text each code cell printed, in order."""
+    nb = nbformat.read(notebook, as_version=4)
+    client = NotebookClient(
+        nb,
+        timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(notebook.parent)}},
+    )
+    client.execute(env=env)
+    return [
+        "".join(out.get("text", "") for out in cell.outputs if out.output_type == "stream")
+        for cell in nb.cells
+        if cell.cell_type == "code"
+    ]
+
+
+def printed(outputs: list[str]) -> str:
+    return "".join(outputs)
+
+
+def test_first_start_placed_the_tutorials(student):
+    placed = sorted(p.name for p in (student["home"] / "tutorials").glob("*.ipynb"))
+    shipped = sorted(p.name for p in REPOSITORY_FOLDER.glob("*.ipynb"))
+    assert placed == shipped
+    assert len(placed) == 5
+    for name in placed:
+        ours = (REPOSITORY_FOLDER / name).read_bytes()
+        assert (student["home"] / "tutorials" / name).read_bytes() == ours
+
+
+def test_home_page_links_each_tutorial_in_the_students_server(facility, student):
+    session = student["session"]
+    page = session.get(urljoin(facility.hub_url, "home"), timeout=30)
+    assert page.status_code == 200
+    assert 'id="afhub-tutorials"' in page.text
+    links = re.findall(r'class="afhub-tutorial"\s+href="([^"]+)"', page.text)
+    prefix = f"/user/{student['name']}/lab/tree/tutorials/"
+    assert links == [prefix + p.name for p in sorted(REPOSITORY_FOLDER.glob("*.ipynb"))]
+    headers = {"Authorization": f"token {student['token']}"}
+    for link in links:  # each target exists in the server (its contents API)
+        path = link.removeprefix(f"/user/{student['name']}/lab/tree/")
+        contents = urljoin(facility.url, f"user/{student['name']}/api/contents/{path}")
+        response = requests.get(contents, headers=headers, params={"content": "0"}, timeout=30)
+        assert response.status_code == 200, (link, response.text[:200])
+        assert response.json()["type"] == "notebook"
+
+
+@pytest.mark.browser
+def test_home_page_card_in_chromium_opens_a_tutorial_in_lab(facility, student):
+    """The card renders in the hub's look with no console error, and a link opens the
+    notebook in the student's JupyterLab (screenshots kept)."""
+    path = chromium_path()
+    if path is None:
+        pytest.fail("Chromium is missing: .ci/run installs it (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        try:
+            page.goto(facility.hub_url + "login?next=/hub/home", timeout=30_000)
+            page.fill("input#username_input", student["name"])
+            page.fill("input#password_input", student["password"])
+            page.click("#login_submit")
+            page.wait_for_selector("#afhub-tutorials", timeout=30_000)
+            assert page.locator("#afhub-tutorials a.afhub-tutorial").count() == 5
+            page.screenshot(path=str(ARTIFACTS / "tutorials-home.png"), full_page=True)
+            assert not errors, errors
+            page.click("#afhub-tutorials a.afhub-tutorial >> nth=0")
+            page.wait_for_url("**/lab/tree/tutorials/01-first-login-and-jupyterlab.ipynb")
+            heading = page.locator(".jp-RenderedMarkdown h1", has_text="Your first login")
+            heading.first.wait_for(state="visible", timeout=90_000)
+            page.screenshot(path=str(ARTIFACTS / "tutorials-01-in-lab.png"))
+        finally:
+            page.close()
+            browser.close()
+
+
+def run_tutorial(student, name: str) -> str:
+    return printed(execute(student["home"] / "tutorials" / f"{name}.ipynb", student["env"]))
+
+
+def test_01_first_login(student):
+    out = run_tutorial(student, "01-first-login-and-jupyterlab")
+    assert f"Hello, {student['name']}!" in out
+    for notebook in REPOSITORY_FOLDER.glob("*.ipynb"):
+        assert notebook.name in out
+    assert "Resource: local-cpu" in out
+
+
+def test_02_groups_and_quota(student):
+    out = run_tutorial(student, "02-my-groups-and-quota")
+    assert f"You are {student['name']}; your default group is users" in out
+    assert "group users: you are member" in out
+    assert "This server is charged to group users" in out
+    assert "Group users (period:" in out
+    assert re.search(r"Group users used \d+\.\d{4} core-hours", out)
+    assert re.search(r"[1-9]\d* of its \d+ charges are yours", out)  # this server's interval
+    assert "No warnings" in out
+
+
+def test_03_dask_gateway(student):
+    out = run_tutorial(student, "03-scale-out-with-dask-gateway")
+    assert "The sum of squares of 0..999 is 332833500" in out
+    assert "Correct!" in out
+    assert "Cluster stopped; clusters left: []" in out
+
+
+def test_04_fit_as_a_service(student):
+    out = run_tutorial(student, "04-fit-as-a-service")
+    assert "Job done" in out
+    rows = [line.split() for line in out.splitlines() if line.startswith("sig_")]
+    assert len(rows) == 6
+    for row in rows:  # patch, status, engine, then CLs observed and expected
+        assert row[1] == "converged", row
+        cls_obs = float(row[3])
+        assert 0.0 <= cls_obs <= 1.0
+    found = re.search(r"Excluded at 95% CL: (\d) of 6 mass points", out)
+    assert found, out
+    assert 0 < int(found.group(1)) < 6  # light points excluded, heavy ones not
+
+
+def test_05_torch_says_cpu_or_gpu(student):
+    has_gpu = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.cuda.is_available())"],
+        env=student["env"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout.strip()
+    out = run_tutorial(student, "05-gpu-notebook-with-torch")
+    if has_gpu == "True":
+        assert "Running on the GPU: " in out
+        assert "Trained on CUDA" in out
+    else:
+        assert "No GPU is free for this server: running on the CPU." in out
+        found = re.search(r"Trained on CPU: y = (-?\d+\.\d+) x \+ (-?\d+\.\d+)", out)
+        assert found, out
+        assert abs(float(found.group(1)) - 3) < 0.1
+        assert abs(float(found.group(2)) - 2) < 0.1
