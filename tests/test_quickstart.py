@@ -121,13 +121,16 @@ def test_demo_users_passwords_printed_once_private_and_seeding_idempotent(demo):
 
 def run_cell(page, code: str, expect: str, timeout_s: float) -> str:
     """Type ``code`` into the notebook's last cell, run it (Shift+Enter), wait for an output
-    holding ``expect``; returns that output's text."""
+    holding ``expect``; returns that output's text. A traceback fails at once, with it."""
     page.locator(".jp-Notebook .jp-Cell").last.locator(".cm-content").click()
     page.keyboard.insert_text(code)
     page.keyboard.press("Shift+Enter")
-    output = page.locator(".jp-OutputArea-output").filter(has_text=expect)
-    output.first.wait_for(timeout=timeout_s * 1000)
-    return output.first.inner_text()
+    outputs = page.locator(".jp-OutputArea-output")
+    expected = outputs.filter(has_text=expect)
+    error = page.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"]')
+    expected.or_(error).first.wait_for(timeout=timeout_s * 1000)
+    assert error.count() == 0, error.first.inner_text()
+    return expected.first.inner_text()
 
 
 def test_quick_start_walk_as_the_demo_student(demo):
@@ -165,6 +168,13 @@ def test_quick_start_walk_as_the_demo_student(demo):
     rows = usage.json()["intervals"]
     assert any(r["user"] == STUDENT and r["resource"] == "demo-gpu" for r in rows), rows
     assert any(r["user"] == STUDENT and r["kind"] != "server" for r in rows), rows
+    # ... and only their own groups' usage
+    other = requests.get(
+        urljoin(demo.url, "services/facility/api/groups/cms/-/usage"),
+        headers={"Authorization": f"token {token}"},
+        timeout=30,
+    )
+    assert other.status_code == 403, other.text
     demo.login(STUDENT, password).stop_server()
 
 
@@ -177,7 +187,8 @@ def walk(page, demo: Facility, password: str) -> dict[str, str]:
     gpu = page.locator("#profile-item-demo-gpu")
     gpu.wait_for(timeout=60_000)
     form = page.locator("form").first.inner_text()
-    for offered in ("CPU", "Simulated NVIDIA A100 80GB", "Simulated NVIDIA A100 MIG", "FPGA"):
+    simulated = ("NVIDIA A100 80GB", "NVIDIA A100 MIG 1g.10gb", "AMD Alveo U250")
+    for offered in ("CPU (this machine)", *(f"Simulated {name}" for name in simulated)):
         assert offered in form, form
     page.screenshot(path=str(ARTIFACTS / "quickstart-spawn-form.png"))
     gpu.click()
