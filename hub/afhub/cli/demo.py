@@ -215,18 +215,18 @@ A generated example likelihood (afhub.fitting.examples; not a published one):
 BkgOnly.json is a background-only pyhf workspace, patchset.json holds one signal
 patch per mass point (m1, m2), named sig_<m1>_<m2>.
 
-Fit every point (in a terminal of your server):
-
-    afhub fit submit examples/BkgOnly.json --patchset examples/patchset.json --wait
-
-or in a notebook:
+Fit every point, in a notebook of your server:
 
     import json
-    from afhub.client import FitClient
+    from afhub.client import FitClient, format_table
     fits = FitClient()
     job = fits.submit(json.load(open("examples/BkgOnly.json")),
                       patchset=json.load(open("examples/patchset.json")))
-    fits.wait(job); print(fits.table(job))
+    fits.wait(job); print(format_table(fits.table(job)))
+
+or from a shell with the afhub command line and a token of yours (docs/quickstart.md):
+
+    afhub fit submit BkgOnly.json --patchset patchset.json --wait --url URL --token TOKEN
 """
 
 
