@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
+from pathlib import Path
 
 import pytest
 from traitlets.config import Config
@@ -132,3 +134,52 @@ def test_home_folder_names_are_distinct_and_safe(a, b):
     assert safe_name(a) != safe_name(b)
     for name in (a, b):
         assert set(safe_name(name)) <= set("abcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+def test_one_port_base_moves_every_port_and_two_bases_never_meet(env):
+    env.setenv("AFHUB_PORT_BASE", "9000")
+    c = build_config(FacilitySettings())
+    assert c.JupyterHub.bind_url == "http://127.0.0.1:9000/"
+    assert c.JupyterHub.hub_bind_url == "http://127.0.0.1:9081"
+    assert c.ConfigurableHTTPProxy.api_url == "http://127.0.0.1:9001"
+    urls = {s["name"]: s.get("url") for s in c.JupyterHub.services}
+    assert urls["facility"] == "http://127.0.0.1:9082"
+    assert urls["fitting"] == "http://127.0.0.1:9083"
+    port_traits = [n for n in FacilitySettings.class_trait_names(config=True) if n.endswith("port")]
+
+    def ports(base: str) -> set[int]:
+        env.setenv("AFHUB_PORT_BASE", base)
+        settings = FacilitySettings()
+        return {getattr(settings, name) for name in port_traits}
+
+    first, second = ports("8000"), ports("9000")
+    assert len(first) == len(second) == len(port_traits)  # no two ports of one facility meet
+    assert not first & second
+    env.setenv("AFHUB_API_PORT", "7777")  # a port set on its own wins over the base
+    assert FacilitySettings().api_port == 7777
+
+
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS_PAGE = ROOT / "docs" / "settings.md"
+#: AFHUB_ variables as the code names them (a prefix such as AFHUB_FIT_ is not one)
+VARIABLE = re.compile(r"\bAFHUB_[A-Z0-9_]*[A-Z0-9]\b")
+
+
+def test_docs_settings_page_is_generated_from_the_settings_help():
+    from afhub.cli.settings import markdown
+
+    assert SETTINGS_PAGE.read_text() == markdown(), (
+        "docs/settings.md is out of date: run `afhub settings --markdown > docs/settings.md`"
+    )
+
+
+def test_every_afhub_variable_the_code_reads_or_sets_is_in_the_settings_page():
+    documented = set(VARIABLE.findall(SETTINGS_PAGE.read_text()))
+    used: dict[str, str] = {}
+    for folder in ("hub", "extensions", "helm", "voila-apps"):
+        for path in (ROOT / folder).rglob("*"):
+            if path.suffix in (".py", ".yaml", ".yml", ".json", ".tpl") and path.is_file():
+                for name in VARIABLE.findall(path.read_text(errors="replace")):
+                    used.setdefault(name, str(path.relative_to(ROOT)))
+    missing = {name: where for name, where in used.items() if name not in documented}
+    assert not missing, f"not in docs/settings.md: {missing}"

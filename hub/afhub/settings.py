@@ -149,7 +149,7 @@ def default_text(cls: type, trait: str) -> str:
     value = generate.fallback if generate else cls.class_traits()[trait].default_value  # type: ignore[attr-defined]
     if callable(value):
         return (value.__doc__ or "computed").strip().splitlines()[0]
-    return f"``{value!r}``" if isinstance(value, str) else f"``{value}``"
+    return f"``{value}``" if value != "" else "(empty)"
 
 
 def setting_source(settings: Configurable, trait: str) -> str:
@@ -170,6 +170,16 @@ def default_home(_settings: Any = None) -> str:
     if (checkout / "pyproject.toml").exists():
         return str(checkout / ".afhub")
     return str(Path.home() / ".afhub")
+
+
+def sqlite_in_home(file: str) -> Callable[[Any], str]:
+    """The default of a database URL: SQLite ``file`` in the facility's home."""
+
+    def url(settings: Any) -> str:
+        return f"sqlite:///{Path(settings.home) / file}"
+
+    url.__doc__ = f"SQLite: ``{file}`` in ``home``"
+    return url
 
 
 def from_port_base(offset: int) -> Callable[[Any], int]:
@@ -290,9 +300,7 @@ class FacilitySettings(Configurable):
     ).tag(config=True)
 
     _default_hub_db_url = from_env(
-        "hub_db_url",
-        "AFHUB_HUB_DB_URL",
-        lambda settings: f"sqlite:///{Path(settings.home) / 'jupyterhub.sqlite'}",
+        "hub_db_url", "AFHUB_HUB_DB_URL", sqlite_in_home("jupyterhub.sqlite")
     )
 
     db_url = Unicode(
@@ -301,11 +309,7 @@ class FacilitySettings(Configurable):
         (``postgresql+psycopg2://...``). Env: ``AFHUB_DB_URL``.""",
     ).tag(config=True)
 
-    _default_db_url = from_env(
-        "db_url",
-        "AFHUB_DB_URL",
-        lambda settings: f"sqlite:///{Path(settings.home) / 'afhub.sqlite'}",
-    )
+    _default_db_url = from_env("db_url", "AFHUB_DB_URL", sqlite_in_home("afhub.sqlite"))
 
     api_port = Integer(
         help="Port of the facility API service (``/services/facility/``). Env: ``AFHUB_API_PORT``.",

@@ -35,6 +35,10 @@ OTHER_VARIABLES = {
     "AFHUB_FACILITY_URL": "the facility API's URL; the facility sets it in every server",
     "AFHUB_CREDENTIALS": "where ``afhub login`` keeps tokens (default "
     "``~/.config/afhub/credentials.json``, mode 0600)",
+    "AFHUB_CHARGED_GROUP": "set in a server: the group the hub charges it to",
+    "AFHUB_PAGES_PREFIX": "set for the services: where the facility's pages are",
+    "AFHUB_PAGES_CONFIG": "set for the pages service: the services' APIs and the navbar "
+    "links (JSON)",
     "AFHUB_TUTORIALS": "the tutorials folder placed in new homes (empty: none)",
     "AFHUB_DEVICES": "set in a server: the device slots it holds (comma-separated)",
     "AFHUB_DEVICES_SIMULATED": "set in a server: ``1`` when those devices are simulated",
@@ -89,7 +93,10 @@ def _print_current() -> None:
 
 
 def _cell(text: str) -> str:
-    return re.sub(r"\s+", " ", text).strip().replace("|", "\\|")
+    """A help string as a Markdown table cell: one line, code in single backticks, without
+    the ``Env: ...`` the variable column says."""
+    text = re.sub(r"\s*Env: ``AFHUB_\w+``\.?", "", text)
+    return re.sub(r"\s+", " ", text).strip().replace("``", "`").replace("|", "\\|")
 
 
 def markdown() -> str:
