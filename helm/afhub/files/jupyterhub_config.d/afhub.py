@@ -29,6 +29,7 @@ from traitlets.config import Config
 
 from afhub.hubconfig import (
     DASK_GATEWAY_SERVICE,
+    FACILITY_SERVICE,
     apply_registry_file,
     configure_culling,
     configure_fitting,
@@ -38,6 +39,7 @@ from afhub.hubconfig import (
     configure_named_servers,
     prepare_home,
 )
+from afhub.hubconfig.extension import configure as configure_server_extension
 from afhub.settings import FacilitySettings, load_config_file
 from afhub.stores.migrate import upgrade
 
@@ -98,6 +100,7 @@ def afhub_config(
         configure_fitting,
         configure_culling,
         configure_named_servers,
+        configure_server_extension,
     ):
         step(c, settings)
     z2jh = {service["name"]: service for service in z2jh_services}
@@ -127,6 +130,10 @@ def afhub_config(
     c.Spawner.environment = {
         **c.Spawner.environment,
         "AFHUB_FITTING_URL": kube["fitting_url"],
+        # the facility API through the same proxy as the fitting service (afhub_server)
+        "AFHUB_FACILITY_URL": kube["fitting_url"].replace(
+            "/services/fitting/", f"/services/{FACILITY_SERVICE}/"
+        ),
     }
     c.JupyterHub.spawner_class = "afhub-kube"
     c.Spawner.default_url = settings.default_url
