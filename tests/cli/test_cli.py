@@ -125,6 +125,27 @@ def test_every_command_and_option_has_help_and_positionals_read_alike():
 
 
 @pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["groups", "create"], "afhub groups create: the following arguments are required: PATH"),
+        (
+            ["quota", "set", "x", "--gpu-hours"],
+            "afhub quota set: argument --gpu-hours: expected one",
+        ),
+        (["nope"], "afhub: argument COMMAND: invalid choice: 'nope'"),
+    ],
+)
+def test_a_usage_error_is_one_line_that_says_where_to_read_more(capsys, argv, message):
+    with pytest.raises(SystemExit) as stopped:
+        build_parser().parse_args(argv)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message)
+    assert len(err.strip().splitlines()) == 1
+    assert err.strip().endswith("--help`)")
+
+
+@pytest.mark.parametrize(
     ("value", "shown"),
     [
         (None, "-"),

@@ -36,6 +36,7 @@ from afhub.cli import (
     users,
 )
 from afhub.cli.database import fail, first_line
+from afhub.cli.parser import CommandParser
 from afhub.settings import SettingsError, load_settings
 
 #: the command groups, in the order ``afhub --help`` lists them
@@ -63,7 +64,7 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="afhub",
         description="Run and manage an afhub analysis facility. Every command finds the "
         "facility in $AFHUB_HOME, else where `afhub up` keeps it; `afhub settings` shows "

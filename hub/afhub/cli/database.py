@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from afhub.cli.parser import CommandParser
 from afhub.groups.tree import PermissionDenied
 
 #: what a person can do when there is no facility where the CLI looks
@@ -63,7 +64,7 @@ def db_option(parser: argparse.ArgumentParser, default: Any = None) -> None:
     )
 
 
-class _DatabaseSubcommand(argparse.ArgumentParser):
+class _DatabaseSubcommand(CommandParser):
     """A subcommand of a database command: ``--db-url`` may also follow it
     (``afhub groups list --db-url URL``) without undoing one given before it."""
 
