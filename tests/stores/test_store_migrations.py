@@ -150,14 +150,14 @@ def test_a_new_sqlite_database_is_private_whatever_the_umask(tmp_path):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 
 
-def test_the_cli_creates_private_files(tmp_path):
-    """``afhub groups create`` before the first ``afhub up`` made a 0644 database."""
+def test_the_cli_creates_no_database_before_the_first_up(tmp_path):
+    """``afhub groups create`` before the first ``afhub up`` made a 0644 database; now a
+    command never creates a facility (issue 13): it refuses, and the home stays empty."""
     import os
-    import stat
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("AFHUB_")}
     env["AFHUB_HOME"] = str(tmp_path / "home")
-    subprocess.run(
+    done = subprocess.run(
         [
             sys.executable,
             "-c",
@@ -165,13 +165,14 @@ def test_the_cli_creates_private_files(tmp_path):
             "sys.exit(main(['groups', 'create', 'atlas']))",
         ],
         env=env,
-        check=True,
+        check=False,
         capture_output=True,
+        text=True,
         timeout=120,
     )
-    files = list((tmp_path / "home").iterdir())
-    assert files
-    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files), files
+    assert done.returncode == 2
+    assert "no facility in" in done.stderr
+    assert not (tmp_path / "home").exists()
 
 
 def test_sqlite_upgrade_is_one_transaction(tmp_path):
