@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import logging
 
-from tornado import web
-
 from afhub.devices import capacity
 from afhub.registry.model import Resource
+from afhub.spawners.form import spawn_error
 from afhub.stores.devices import DevicesBusy
 from afhub.stores.facade import Stores
 
@@ -42,7 +41,7 @@ def claim(
             interval_id=interval_id,
         )
     except DevicesBusy as exc:
-        raise web.HTTPError(409, str(exc)) from None
+        raise spawn_error(409, str(exc)) from None
     log.info(
         "Allocated %s slot(s) %s of %s to %s's server %r",
         count,

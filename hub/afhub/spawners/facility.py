@@ -34,7 +34,13 @@ from afhub.quotas.refusals import explain
 from afhub.quotas.remaining import Remaining, remaining
 from afhub.registry.model import Resource
 from afhub.spawners import devices
-from afhub.spawners.form import CHARGE_OPTION, GroupChoice, charge_select, refusal_error
+from afhub.spawners.form import (
+    CHARGE_OPTION,
+    GroupChoice,
+    charge_select,
+    refusal_error,
+    spawn_error,
+)
 from afhub.stores.database import default_url
 from afhub.stores.errors import StoreError
 from afhub.stores.facade import Stores
@@ -62,7 +68,7 @@ def parse_charge_option(value: object) -> str | None:
     try:
         return validate_path(value)
     except InvalidGroupName as exc:
-        raise web.HTTPError(
+        raise spawn_error(
             400, f"{CHARGE_OPTION} must be a group path such as atlas/higgs: {exc}"
         ) from None
 
@@ -221,7 +227,7 @@ class FacilitySpawner(HasTraits):
         except QuotaExceeded as exc:
             raise self.refusal(exc.decision.refusals[0], charge, group) from None
         except StoreError as exc:
-            raise web.HTTPError(exc.status, str(exc)) from None
+            raise spawn_error(exc.status, str(exc)) from None
         self.log.info(
             "Admitted %s's server %r charged to %s (ledger interval %s)",
             self.user.name,

@@ -7,10 +7,10 @@
   form shows what was refused);
 * :func:`native_selects`: kubespawner's selects with Bootstrap 5's ``form-select`` look
   (the dropdown arrow of the hub's own controls) instead of a text field's;
-* :func:`refusal_error`: an HTTP error that JupyterHub shows as the refusal's plain words
-  on the spawn and spawn-pending pages (``jupyterhub_message`` / ``jupyterhub_html_message``)
-  and in the REST API's ``message``, not as ``HTTP 403: error (...)``; the reset time is
-  marked up so that the page adds the browser's local time.
+* :func:`spawn_error`, :func:`refusal_error`: an HTTP error that JupyterHub shows as its
+  plain words on the spawn and spawn-pending pages (``jupyterhub_html_message``) and in the
+  REST API's ``message`` (``jupyterhub_message``), not as ``HTTP 403: error (...)``; a
+  refusal's reset time is marked up so that the page adds the browser's local time.
 """
 
 from __future__ import annotations
@@ -117,9 +117,16 @@ def refusal_html(advice: Advice) -> str:
     return html
 
 
+def spawn_error(status: int, text: str, html: str | None = None) -> web.HTTPError:
+    """An HTTP error that JupyterHub shows as ``text`` alone: the REST API's ``message``
+    and progress events (``jupyterhub_message``), the spawn and spawn-pending pages
+    (``jupyterhub_html_message``, ``text`` escaped unless ``html`` is given)."""
+    error = web.HTTPError(status, text)
+    error.jupyterhub_message = text
+    error.jupyterhub_html_message = escape(text) if html is None else html
+    return error
+
+
 def refusal_error(advice: Advice, status: int = 403) -> web.HTTPError:
     """An HTTP error JupyterHub shows as ``advice``'s words alone (pages and REST API)."""
-    error = web.HTTPError(status, advice.text)
-    error.jupyterhub_message = advice.text
-    error.jupyterhub_html_message = refusal_html(advice)
-    return error
+    return spawn_error(status, advice.text, refusal_html(advice))

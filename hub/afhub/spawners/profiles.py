@@ -46,7 +46,7 @@ from afhub.quotas.limits import Charge, ChargeKind
 from afhub.quotas.remaining import Remaining, ResourceKind, describe, units_left
 from afhub.registry.model import Registry, Resource, load_registry, parse_registry
 from afhub.spawners.facility import FacilitySpawner, parse_charge_option
-from afhub.spawners.form import CHARGE_OPTION, native_selects
+from afhub.spawners.form import CHARGE_OPTION, native_selects, spawn_error
 from afhub.stores.errors import StoreError
 
 #: user option naming the profile, as kubespawner's form posts it
@@ -261,14 +261,14 @@ class ProfilesMixin(FacilitySpawner):
         allowed = build_profile_list(registry, groups)
         if not allowed and self.refuse_without_profile:
             self.log.warning("Refused spawn for %s: no resource for their groups", self.user.name)
-            raise web.HTTPError(403, "No resource of this facility is available to your groups")
+            raise spawn_error(403, "No resource of this facility is available to your groups")
         extra = self._extra_keys()
         self._afhub_payer = None
         try:
             resolved = resolve_user_options(allowed, options, extra)
         except ProfileError as exc:
             self.log.warning("Refused spawn options for %s: %s", self.user.name, exc)
-            raise web.HTTPError(403, str(exc)) from None
+            raise spawn_error(403, str(exc)) from None
         resource = registry.resources.get(resolved.profile or "")
         # the charged group; a malformed charge_to is a 400 here, as at admission
         charge_to = None
@@ -303,7 +303,7 @@ class ProfilesMixin(FacilitySpawner):
             return self.refusal(decision.refusals[0], charge, group)
         left = describe(room) if room is not None else "Your quota does not allow it."
         self.log.warning("Refused spawn for %s: %s Refused: %s", self.user.name, left, exc)
-        return web.HTTPError(403, f"{left} Refused: {exc}")
+        return spawn_error(403, f"{left} Refused: {exc}")
 
     def may_pay(self, group: str) -> bool:
         """Whether ``group`` may pay for the chosen profile's resource."""
@@ -325,7 +325,7 @@ class ProfilesMixin(FacilitySpawner):
             group = groups.resolve_charge_group(user, requested)
         except StoreError as exc:
             if requested:  # not a member of it, or no such group
-                raise web.HTTPError(exc.status, str(exc)) from None
+                raise spawn_error(exc.status, str(exc)) from None
             group = None
         if group is not None and resource.payable_by(group):
             return group
@@ -341,7 +341,7 @@ class ProfilesMixin(FacilitySpawner):
         else:
             reason += " (none of your groups may pay for it)"
         self.log.warning("Refused spawn for %s: %s", user, reason)
-        raise web.HTTPError(403, reason[0].upper() + reason[1:])
+        raise spawn_error(403, reason[0].upper() + reason[1:])
 
     def charge_group_option(self) -> str | None:
         """The group admission charges: the payer chosen at resolution, when there is one."""
