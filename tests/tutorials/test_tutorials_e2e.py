@@ -1,6 +1,7 @@
 """The five onboarding tutorials, run end to end against a real local facility.
 
-A new student logs in and starts a server; its first start put the tutorials in the home
+A student invited by link into a course group logs in, opens the link, and starts a server
+charged to the course; its first start put the tutorials in the home
 (afhub.spawners.tutorials), and the hub's home page links each. Every notebook is then
 executed with nbclient in the environment of that started server (taken from a kernel of the
 server itself: the server's own token, the facility's URLs, Dask Gateway's settings, the
@@ -39,20 +40,43 @@ ENVIRONMENT_CODE = (
 )
 
 
+def invitation_link(facility, group: str) -> str:
+    """A facility admin creates ``group`` and a single-use invitation into it; its link."""
+    api = facility.url + "services/facility/api/"
+    admin = {"Authorization": f"token {facility.admin_token()}"}
+    created = requests.post(api + "groups", json={"path": group}, headers=admin, timeout=30)
+    assert created.status_code in (200, 201), created.text
+    invitation = requests.post(
+        api + f"groups/{group}/-/invitations",
+        json={"uses": 1, "expires_in_hours": 1},
+        headers=admin,
+        timeout=30,
+    )
+    assert invitation.status_code == 201, invitation.text
+    return urljoin(facility.url, invitation.json()["join_url"])
+
+
 @pytest.fixture(scope="module")
 def student(facility):
-    """A new user with a started server (its first start), the server's environment and a
-    logged-in browser-like session."""
+    """A new user invited by link into a course group: logs in, opens the link (the join
+    page, through the hub's OAuth as a browser does), starts a server charged to the course
+    (its first start); the server's environment and a logged-in session."""
     import uuid
 
-    name = f"student-{uuid.uuid4().hex[:8]}"
+    suffix = uuid.uuid4().hex[:8]
+    name, group = f"student-{suffix}", f"course-{suffix}"
+    link = invitation_link(facility, group)
     password = facility.add_user(name)
-    session = facility.login(name, password)
-    session.start_server()
+    session = facility.login(name, password)  # the first login: the default group, users
+    joined = session.get(link, timeout=60)
+    assert joined.status_code == 200, joined.text[:500]
+    assert group in joined.text
+    session.start_server(options={"charge_to": group})
     token = session.new_token("tutorials test")
     environment = json.loads(run_in_kernel(facility.url, name, token, ENVIRONMENT_CODE))
     yield {
         "name": name,
+        "group": group,
         "password": password,
         "session": session,
         "token": token,
@@ -160,12 +184,14 @@ def test_01_first_login(student):
 
 def test_02_groups_and_quota(student):
     out = run_tutorial(student, "02-my-groups-and-quota")
+    group = student["group"]
     assert f"You are {student['name']}; your default group is users" in out
     assert "group users: you are member" in out
-    assert "This server is charged to group users" in out
-    assert "Group users (period:" in out
-    assert re.search(r"Group users used \d+\.\d{4} core-hours", out)
-    assert re.search(r"[1-9]\d* of its \d+ charges are yours", out)  # this server's interval
+    assert f"group {group}: you are member" in out  # joined by the invitation link
+    assert f"This server is charged to group {group}" in out
+    assert f"Group {group} (period:" in out
+    assert re.search(rf"Group {group} used \d+\.\d{{4}} core-hours", out)
+    assert re.search(r"^1 of its 1 charges are yours", out, re.MULTILINE)  # this server
     assert "No warnings" in out
 
 
