@@ -25,6 +25,8 @@ import psutil
 import requests
 import yaml
 
+from afhub.hubconfig.ports import port_settings
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -56,6 +58,9 @@ class Facility:
         self.gateway_port = free_port()
         self.gateway_proxy_port = free_port()
         self.pages_port = free_port()
+        # every port setting gets a free port, new ones included: a port left at its
+        # AFHUB_PORT_BASE default would be shared by two facilities of one test run
+        self.other_ports = {variable: free_port() for _setting, variable in port_settings()}
         self.extra_env = dict(env or {})
         self.config = config
         self.process: subprocess.Popen | None = None
@@ -94,6 +99,7 @@ class Facility:
             ),
             PYTHONUNBUFFERED="1",
         )
+        env.update({k: str(port) for k, port in self.other_ports.items() if k not in env})
         env.update(self.extra_env)
         return env
 
@@ -158,10 +164,9 @@ class Facility:
             return []
 
     def stop(self, timeout: float = 90) -> None:
-        """Stop as Ctrl-C does (SIGINT); whatever is left after ``timeout`` is killed.
-
-        The hub stops its five services one after the other (each may take JupyterHub's
-        interrupt, terminate and kill timeouts on a loaded machine), then the servers."""
+        """Stop as Ctrl-C does (SIGINT); whatever is left after ``timeout`` is killed
+        (and listed in ``leftover``). The hub stops its services and servers at once
+        (:mod:`afhub.hubconfig.hubapp`): a few seconds."""
         self._signal_and_reap(signal.SIGINT, timeout)
 
     def kill(self) -> None:

@@ -10,8 +10,10 @@ it, instead of starting half of itself and dying with a proxy traceback.
 from __future__ import annotations
 
 import errno
+import os
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 from afhub.settings import FacilitySettings, environment_variable
 
@@ -32,17 +34,25 @@ class FacilityPort:
         return f"{self.port} ({self.variable})"
 
 
+def port_settings() -> list[tuple[str, str]]:
+    """``(setting, variable)`` of every port setting: ``port`` and ``*_port``, not
+    ``port_base`` (nothing listens on it)."""
+    names = FacilitySettings.class_trait_names(config=True)
+    return [
+        (name, environment_variable(FacilitySettings, name) or name)
+        for name in names
+        if name == "port" or name.endswith("_port")
+    ]
+
+
 def facility_ports(settings: FacilitySettings) -> list[FacilityPort]:
-    """Every port setting (``port`` and ``*_port``; not ``port_base``, which is not a port
-    anything listens on), in the settings' order. The public proxy listens on
+    """Every port of these settings, lowest first. The public proxy listens on
     ``settings.ip``; everything else on the loopback address."""
-    ports = []
-    for name in settings.trait_names(config=True):
-        if name != "port" and not name.endswith("_port"):
-            continue
-        host = settings.ip if name == "port" else "127.0.0.1"
-        variable = environment_variable(type(settings), name) or name
-        ports.append(FacilityPort(name, variable, host, getattr(settings, name)))
+    ports = [
+        FacilityPort(name, variable, settings.ip if name == "port" else "127.0.0.1", port)
+        for name, variable in port_settings()
+        for port in [getattr(settings, name)]
+    ]
     return sorted(ports, key=lambda p: p.port)
 
 
@@ -59,18 +69,50 @@ def cannot_listen(host: str, port: int) -> str | None:
     return None
 
 
+def running_process(pid_file: Path) -> int | None:
+    """The process named in ``pid_file`` if it is running (``None``: no file, or it ended)."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+#: the ports of the proxy, which the hub replaces at start when its previous run left it
+#: (a hub that crashed or was killed leaves its proxy, and the users' servers, running)
+PROXY_PORTS = ("port", "proxy_api_port")
+
+
 def unusable_ports(settings: FacilitySettings) -> list[tuple[FacilityPort, str]]:
     """The facility's ports that cannot be listened on, each with the reason (a port given
-    to two settings is refused at the second)."""
+    to two settings is refused at the second). The proxy's ports are not checked while the
+    proxy this facility's previous hub left is running: the hub stops it (by its PID file,
+    ``proxy.pid``) and starts its own."""
+    left_proxy = running_process(settings.home_path / "proxy.pid") is not None
     found = []
     first: dict[int, FacilityPort] = {}
     for port in facility_ports(settings):
         other = first.setdefault(port.port, port)
-        reason = f"also {other.variable}" if other is not port else None
-        reason = reason or cannot_listen(port.host, port.port)
+        reason = f"also given to {other.variable}" if other is not port else None
+        if reason is None and not (left_proxy and port.setting in PROXY_PORTS):
+            reason = cannot_listen(port.host, port.port)
         if reason is not None:
             found.append((port, reason))
     return found
+
+
+def running_hub_message(settings: FacilitySettings) -> str | None:
+    """One line when a hub of this facility runs already (its PID file, ``jupyterhub.pid``,
+    names a running process); ``None`` otherwise."""
+    pid = running_process(settings.home_path / "jupyterhub.pid")
+    if pid is None:
+        return None
+    return (
+        f"this facility ({settings.home}) already runs: its hub is process {pid}; stop it "
+        "first (Ctrl-C where it runs), or give a second one its own AFHUB_HOME and "
+        "AFHUB_PORT_BASE"
+    )
 
 
 def unusable_ports_message(unusable: list[tuple[FacilityPort, str]], port_base: int) -> str:

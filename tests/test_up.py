@@ -1,0 +1,62 @@
+"""``afhub up`` on ports it cannot use or on a facility that runs already (issue 13, start
+like a service): it stops before anything starts or prints, with one line that names the
+port and the setting that moves it, or the running hub.
+What ``afhub up`` prints once the hub answers and how Ctrl-C stops it are checked on a
+started facility in ``tests/test_restart.py`` (one facility for both)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+from tests.facility import PROJECT_ROOT, Facility
+
+
+def run_up(fac: Facility, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "afhub", "up"],
+        env={**fac.env, **env},
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_busy_port_stops_up_before_anything_starts_or_prints(tmp_path):
+    fac = Facility(tmp_path / "home")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", fac.fitting_port))
+        busy.listen()
+        result = run_up(fac)
+    assert result.returncode == 2
+    assert result.stdout == ""  # no "log in at", no password
+    (line,) = result.stderr.splitlines()
+    assert f"port {fac.fitting_port} on 127.0.0.1 is in use (fitting_port)" in line
+    assert "AFHUB_FITTING_PORT" in line
+    assert "AFHUB_PORT_BASE" in line
+    # nothing was started or made: no admin password, no database, no hub
+    assert list(fac.home.iterdir()) == []
+
+
+def test_a_port_given_to_two_settings_is_refused(tmp_path):
+    fac = Facility(tmp_path / "home")
+    result = run_up(fac, AFHUB_API_PORT=str(fac.port))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert f"port {fac.port} on 127.0.0.1 is also given to AFHUB_API_PORT (port)" in line
+    assert "set AFHUB_PORT to a free port" in line
+    assert list(fac.home.iterdir()) == []
+
+
+def test_a_second_up_on_a_running_facility_says_so(tmp_path):
+    fac = Facility(tmp_path / "home")
+    (fac.home / "jupyterhub.pid").write_text(str(os.getpid()))  # a running process
+    result = run_up(fac)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert f"this facility ({fac.home}) already runs: its hub is process {os.getpid()}" in line
