@@ -44,7 +44,7 @@ class Person:
         self.page.screenshot(path=str(path), full_page=True)
         if os.environ.get("AFHUB_SCREENSHOTS") == "1":
             DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-            self.page.screenshot(path=str(DOCS_SCREENSHOTS / f"{name}.png"), full_page=True)
+            self.page.screenshot(path=str(DOCS_SCREENSHOTS / f"pages-{name}.png"), full_page=True)
         return path
 
 
@@ -65,7 +65,8 @@ def log_in(browser, facility, name: str, password: str) -> Person:
 
 @dataclass
 class World:
-    """Groups ``<top>/a`` (alice admin) and ``<top>/b`` (bob member, with a quota)."""
+    """Groups ``<top>/a`` (alice admin) and ``<top>/b`` (bob member, with a quota and a
+    GPU resource ``<top>-a100`` of 8 devices that only ``<top>/b`` may use)."""
 
     top: str
     admin: dict
@@ -97,4 +98,25 @@ def world(facility) -> World:
     assert world.api(
         "PUT", f"groups/{top}/b/-/quota", json={"gpu_hours": 5, "cpu_core_hours": 100}
     ).ok
+    provider = {
+        "name": f"{top}-lab",
+        "institution": "Example University",
+        "contacts": ["af@example.org"],
+    }
+    assert world.api("POST", "providers", json=provider).status_code == 201
+    resource = {
+        "name": f"{top}-a100",
+        "provider": provider["name"],
+        "site": "Example AF",
+        "kind": "gpu",
+        "accelerator": "NVIDIA A100 80GB",
+        "count_per_node": 4,
+        "node_count": 2,
+        "cpu_per_node": 64,
+        "memory_per_node": "512Gi",
+        "extended_resource": "nvidia.com/gpu",
+        "image": "ghcr.io/afhub/notebook-gpu:2026.11",
+        "allowed_groups": [f"{top}/b"],
+    }
+    assert world.api("POST", "resources", json=resource).status_code == 201
     return world

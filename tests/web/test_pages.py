@@ -97,6 +97,15 @@ def test_group_admin_manages_a_group_in_the_browser(facility, world, browser):
     tree = page.locator("#afhub-tree").inner_text().splitlines()
     assert f"{top}/a admin" in tree  # her group, full path: she cannot see its parent
     assert not [row for row in tree if row.startswith(f"{top}/b")]  # nor its sibling
+    nav = page.locator("#thenavbar").inner_text()
+    assert [label for label in ("Groups", "My usage", "Resources", "Services") if label in nav] == [
+        "Groups",
+        "My usage",
+        "Resources",
+        "Services",
+    ]
+    menu = page.locator("#thenavbar .dropdown-menu a.dropdown-item")
+    assert {"facility", "fitting", "dask-gateway"} <= set(menu.all_inner_texts())
     alice.shot("groups")
     page.click(f"a[href$='groups/{top}/a']")
     page.wait_for_selector("#afhub-members")
@@ -171,7 +180,9 @@ def test_member_sees_usage_resources_and_joins_by_link(facility, world, browser)
     assert "Nothing of yours is running" in page.content()
     bob.shot("usage")
     page.goto(pages(facility) + "resources")
-    page.wait_for_selector("#afhub-resources, #afhub-empty")
+    row = page.locator("#afhub-resources tr", has_text=f"{world.top}-a100").inner_text()
+    assert "8 / 8" in row  # free now / total
+    assert f"{world.top}/b" in row  # through his group
     bob.shot("resources")
     created = world.api("POST", f"groups/{world.top}/-/invitations", json={"uses": 1}).json()
     assert created["join_url"].startswith("/services/afhub/join/")

@@ -44,8 +44,8 @@ def _api_urls(settings: FacilitySettings) -> dict[str, str]:
 
 def configure(c: Config, settings: FacilitySettings) -> None:
     """Add the pages' service, its navbar links, and point the roots and join links of the
-    services configured before it at the pages. The pages' service may read the hub's
-    list of services (for the Services menu, as the hub's own pages show it)."""
+    services configured before it at the pages. The pages' service may list the hub's
+    services (for the Services menu, as the hub's own pages show it)."""
     from afhub.hubconfig import SERVICE_COOKIE_OPTIONS, add_nav_link
 
     prefix = pages_prefix(settings)
@@ -80,7 +80,11 @@ def configure(c: Config, settings: FacilitySettings) -> None:
     c.JupyterHub.services = [*services, pages]
     c.JupyterHub.load_roles = [
         *c.JupyterHub.get("load_roles", []),
-        {"name": "afhub-pages", "services": [PAGES_SERVICE], "scopes": ["read:services"]},
+        {
+            "name": "afhub-pages",
+            "services": [PAGES_SERVICE],
+            "scopes": ["list:services", "read:services"],
+        },
     ]
     for label, page in NAV:
         add_nav_link(c, label, prefix + page)

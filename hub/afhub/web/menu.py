@@ -1,6 +1,6 @@
 """The hub's Services menu on the pages: the services with a URL that the hub lists
-(``display`` true), read once from the hub's REST API with the pages' own token (scope
-``read:services`` only: the list the hub's own pages show every user)."""
+(``display`` true), read once from the hub's REST API with the pages' own token (scopes
+``list:services`` and ``read:services`` only: the list the hub's own pages show every user)."""
 
 from __future__ import annotations
 

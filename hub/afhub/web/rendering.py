@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,23 @@ def environment() -> Environment:
             FileSystemLoader([str(TEMPLATES), str(HUB_TEMPLATES)]),
         ]
     )
-    return Environment(loader=loader, autoescape=True)
+    env = Environment(loader=loader, autoescape=True)
+    env.filters["when"] = when
+    return env
+
+
+def when(value: object) -> str:
+    """An ISO 8601 instant from the API as a person reads it (``2026-12-11 22:23 UTC``);
+    anything else as it is."""
+    if not isinstance(value, str):
+        return "" if value is None else str(value)
+    try:
+        instant = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    if instant.tzinfo is not None:
+        instant = instant.astimezone(UTC)
+    return instant.strftime("%Y-%m-%d %H:%M UTC")
 
 
 @dataclass(frozen=True)
