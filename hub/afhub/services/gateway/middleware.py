@@ -76,13 +76,31 @@ def _refusal(request: web.Request, log: logging.Logger) -> web.Response | None:
     return None
 
 
+#: where the gateway's proxy reads its routes (``?watch=1``: a stream of route changes)
+ROUTES_PATH = "/api/v1/routes"
+
+
+async def routes_for_the_proxy(request: web.Request, handler, log: logging.Logger):
+    """The routes for the gateway's proxy. The proxy ends each watch of the routes after
+    60 s (its HTTP client's timeout) and starts a new one; the gateway learns that a watch
+    was ended only when it next writes to it, at the next route change. So the first
+    cluster after a quiet time met one ended watch per quiet minute, each logged by aiohttp
+    as a traceback ("Cannot write to closing transport"). Such a watch is over, not an
+    error: the answer goes nowhere (aiohttp sees the closed connection and logs nothing)."""
+    try:
+        return await handler(request)
+    except ConnectionResetError:
+        log.debug("The gateway's proxy had ended a watch of its routes")
+        return web.Response(status=204)
+
+
 def json_answers(log: logging.Logger):
     """The gateway's middleware (see the module's docstring)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler):
-        if request.path == "/api/v1/routes":  # the gateway's own proxy, token-checked
-            return await handler(request)
+        if request.path == ROUTES_PATH:  # the gateway's own proxy, token-checked
+            return await routes_for_the_proxy(request, handler, log)
         refused = _refusal(request, log)
         if refused is not None:
             return refused
