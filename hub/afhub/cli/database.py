@@ -25,6 +25,16 @@ NO_FACILITY_HINT = (
 )
 
 
+#: what a command adds to "no such ...": where to look up the names there are
+LOOK_UP = {
+    "groups": " (`afhub groups list` shows the groups)",
+    "quota": " (`afhub groups list` shows the groups)",
+    "usage": " (`afhub groups list` shows the groups)",
+    "invite": " (`afhub invite list PATH` shows a group's invitations)",
+    "resources": " (`afhub resources list` and `afhub resources providers list` show them)",
+}
+
+
 def fail(message: str) -> int:
     """Say why on stderr, one line; exit status 2."""
     print(f"afhub: {message}", file=sys.stderr)
@@ -87,7 +97,7 @@ def database_command(
 
 def with_stores(args: argparse.Namespace, settings: Any, action: Callable[[Any], None]) -> int:
     """Open the stores, run ``action(stores)``, close them; a refusal is exit status 2."""
-    from afhub.stores.errors import StoreError
+    from afhub.stores.errors import NotFound, StoreError
     from afhub.stores.facade import Stores
 
     url = database_url(args, settings)
@@ -101,6 +111,8 @@ def with_stores(args: argparse.Namespace, settings: Any, action: Callable[[Any],
         return fail(f"cannot open the database {url}: {first_line(exc)}")
     try:
         action(stores)
+    except NotFound as exc:
+        return fail(f"{exc}{LOOK_UP.get(args.command, '')}")
     except (StoreError, PermissionDenied, ValueError) as exc:
         return fail(str(exc))
     finally:

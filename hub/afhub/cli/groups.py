@@ -32,7 +32,7 @@ def _create(groups: Any, args: argparse.Namespace, _settings: Any) -> None:
         if not args.parents:
             parent = parent_path(path)
             if parent is not None and not _exists(groups, parent):
-                raise NotFound(
+                raise ValueError(
                     f"parent group {parent!r} does not exist: create it first, or use "
                     f"`afhub groups create --parents {path}`"
                 )
@@ -88,7 +88,7 @@ def _known_user(groups: Any, settings: Any, user: str) -> bool:
 def _add_member(groups: Any, args: argparse.Namespace, settings: Any, stores: Any) -> None:
     if not _known_user(groups, settings, args.user):
         if not args.invite:
-            raise NotFound(
+            raise ValueError(
                 f"no user {args.user!r} on this facility (never logged in, no local account): "
                 f"check the name; `afhub users add {args.user}` creates a local account, or "
                 "--invite prints a join link to send them"
