@@ -30,6 +30,19 @@ class DashboardRedirect(JupyterHandler):
         self.redirect(f"{target}?{query}" if query else target)
 
 
+#: a path with a ``..`` segment, plain or percent-encoded (``%2e``, ``%2f``, ``%5c``): no URL
+#: of the dashboards has one, and Voila's static handlers answered some with a 500
+#: (GHSA-2q59-h24c-w6fg was a traversal through them)
+DOT_DOT = r"(?i:(?:.*(?:/|%2f|%5c))?(?:\.|%2e){2}(?:(?:/|%2f|%5c).*)?)"
+
+
+class TraversalRefused(web.RequestHandler):
+    """404 for any path with a ``..`` segment, before any other handler sees it."""
+
+    def prepare(self) -> None:
+        raise web.HTTPError(404)
+
+
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
     return [{"module": "afhub.web.dashboards.routes"}]
 
@@ -45,4 +58,8 @@ def _link_jupyter_server_extension(serverapp) -> None:
 def _load_jupyter_server_extension(serverapp) -> None:
     names = "|".join(DASHBOARDS)
     pattern = url_path_join(serverapp.web_app.settings["base_url"], f"({names})/?")
-    serverapp.web_app.add_handlers(".*$", [(pattern, DashboardRedirect)])
+    base = serverapp.web_app.settings["base_url"]
+    serverapp.web_app.add_handlers(
+        ".*$",
+        [(base + DOT_DOT, TraversalRefused), (pattern, DashboardRedirect)],
+    )

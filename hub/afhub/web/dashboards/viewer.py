@@ -55,20 +55,27 @@ def prelaunch(handler: web.RequestHandler, notebook: Any, cwd: str) -> None:  # 
     if user is None or not token:
         raise web.HTTPError(403, "a dashboard is shown only to a person logged in to the hub")
     viewer = Viewer(name=user.username, token=token)
-    refuse_unless_allowed(notebook, viewer)
+    refuse_unless_allowed(handler, notebook, viewer)
     VIEWER.set(viewer)
 
 
-def refuse_unless_allowed(notebook: Any, viewer: Viewer) -> None:
+def refuse_unless_allowed(handler: web.RequestHandler, notebook: Any, viewer: Viewer) -> None:
     """403 for the page itself when the facility API refuses the viewer the resource the
-    notebook names in its metadata (``afhub.access_check``, a path under the API), so that
-    a person who may not see a dashboard gets no page and no kernel."""
-    path = (notebook.metadata.get("afhub") or {}).get("access_check")
-    if not path:
+    notebook names in its metadata (``afhub.access_check``: ``path``, default ``params``
+    and the page's query arguments passed on, ``from_query``), so that a person who may not
+    see a dashboard gets no page and no kernel."""
+    check = (notebook.metadata.get("afhub") or {}).get("access_check")
+    if not check:
         return
-    url = os.environ.get("AFHUB_FACILITY_URL", "").rstrip("/") + "/api/" + path
+    params = dict(check.get("params") or {})
+    for name in check.get("from_query") or ():
+        value = handler.get_query_argument(name, None)
+        if value is not None:
+            params[name] = value
+    url = os.environ.get("AFHUB_FACILITY_URL", "").rstrip("/") + "/api/" + check["path"]
+    headers = {"Authorization": f"token {viewer.token}"}
     try:
-        response = requests.get(url, headers={"Authorization": f"token {viewer.token}"}, timeout=15)
+        response = requests.get(url, params=params, headers=headers, timeout=15)
     except requests.RequestException:
         raise web.HTTPError(502, "the facility API did not answer; try again") from None
     if response.status_code in (401, 403):
@@ -76,7 +83,8 @@ def refuse_unless_allowed(notebook: Any, viewer: Viewer) -> None:
             reason = str(response.json().get("error"))
         except ValueError:
             reason = "not allowed"
-        raise web.HTTPError(403, reason, reason="Forbidden")
+        # Voila's error page shows the status line: the reason is the API's message
+        raise web.HTTPError(403, reason, reason=" ".join(reason.split())[:300])
 
 
 class ViewerKernelManager(AsyncMappingKernelManager):

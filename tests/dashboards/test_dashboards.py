@@ -1,0 +1,336 @@
+"""The dashboards on one real facility: the contributions resource of the facility API, who
+gets which page, kernels acting as their viewer, static traversal, and every dashboard drawn
+in headless Chromium (screenshots kept in docs/screenshots/).
+
+One facility for the module; its registry and ledger are seeded by tests/dashboards/seed.py.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import time
+import uuid
+from types import SimpleNamespace
+from urllib.parse import urljoin, urlparse
+
+import pytest
+import requests
+
+from tests.browser import CHROMIUM_ARGS, chromium_path
+from tests.dashboards.seed import PROVIDERS, RESOURCES, seed_ledger
+from tests.facility import PROJECT_ROOT, Facility
+
+SCREENSHOTS = PROJECT_ROOT / "docs" / "screenshots"
+KERNEL_ID = re.compile(r'"kernelId": "([0-9a-f-]{36})"')
+
+
+def _wait_until_routed(fac: Facility, timeout: float = 120) -> None:
+    """The dashboards service answers through the proxy (a login redirect)."""
+    deadline = time.monotonic() + timeout
+    url = fac.url + "services/dashboards/contributions"
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, allow_redirects=False, timeout=5).status_code == 302:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"dashboards service not up:\n{fac.log_tail()}")
+
+
+def _user(fac: Facility, name: str) -> SimpleNamespace:
+    password = fac.add_user(name)
+    token = fac.login(name, password).new_token("dashboards tests")
+    return SimpleNamespace(name=name, password=password, token=token)
+
+
+@pytest.fixture(scope="module")
+def dash(tmp_path_factory):
+    fac = Facility(tmp_path_factory.mktemp("dashboards"))
+    fac.start()
+    try:
+        _wait_until_routed(fac)
+        admin = SimpleNamespace(name="admin", password=fac.admin_password)
+        admin.token = fac.admin_token()
+        users = {n: _user(fac, n) for n in ("prov", "student", "lead")}
+        api = fac.url + "services/facility/api/"
+        headers = {"Authorization": f"token {admin.token}"}
+        for provider in PROVIDERS.values():
+            contacts = ["prov"] if provider["name"] == "alpha" else provider["contacts"]
+            body = {**provider, "contacts": contacts}
+            requests.post(api + "providers", json=body, headers=headers).raise_for_status()
+        for entry in RESOURCES:
+            requests.post(api + "resources", json=entry, headers=headers).raise_for_status()
+        requests.post(api + "groups", json={"path": "atlas"}, headers=headers).raise_for_status()
+        requests.put(
+            api + "groups/atlas/-/members/lead", json={"role": "admin"}, headers=headers
+        ).raise_for_status()
+        requests.put(
+            api + "groups/atlas/-/quota",
+            json={"gpu_hours": 100, "cpu_core_hours": 1000},
+            headers=headers,
+        ).raise_for_status()
+        seed_ledger(f"sqlite:///{fac.home / 'afhub.sqlite'}")
+        yield SimpleNamespace(fac=fac, api=api, admin=admin, **users)
+    finally:
+        fac.stop()
+
+
+def _get(dash, who, path: str, **kwargs) -> requests.Response:
+    headers = {"Authorization": f"token {who.token}"} if who else {}
+    return requests.get(dash.api + path, headers=headers, timeout=60, **kwargs)
+
+
+# --- the facility API's contributions resource ------------------------------------------
+
+
+def test_contributions_are_shown_to_contacts_and_admins_only(dash):
+    mine = _get(dash, dash.prov, "contributions", params={"period": "month"})
+    assert mine.status_code == 200, mine.text
+    report = mine.json()
+    assert report["providers"] == ["alpha"]
+    by_name = {r["resource"]: r for r in report["resources"]}
+    assert set(by_name) == {"alpha-gpu", "alpha-cpu"}
+    assert by_name["alpha-gpu"]["gpu_hours"] == 12.0  # 2 GPUs x 5 h + 1 GPU x 2 h
+    assert by_name["alpha-gpu"]["capacity_gpu_hours"] > 0
+
+    other = _get(dash, dash.prov, "contributions", params={"provider": "beta"})
+    assert other.status_code == 403
+    assert "contacts of provider 'beta'" in other.json()["error"]
+    student = _get(dash, dash.student, "contributions")
+    assert student.status_code == 403
+    assert "contact" in student.json()["error"]
+    assert _get(dash, None, "contributions").status_code == 401
+    forged = requests.get(
+        dash.api + "contributions", headers={"Authorization": f"token {uuid.uuid4().hex}"}
+    )
+    assert forged.status_code == 401
+
+    everything = _get(dash, dash.admin, "contributions").json()
+    assert {r["resource"] for r in everything["resources"]} == {r["name"] for r in RESOURCES}
+    assert _get(dash, dash.admin, "contributions", params={"provider": "nope"}).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"period": "decade"}, "period must be one of week, month, quarter, year"),
+        ({"since": "2026-12-01", "until": "2026-11-01"}, "'since' must be before 'until'"),
+        ({"since": "yesterday"}, "since must be a date"),
+        ({"since": "2010-01-01", "until": "2026-01-01"}, "at most"),
+        ({"top": "0"}, "top must be a whole number from 1 to 100"),
+        ({"format": "xml"}, "format must be json or csv"),
+        ({"format": "csv", "table": "secrets"}, "table must be one of"),
+    ],
+)
+def test_bad_input_is_a_400_with_a_message(dash, params, message):
+    response = _get(dash, dash.prov, "contributions", params=params)
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+
+
+def test_csv_export(dash):
+    response = _get(dash, dash.prov, "contributions", params={"format": "csv", "table": "groups"})
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/csv")
+    lines = response.text.splitlines()
+    assert lines[0] == "resource,group,gpu_hours,core_hours,distinct_users"
+    assert any(line.startswith("alpha-gpu,atlas,12.0,56.0,2") for line in lines)
+
+
+# --- pages and kernels ----------------------------------------------------------------------
+
+
+def _page(dash, who, name: str, query: str = "") -> requests.Response:
+    url = dash.fac.url + f"services/dashboards/voila/render/{name}.ipynb{query}"
+    return requests.get(url, headers={"Authorization": f"token {who.token}"}, timeout=120)
+
+
+def _run(dash, who, kernel_id: str, code: str) -> str:
+    """Run ``code`` in a dashboard's kernel through its channels, as ``who``."""
+    import websocket
+
+    url = (
+        dash.fac.url.replace("http", "ws", 1)
+        + f"services/dashboards/api/kernels/{kernel_id}/channels"
+    )
+    ws = websocket.create_connection(url, header=[f"Authorization: token {who.token}"], timeout=60)
+    try:
+        msg_id = uuid.uuid4().hex
+        header = {
+            "msg_id": msg_id,
+            "msg_type": "execute_request",
+            "username": who.name,
+            "session": uuid.uuid4().hex,
+            "version": "5.3",
+        }
+        content = {
+            "code": code,
+            "silent": False,
+            "store_history": False,
+            "user_expressions": {},
+            "allow_stdin": False,
+        }
+        ws.send(
+            json.dumps(
+                {
+                    "header": header,
+                    "parent_header": {},
+                    "metadata": {},
+                    "channel": "shell",
+                    "content": content,
+                    "buffers": [],
+                }
+            )
+        )
+        out = []
+        while True:
+            msg = json.loads(ws.recv())
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "stream":
+                out.append(msg["content"]["text"])
+            if msg["msg_type"] == "error":
+                raise AssertionError(msg["content"]["evalue"])
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                return "".join(out)
+    finally:
+        ws.close()
+
+
+KERNEL_CHECK = """
+import os, requests
+h = {"Authorization": "token " + os.environ["JUPYTERHUB_API_TOKEN"]}
+api = os.environ["AFHUB_FACILITY_URL"] + "api/"
+print(requests.get(api + "contributions", headers=h).status_code)
+print(requests.get(api + "users/me", headers=h).json()["name"])
+print(" ".join(sorted(k for k in os.environ if k.startswith(("JUPYTERHUB_", "AFHUB_")))))
+"""
+
+
+def test_a_student_gets_403_from_page_and_kernel_alike(dash):
+    page = _page(dash, dash.student, "contributions")
+    assert page.status_code == 403
+    assert "contact" in page.text
+    assert _page(dash, dash.prov, "contributions", "?provider=beta").status_code == 403
+
+    fitting = _page(dash, dash.student, "fitting")
+    assert fitting.status_code == 200
+    kernel = KERNEL_ID.search(fitting.text).group(1)
+    status, name, variables = _run(dash, dash.student, kernel, KERNEL_CHECK).splitlines()
+    assert (status, name) == ("403", "student")
+    # the viewer's token and the services' URLs; nothing of the service's own environment
+    assert variables.split() == [
+        "AFHUB_FACILITY_URL",
+        "AFHUB_FITTING_URL",
+        "JUPYTERHUB_API_TOKEN",
+        "JUPYTERHUB_USER",
+    ]
+
+
+def test_kernels_are_per_page_view_and_private_to_their_viewer(dash):
+    first = KERNEL_ID.search(_page(dash, dash.student, "fitting").text).group(1)
+    second = KERNEL_ID.search(_page(dash, dash.student, "fitting").text).group(1)
+    assert first != second
+    with pytest.raises(Exception, match="403"):
+        _run(dash, dash.prov, first, "print(1)")
+    headers = {"Authorization": f"token {dash.prov.token}"}
+    base = dash.fac.url + "services/dashboards/"
+    for path in ("api/kernels", f"api/kernels/{first}", "api/contents", "api/sessions"):
+        assert requests.get(base + path, headers=headers, timeout=30).status_code == 403, path
+    started = requests.post(base + "api/kernels", headers=headers, json={}, timeout=30)
+    assert started.status_code == 403
+    assert requests.get(base + "lab", headers=headers, timeout=30).status_code == 404
+
+
+def test_anonymous_is_sent_to_the_hub_login(dash):
+    response = requests.get(
+        dash.fac.url + "services/dashboards/contributions", allow_redirects=False, timeout=30
+    )
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/hub/api/oauth2/authorize")
+    landed = requests.get(dash.fac.url + "services/dashboards/contributions", timeout=30)
+    assert urlparse(landed.url).path == "/hub/login"
+
+
+TRAVERSALS = [
+    "voila/static/../../../../../../../../etc/passwd",
+    "voila/static/..%2f..%2f..%2f..%2f..%2f..%2f..%2fetc%2fpasswd",
+    "voila/static/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+    "voila/templates/lab/static/..%2f..%2f..%2f..%2f..%2f..%2f..%2f..%2fetc%2fpasswd",
+    "voila/files/..%2f..%2f..%2f..%2f..%2fetc%2fpasswd",
+    "voila/files/%2e%2e%2f%2e%2e%2f%2e%2e%2fhub%2fafhub%2fsettings.py",
+    "static/..%2f..%2f..%2f..%2f..%2f..%2fetc%2fpasswd",
+    "voila/labextensions/..%2f..%2f..%2f..%2f..%2fetc%2fpasswd",
+]
+
+
+@pytest.mark.parametrize("path", TRAVERSALS)
+def test_static_paths_refuse_traversal(dash, path):
+    """GHSA-2q59-h24c-w6fg: sent byte for byte (no client-side normalisation)."""
+    where = urlparse(dash.fac.url)
+    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
+    conn.request(
+        "GET",
+        "/services/dashboards/" + path,
+        headers={"Authorization": f"token {dash.student.token}"},
+    )
+    response = conn.getresponse()
+    body = response.read().decode(errors="replace")
+    conn.close()
+    assert "root:x:0" not in body
+    assert "FacilitySettings" not in body
+    assert response.status in (301, 302, 400, 403, 404), (response.status, body[:200])
+
+
+# --- in the browser -------------------------------------------------------------------------
+
+#: (viewer, dashboard, plotly charts it draws with the seeded data)
+PAGES = [("prov", "contributions", 5), ("lead", "quota", 2), ("student", "fitting", 0)]
+
+
+def _console_errors(messages: list[str], failed: list[str]) -> list[str]:
+    """Console errors, less those of requests to other hosts (the offline test machine
+    cannot load the web fonts and MathJax that Voila's template takes from CDNs)."""
+    external = any(not url.startswith("http://127.0.0.1") for url in failed)
+    return [m for m in messages if not (external and "net::ERR_NAME_NOT_RESOLVED" in m)]
+
+
+@pytest.mark.skipif(chromium_path() is None, reason="Chromium is not installed")
+@pytest.mark.parametrize(("who", "name", "charts"), PAGES)
+def test_dashboard_draws_in_chromium(dash, who, name, charts):
+    from playwright.sync_api import sync_playwright
+
+    viewer = getattr(dash, who)
+    messages: list[str] = []
+    failed: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.on("console", lambda m: messages.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: messages.append(str(e)))
+        page.on("requestfailed", lambda r: failed.append(r.url))
+        page.on("dialog", lambda d: messages.append(f"dialog: {d.message}"))
+        page.goto(urljoin(dash.fac.url, f"services/dashboards/{name}"))
+        page.fill("#username_input", viewer.name)
+        page.fill("#password_input", viewer.password)
+        page.click("#login_submit")
+        page.wait_for_function(
+            f"document.querySelectorAll('.js-plotly-plot').length >= {charts}"
+            " && document.querySelectorAll('.jupyter-widgets').length > 0",
+            timeout=120_000,
+        )
+        text = page.inner_text("body")
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / f"dashboard-{name}.png"), full_page=True)
+        browser.close()
+    assert urlparse(page.url).path == f"/services/dashboards/voila/render/{name}.ipynb"
+    assert _console_errors(messages, failed) == []
+    if name == "contributions":
+        assert "<script>x</script>" in text  # a user name shown as text, not run
+        assert "alpha-gpu" in text
+        assert "beta-cpu" not in text
+    if name == "fitting":
+        assert "No fits yet" in text
