@@ -44,8 +44,9 @@ def show_quota(stores, path: str) -> None:
     from afhub.quotas.periods import parse_period
 
     now = datetime.now(UTC)
+    nodes = stores.ledger.status(path, now=now)  # a group that does not exist: nothing printed
     print(f"{'group':<32} {'limit':<16} {'used':>10} {'limit':>10}  resets")
-    for node in stores.ledger.status(path, now=now):
+    for node in nodes:
         window = parse_period(node.limits.period).window(now)
         for name in LimitName:
             limit = node.limits.get(name)
