@@ -65,3 +65,22 @@ def test_the_kept_token_is_private_and_found_by_fitclient(tmp_path, monkeypatch)
     assert fits.token == "token-a"
     with pytest.raises(FitError, match="no API token"):
         FitClient("http://c.example/")
+
+
+def test_afhub_fit_without_an_address_or_token_says_what_to_run(tmp_path, monkeypatch, capsys):
+    from afhub.cli import main
+
+    for name in ("AFHUB_FITTING_URL", "JUPYTERHUB_PUBLIC_HUB_URL", "AFHUB_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("JUPYTERHUB_API_TOKEN", raising=False)
+    monkeypatch.setenv("AFHUB_CREDENTIALS", str(tmp_path / "credentials.json"))
+    assert main(["fit", "status", "job"]) == 2
+    assert capsys.readouterr().err == (
+        "afhub fit: no facility address: give --url (the address `afhub up` printed), or run "
+        "`afhub login URL` once\n"
+    )
+    assert main(["fit", "status", "job", "--url", "http://127.0.0.1:8000/hub/login"]) == 2
+    assert capsys.readouterr().err == (
+        "afhub fit: no token for http://127.0.0.1:8000/: run `afhub login "
+        "http://127.0.0.1:8000/` or give --token\n"
+    )
