@@ -1,9 +1,12 @@
-"""The pieces every hub service shares: the parent watch and the environment-backed
-settings helper."""
+"""The pieces every hub service shares: the parent watch, the stop on a signal, and the
+environment-backed settings helper."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -12,6 +15,30 @@ from traitlets.config import Configurable
 
 from afhub.services.kit.lifecycle import ParentWatch
 from afhub.settings import from_env, integer, whole
+
+#: a service that runs until it is stopped; its atexit hook is the interpreter's tear-down
+SERVICE = """
+import atexit
+from tornado.ioloop import IOLoop
+from afhub.services.kit.lifecycle import run_until_stopped
+atexit.register(print, "torn down", flush=True)
+IOLoop.current().add_callback(print, "serving", flush=True)
+run_until_stopped("a test service")
+"""
+
+
+def test_a_service_stops_on_sigint_at_once_and_skips_the_tear_down():
+    service = subprocess.Popen(
+        [sys.executable, "-c", SERVICE], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert service.stdout.readline() == "serving\n"
+    began = time.monotonic()
+    service.send_signal(signal.SIGINT)
+    out, err = service.communicate(timeout=30)
+    assert service.returncode == 0
+    assert time.monotonic() - began < 5
+    assert "torn down" not in out  # left with exit_process: no interpreter tear-down
+    assert "Traceback" not in err
 
 
 def test_parent_watch_waits_its_time_or_until_stopped():

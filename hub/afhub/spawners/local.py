@@ -21,7 +21,7 @@ from pathlib import Path
 
 import escapism
 from jupyterhub.spawner import LocalProcessSpawner, SimpleLocalProcessSpawner
-from traitlets import Unicode, default
+from traitlets import Integer, Unicode, default
 
 from afhub.spawners import tutorials
 from afhub.spawners.profiles import ProfilesMixin
@@ -94,15 +94,15 @@ class AfhubLocalSpawner(ProfilesMixin, SimpleLocalProcessSpawner):
         env.update(self.device_env())
         return env
 
-    # a server has 4 s to exit after SIGINT, then 2 s after SIGTERM (JupyterHub: 30 and 30),
-    # so that Ctrl-C on the facility is over in under 10 s
-    @default("interrupt_timeout")
-    def _default_interrupt_timeout(self) -> int:
-        return 4
+    interrupt_timeout = Integer(
+        4,
+        help="""Seconds a server has to exit after SIGINT before SIGTERM (JupyterHub: 30),
+        so that Ctrl-C on the facility is over in under 10 s (docs/operations.md).""",
+    ).tag(config=True)
 
-    @default("term_timeout")
-    def _default_term_timeout(self) -> int:
-        return 2
+    term_timeout = Integer(
+        2, help="Seconds a server has to exit after SIGTERM before SIGKILL (JupyterHub: 30)."
+    ).tag(config=True)
 
     async def wait_for_death(self, timeout: float = 10) -> bool:
         """A stopped server is seen gone as soon as it is (see :func:`wait_for_exit`)."""
