@@ -40,12 +40,24 @@ ENVIRONMENT_CODE = (
 )
 
 
+#: the course group's monthly budget, which the student sees in tutorial 2 and in Lab
+COURSE_CORE_HOURS = 100
+
+
 def invitation_link(facility, group: str) -> str:
-    """A facility admin creates ``group`` and a single-use invitation into it; its link."""
+    """A facility admin creates ``group`` with a budget of ``COURSE_CORE_HOURS`` and a
+    single-use invitation into it; its link."""
     api = facility.url + "services/facility/api/"
     admin = {"Authorization": f"token {facility.admin_token()}"}
     created = requests.post(api + "groups", json={"path": group}, headers=admin, timeout=30)
     assert created.status_code in (200, 201), created.text
+    quota = requests.put(
+        api + f"groups/{group}/-/quota",
+        json={"cpu_core_hours": COURSE_CORE_HOURS},
+        headers=admin,
+        timeout=30,
+    )
+    assert quota.status_code == 200, quota.text
     invitation = requests.post(
         api + f"groups/{group}/-/invitations",
         json={"uses": 1, "expires_in_hours": 1},
@@ -164,6 +176,9 @@ def test_home_page_card_in_chromium_opens_a_tutorial_in_lab(facility, student):
             page.wait_for_url("**/lab/tree/tutorials/01-first-login-and-jupyterlab.ipynb")
             heading = page.locator(".jp-RenderedMarkdown h1", has_text="Your first login")
             heading.first.wait_for(state="visible", timeout=90_000)
+            # the quota in Lab (afhub_lab's status-bar item) for the course that pays
+            left = rf"afhub: {student['group']}: [\d.]+ of {COURSE_CORE_HOURS} CPU core-hours left"
+            page.locator("#afhub-quota", has_text=re.compile(left)).wait_for(timeout=60_000)
             page.screenshot(path=str(ARTIFACTS / "tutorials-01-in-lab.png"))
         finally:
             page.close()
@@ -190,6 +205,7 @@ def test_02_groups_and_quota(student):
     assert f"group {group}: you are member" in out  # joined by the invitation link
     assert f"This server is charged to group {group}" in out
     assert f"Group {group} (period:" in out
+    assert re.search(rf"cpu_core_hours\s+used\s+\d\S* of {COURSE_CORE_HOURS}\b", out), out
     assert re.search(rf"Group {group} used \d+\.\d{{4}} core-hours", out)
     assert re.search(r"^1 of its 1 charges are yours", out, re.MULTILINE)  # this server
     assert "No warnings" in out
