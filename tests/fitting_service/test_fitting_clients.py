@@ -104,6 +104,14 @@ def test_afhub_login_then_fit_from_a_shell(facility, carol, sbottom, tmp_path):
     )
     assert me.json()["name"] == name  # the person's own token, for the REST API too
     assert not me.json()["admin"]
+    # browser login (CILogon): the token pasted from /hub/token is checked with the hub
+    forged = run("login", facility.url, "--browser", "--password-stdin", stdin="forged\n")
+    assert forged.returncode == 2
+    assert "does not accept this token" in forged.stderr
+    pasted = run("login", facility.url, "--browser", "--password-stdin", stdin=token)
+    assert pasted.returncode == 0, pasted.stderr
+    assert f"{facility.url}hub/token" in pasted.stderr
+    assert f"as {name}" in pasted.stdout
 
     def afhub(*args: str) -> subprocess.CompletedProcess:
         # the URL the facility exports to servers is as good as any other address of it

@@ -51,11 +51,13 @@ def _login(args: argparse.Namespace, root: str) -> Credential:
         if not token:
             raise AccessError("no token given: paste the token the page shows")
         return Credential(url=root, user=whoami(root, token), token=token)
+    if args.days < 1:
+        raise AccessError(f"--days must be a whole number >= 1 (got {args.days})")
     user = args.user or input("username: ").strip()
     password = _secret(f"password of {user} at {root}: ", args.password_stdin)
     if not user or not password:
         raise AccessError("give a username and a password (or use --browser)")
-    token = request_token(root, user, password)
+    token = request_token(root, user, password, days=args.days)
     return Credential(url=root, user=whoami(root, token), token=token)
 
 
@@ -103,6 +105,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--browser",
         action="store_true",
         help="browser login (CILogon): paste a token made at the hub's /hub/token page",
+    )
+    login.add_argument(
+        "--days",
+        type=int,
+        default=30,
+        metavar="N",
+        help="how long the new token is valid, in days (default 30; not with --browser: the "
+        "token page sets it)",
     )
     login.add_argument(
         "--password-stdin",

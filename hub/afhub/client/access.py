@@ -124,9 +124,16 @@ def _unreachable(root: str, exc: Exception) -> AccessError:
     )
 
 
-def request_token(root: str, user: str, password: str, note: str = "afhub login") -> str:
-    """A new API token of ``user`` from their password (the hub's login checks it)."""
-    body = {"auth": {"username": user, "password": password}, "note": note}
+def request_token(
+    root: str, user: str, password: str, *, days: int = 30, note: str = "afhub login"
+) -> str:
+    """A new API token of ``user`` from their password (the hub's login checks it),
+    valid for ``days`` days."""
+    body = {
+        "auth": {"username": user, "password": password},
+        "note": note,
+        "expires_in": days * 24 * 3600,
+    }
     try:
         response = requests.post(
             f"{root}hub/api/users/{quote(user, safe='')}/tokens", json=body, timeout=TIMEOUT
