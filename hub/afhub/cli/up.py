@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 from afhub.cli.database import fail
-from afhub.cli.demo import seed_demo
 from afhub.settings import FacilitySettings
 
 #: the hub's configuration file, in the afhub package
@@ -47,6 +46,8 @@ def cmd_up(args: argparse.Namespace, settings: FacilitySettings) -> int:
         )
     prepare_home(settings)
     created = settings.authenticator == "local" and _admin_password_created(settings)
+    from afhub.cli.demo import seed_demo  # pyhf (the example likelihood): only for --demo
+
     if args.demo and (status := seed_demo(settings)):
         return status
     os.chdir(settings.home)
