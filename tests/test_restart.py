@@ -5,6 +5,8 @@ to the stop (its ledger interval closed), and starts again after the restart."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import time
 from datetime import UTC, datetime
 from urllib.parse import urljoin
@@ -95,6 +97,17 @@ def ctrl_c(fac: Facility) -> tuple[float, datetime, datetime]:
     return took, began, ended
 
 
+@contextlib.contextmanager
+def sigint_ignored():
+    """Start processes as a shell's background job or a test runner's worker does: with
+    SIGINT ignored, which every process they start inherits."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @pytest.fixture
 def own_facility(tmp_path):
     fac = Facility(tmp_path / "home")
@@ -104,7 +117,8 @@ def own_facility(tmp_path):
 
 
 def test_stop_and_start_keeps_users_passwords_and_sessions(own_facility):
-    fac = own_facility.start()
+    with sigint_ignored():  # Ctrl-C still stops everything
+        fac = own_facility.start()
     admin_password = fac.admin_password
     password = fac.add_user("keeper")
     session = fac.login("keeper", password)
@@ -119,6 +133,7 @@ def test_stop_and_start_keeps_users_passwords_and_sessions(own_facility):
     assert f"user admin, password {admin_password}" in first
     took, began, ended = ctrl_c(fac)
     assert took < 10, f"Ctrl-C took {took:.1f} s"
+    assert "did not stop in time" not in fac.log_path.read_text()  # each on its SIGINT
     with pytest.raises(requests.ConnectionError):
         requests.get(fac.url, timeout=2)
     # the server was stopped with the facility and charged up to then

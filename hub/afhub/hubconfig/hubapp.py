@@ -58,6 +58,8 @@ async def stop_service(service: Service) -> None:
         for sig, seconds in SERVICE_STOP:
             if await spawner.poll() is not None:
                 break
+            if sig != signal.SIGINT:
+                service.log.warning("Service %s did not stop in time: %s", service.name, sig.name)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(spawner.pid, sig)
             if await wait_for_exit(spawner, seconds):
@@ -128,6 +130,11 @@ def main() -> None:
     own tear-down of the hub process (modules, objects, threads: 2-4 s on a busy machine)
     is skipped then: nothing is left to close (every process is stopped, the database
     committed, the log written). A hub that fails to start exits as JupyterHub does."""
+    # SIGINT stops the hub and everything it starts, even where whoever started afhub
+    # ignores it (a shell's background job, a test runner's worker): an ignored signal is
+    # inherited by every process the hub starts, and the accountant and the culler then
+    # ignored the hub's SIGINT for JupyterHub's 30 s each (64-77 s for a Ctrl-C)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     JupyterHub.launch_instance()
     logging.shutdown()
     sys.stdout.flush()
