@@ -17,6 +17,7 @@ from typing import Any
 
 import requests
 
+from afhub.cli.parser import paragraph
 from afhub.client import FitClient, FitError, format_table
 from afhub.client.fitting import default_token, default_url, fitting_url
 
@@ -128,7 +129,7 @@ def _guarded(handler):
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``afhub fit ...`` to the main parser."""
     what = "submit fits to the fitting service, read results"
-    fit = subparsers.add_parser("fit", help=what, description=__doc__.split("\n\n")[1])
+    fit = subparsers.add_parser("fit", help=what, description=paragraph(__doc__, 1))
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--url",

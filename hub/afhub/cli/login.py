@@ -17,6 +17,7 @@ import os
 import sys
 
 from afhub.cli.database import fail
+from afhub.cli.parser import paragraph
 from afhub.client.access import (
     AccessError,
     Credential,
@@ -92,7 +93,7 @@ def cmd_token(args: argparse.Namespace, settings: FacilitySettings) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``afhub login`` and ``afhub token``."""
     what = "get a token of your own for a facility (REST API, `afhub fit`)"
-    login = subparsers.add_parser("login", help=what, description=__doc__.split("\n\n")[1])
+    login = subparsers.add_parser("login", help=what, description=paragraph(__doc__, 1))
     login.add_argument(
         "url",
         nargs="?",

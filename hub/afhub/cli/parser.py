@@ -13,3 +13,9 @@ class CommandParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+def paragraph(doc: str | None, index: int) -> str:
+    """Paragraph ``index`` of a module docstring as a command's description (single
+    backticks: it is read in a terminal, not rendered)."""
+    return (doc or "").split("\n\n")[index].replace("``", "`")
