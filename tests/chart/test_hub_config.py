@@ -34,7 +34,7 @@ from tests.chart.conftest import ROOT, chart_values, find
 
 EXAMPLE = str(ROOT / "tests" / "registry" / "example.yaml")
 #: afhub's services, the same in both modes
-AFHUB_SERVICES = {"facility", "accountant", "fitting", "culler", "dask-gateway"}
+AFHUB_SERVICES = {"facility", "accountant", "fitting", "culler", "dask-gateway", "afhub"}
 
 #: z2jh's jupyterhub_config.py, as far as afhub's file depends on it
 Z2JH_CONFIG = """\

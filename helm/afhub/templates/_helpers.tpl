@@ -60,6 +60,8 @@ seccompProfile:
   value: /services/{{ .service }}/oauth_callback
 - name: JUPYTERHUB_COOKIE_OPTIONS
   value: '{"samesite": "Lax"}'
+- name: AFHUB_PAGES_PREFIX
+  value: /services/afhub/
 - name: JUPYTERHUB_API_TOKEN
   valueFrom:
     secretKeyRef: {name: hub, key: hub.services.{{ .service }}.apiToken}
@@ -82,4 +84,12 @@ seccompProfile:
 
 {{- define "afhub.image" -}}
 {{ .name }}:{{ .tag }}
+{{- end }}
+
+{{- /* the facility's pages (afhub.web): where the services' APIs are, the navbar links
+(afhub.hubconfig.pages writes the same in local mode) */ -}}
+{{- define "afhub.pagesConfig" -}}
+{{- $endpoints := dict "facility" "http://afhub-facility:8082/services/facility/api/" "fitting" "http://afhub-fitting:8083/services/fitting/api/" "gateway" "http://proxy-public/services/dask-gateway/api/v1/" }}
+{{- $nav := list (dict "label" "Groups" "url" "/services/afhub/groups") (dict "label" "My usage" "url" "/services/afhub/usage") (dict "label" "Resources" "url" "/services/afhub/resources") }}
+{{- dict "hub_prefix" "/hub/" "endpoints" $endpoints "nav" $nav | toJson }}
 {{- end }}

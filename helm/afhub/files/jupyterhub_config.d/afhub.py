@@ -40,6 +40,7 @@ from afhub.hubconfig import (
     prepare_home,
 )
 from afhub.hubconfig.extension import configure as configure_server_extension
+from afhub.hubconfig.pages import configure as configure_pages
 from afhub.settings import FacilitySettings, load_config_file
 from afhub.stores.migrate import upgrade
 
@@ -101,6 +102,7 @@ def afhub_config(
         configure_culling,
         configure_named_servers,
         configure_server_extension,
+        configure_pages,
     ):
         step(c, settings)
     z2jh = {service["name"]: service for service in z2jh_services}
