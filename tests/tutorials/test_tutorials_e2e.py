@@ -98,9 +98,13 @@ def student(facility):
     session.stop_server()
 
 
-def execute(notebook: Path, env: dict[str, str]) -> list[str]:
+#: the MIME type of a plotly figure in a notebook's output
+PLOTLY = "application/vnd.plotly.v1+json"
+
+
+def execute(notebook: Path, env: dict[str, str]) -> list:
     """Run ``notebook`` in a kernel with ``env`` (its folder as working directory); the
-    text each code cell printed, in order."""
+    outputs of its code cells, in order."""
     nb = nbformat.read(notebook, as_version=4)
     client = NotebookClient(
         nb,
@@ -109,15 +113,17 @@ def execute(notebook: Path, env: dict[str, str]) -> list[str]:
         resources={"metadata": {"path": str(notebook.parent)}},
     )
     client.execute(env=env)
-    return [
-        "".join(out.get("text", "") for out in cell.outputs if out.output_type == "stream")
-        for cell in nb.cells
-        if cell.cell_type == "code"
-    ]
+    return [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
 
 
-def printed(outputs: list[str]) -> str:
-    return "".join(outputs)
+def printed(outputs: list) -> str:
+    """What the cells printed."""
+    return "".join(out.get("text", "") for out in outputs if out.output_type == "stream")
+
+
+def figures(outputs: list) -> list[dict]:
+    """The plotly figures the cells displayed."""
+    return [out.data[PLOTLY] for out in outputs if PLOTLY in out.get("data", {})]
 
 
 def test_first_start_placed_the_tutorials(student):
@@ -185,12 +191,12 @@ def test_home_page_card_in_chromium_opens_a_tutorial_in_lab(facility, student):
             browser.close()
 
 
-def run_tutorial(student, name: str) -> str:
-    return printed(execute(student["home"] / "tutorials" / f"{name}.ipynb", student["env"]))
+def run_tutorial(student, name: str) -> list:
+    return execute(student["home"] / "tutorials" / f"{name}.ipynb", student["env"])
 
 
 def test_01_first_login(student):
-    out = run_tutorial(student, "01-first-login-and-jupyterlab")
+    out = printed(run_tutorial(student, "01-first-login-and-jupyterlab"))
     assert f"Hello, {student['name']}!" in out
     for notebook in REPOSITORY_FOLDER.glob("*.ipynb"):
         assert notebook.name in out
@@ -198,7 +204,7 @@ def test_01_first_login(student):
 
 
 def test_02_groups_and_quota(student):
-    out = run_tutorial(student, "02-my-groups-and-quota")
+    out = printed(run_tutorial(student, "02-my-groups-and-quota"))
     group = student["group"]
     assert f"You are {student['name']}; your default group is users" in out
     assert "group users: you are member" in out
@@ -212,14 +218,15 @@ def test_02_groups_and_quota(student):
 
 
 def test_03_dask_gateway(student):
-    out = run_tutorial(student, "03-scale-out-with-dask-gateway")
+    out = printed(run_tutorial(student, "03-scale-out-with-dask-gateway"))
     assert "The sum of squares of 0..999 is 332833500" in out
     assert "Correct!" in out
     assert "Cluster stopped; clusters left: []" in out
 
 
 def test_04_fit_as_a_service(student):
-    out = run_tutorial(student, "04-fit-as-a-service")
+    outputs = run_tutorial(student, "04-fit-as-a-service")
+    out = printed(outputs)
     assert "Job done" in out
     rows = [line.split() for line in out.splitlines() if line.startswith("sig_")]
     assert len(rows) == 6
@@ -230,6 +237,15 @@ def test_04_fit_as_a_service(student):
     found = re.search(r"Excluded at 95% CL: (\d) of 6 mass points", out)
     assert found, out
     assert 0 < int(found.group(1)) < 6  # light points excluded, heavy ones not
+    (figure,) = figures(outputs)  # the exclusion plot: CLs over the grid, the 0.05 contour
+    heatmap, contour = figure["data"]
+    assert heatmap["type"] == "heatmap"
+    assert sorted(heatmap["x"]) == [400, 600, 800]
+    assert sorted(heatmap["y"]) == [0, 200]
+    cls_values = sorted(float(row[3]) for row in rows)
+    assert sorted(v for line in heatmap["z"] for v in line) == pytest.approx(cls_values, rel=1e-5)
+    assert contour["type"] == "contour"
+    assert contour["contours"]["start"] == contour["contours"]["end"] == 0.05
 
 
 def test_05_torch_says_cpu_or_gpu(student):
@@ -241,7 +257,7 @@ def test_05_torch_says_cpu_or_gpu(student):
         timeout=120,
         check=True,
     ).stdout.strip()
-    out = run_tutorial(student, "05-gpu-notebook-with-torch")
+    out = printed(run_tutorial(student, "05-gpu-notebook-with-torch"))
     if has_gpu == "True":
         assert "Running on the GPU: " in out
         assert "Trained on CUDA" in out
