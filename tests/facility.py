@@ -191,13 +191,16 @@ class Facility:
         self.leftover = [p for p in alive]
 
     def cleanup_orphans(self) -> None:
-        """Kill servers and proxies of this facility's home left by a SIGKILLed hub."""
+        """Kill servers and proxies of this facility's home left by a SIGKILLed hub (a
+        server is known by its ``HOME``, under the facility's: it has no ``AFHUB_HOME``)."""
+        homes = str(self.home / "homes") + os.sep
         for proc in psutil.process_iter(["pid", "environ", "cmdline"]):
             try:
                 environ = proc.info.get("environ") or {}
             except (psutil.AccessDenied, psutil.NoSuchProcess):
                 continue
-            if environ.get("AFHUB_HOME") == str(self.home) and proc.pid != os.getpid():
+            ours = environ.get("AFHUB_HOME") == str(self.home)
+            if (ours or environ.get("HOME", "").startswith(homes)) and proc.pid != os.getpid():
                 proc.kill()
 
     def log_tail(self, lines: int = 60) -> str:
