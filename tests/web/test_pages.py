@@ -209,3 +209,19 @@ def test_no_404_from_the_hubs_service_checks(facility):
             return
         time.sleep(2)
     pytest.fail("the hub did not check the facility service's root within 75 s")
+
+
+def test_usage_shows_what_runs_and_what_it_costs(facility, world, browser):
+    """A running server of the viewer's, with its cores per hour, on My usage."""
+    session = facility.login(*world.alice)
+    session.start_server()
+    try:
+        alice = log_in(browser, facility, *world.alice)
+        alice.page.goto(pages(facility) + "usage")
+        running = alice.page.locator("#afhub-running tbody tr").all_inner_texts()
+        assert len(running) == 1, running
+        assert running[0].startswith("server\t(default)")
+        assert re.search(r"\b\d+(\.\d+)? core-hours", running[0]), running[0]
+        assert alice.errors == []
+    finally:
+        session.stop_server()
