@@ -135,8 +135,10 @@ def explain(
         options.append(f"charge it to another of your groups with room: {_names(alternatives)}")
     wait, reset_text = _wait(refusal)
     options.extend(wait)
-    whom = f"an admin of '{refusal.group}' ({', '.join(admins)})" if admins else None
-    whom = whom or "the facility's administrators"
+    if admins:
+        whom = f"an admin of '{refusal.group}' ({', '.join(admins)})"
+    else:
+        whom = "the facility's administrators"
     if refusal.limit_value == 0:
         options.append(f"ask {whom} for an allowance")
     else:
