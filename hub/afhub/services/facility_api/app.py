@@ -112,4 +112,4 @@ def main() -> None:
     app = make_app(stores)
     app.listen(url.port or 80, url.hostname or "127.0.0.1")
     logging.getLogger("afhub.facility_api").info("facility API on %s", url.geturl())
-    run_until_stopped("the facility API")
+    run_until_stopped("the facility API", on_stop=stores.close)

@@ -96,8 +96,11 @@ def exit_process(status: int = 0) -> None:
     os._exit(status)
 
 
-def run_until_stopped(name: str) -> None:
-    """Run the tornado loop until the hub goes away or a signal asks to stop; exit 0."""
+def run_until_stopped(name: str, on_stop: Callable[[], object] | None = None) -> None:
+    """Run the tornado loop until the hub goes away or a signal asks to stop; then
+    ``on_stop()`` (close what the service holds: its stores' connections) and exit 0."""
     stop_with_the_hub(name)
     IOLoop.current().start()
+    if on_stop is not None:
+        on_stop()
     exit_process(0)
