@@ -31,7 +31,7 @@ from afhub_server.summary import quota_summary
 AUTH_RESOURCE = "afhub"
 #: query arguments passed on to the services (everything else is refused)
 FITS_ARGUMENTS = ("state", "limit")
-CONTRIBUTIONS_ARGUMENTS = ("provider", "resource", "period", "since", "until")
+CONTRIBUTIONS_ARGUMENTS = ("provider", "period", "since", "until", "top")
 
 
 class AfhubHandler(APIHandler):
