@@ -113,13 +113,11 @@ def test_charge_select_keeps_the_choice_carries_each_quota_and_marks_full_groups
     assert options["users"].endswith(" disabled>users (full: 2 of 2 servers)")
     assert options["roomy"].endswith('">roomy (cannot pay for gpu)')
     assert 'data-quota="Quota of roomy leaves 2 more servers (of 3)."' in options["roomy"]
-    # an unknown previous choice falls back to the first group
-    assert (
-        "selected"
-        in dict(re.findall(r'<option value="([^"]+)"([^>]*)>', charge_select(choices, "gone")))[
-            "users"
-        ]
-    )
+    # without a (known) previous choice: the first group with room, not the full default
+    for kept in ("gone", None):
+        flags = dict(re.findall(r'<option value="([^"]+)"([^>]*)>', charge_select(choices, kept)))
+        assert [path for path, f in flags.items() if "selected" in f] == ["roomy"]
+        assert "disabled" in flags["users"]
 
 
 def test_refusal_reads_as_its_words_with_the_reset_time_marked():

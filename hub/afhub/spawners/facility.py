@@ -142,8 +142,9 @@ class FacilitySpawner(HasTraits):
 
     def charge_form_html(self, cannot_pay: dict[str, list[str]] | None = None) -> str:
         """The "Charge to group" select (:func:`afhub.spawners.form.charge_select`) with
-        what each group's quota leaves, default group first, the previous choice kept;
-        nothing when there is no choice to make (then the server starts at once).
+        what each group's quota leaves, default group first; the previous choice kept, else
+        the first group with room; nothing when there is no choice to make (then the
+        server starts at once).
 
         ``cannot_pay`` maps a group to the offered profiles it may not pay for."""
         roles = self.stores.groups.roles_of(self.user.name)
@@ -155,8 +156,7 @@ class FacilitySpawner(HasTraits):
             default_group = None
         paths = sorted(roles, key=lambda p: (p != default_group, p))
         choices = [GroupChoice(path, self.quota_room(path)) for path in paths]
-        chosen = (self.user_options or {}).get(CHARGE_OPTION) or default_group
-        return charge_select(choices, chosen, cannot_pay)
+        return charge_select(choices, (self.user_options or {}).get(CHARGE_OPTION), cannot_pay)
 
     # -- a refusal in plain words --
 

@@ -76,14 +76,16 @@ def charge_select(
     selected: str | None,
     cannot_pay: Mapping[str, Sequence[str]] | None = None,
 ) -> str:
-    """The "Charge to group" select (``choices`` in display order, ``selected`` chosen, else
-    the first), the quota line of the chosen group, and the script that keeps it current.
+    """The "Charge to group" select (``choices`` in display order, ``selected`` chosen: the
+    previous choice; else the first group with room), the quota line of the chosen group,
+    and the script that keeps it current.
 
     ``cannot_pay`` maps a group to the offered profiles it may not pay for (a resource
     opened to a group is paid by that group or one below it): such options say so."""
     cannot_pay = cannot_pay or {}
     if selected not in {c.path for c in choices}:
-        selected = choices[0].path if choices else None
+        with_room = [c.path for c in choices if c.room is None or not full_label(c.room)]
+        selected = (with_room or [c.path for c in choices] or [None])[0]
     options = "".join(_option(c, c.path == selected, cannot_pay.get(c.path) or ()) for c in choices)
     return (
         '<div class="mb-3 afhub-charge">'
