@@ -39,6 +39,12 @@ def test_service_roots_land_on_pages_and_anonymous_goes_to_login(facility):
     assert urlparse(landed.url).path == "/hub/login"
     back = parse_qs(urlparse(landed.url).query)["next"][0]
     assert back.startswith("/hub/api/oauth2/authorize")  # and from there back to the page
+    # a token in a page's URL is refused before anything else (it would end up in logs)
+    with_token = requests.get(
+        pages(facility) + "groups?token=abc", allow_redirects=False, timeout=30
+    )
+    assert with_token.status_code == 400
+    assert "tokens in URLs are refused" in with_token.text
     # an invitation link sent before the join page moved still works
     old = requests.get(
         facility.url + "services/facility/join/Abcdefghij0123", allow_redirects=False, timeout=30
