@@ -139,6 +139,21 @@ def test_group_admin_manages_a_group_in_the_browser(facility, world, browser):
     page.click("form[data-action=revoke] button")
     page.wait_for_selector("#afhub-invitations")
     assert "revoked" in page.locator("#afhub-invitations").inner_text()
+    # remove a member; make a subgroup, move it under another, delete it
+    page.click(
+        f"tr:has(td.afhub-user:text-is('{world.bob[0]}')) form[data-action=remove-member] button"
+    )
+    page.wait_for_selector("#afhub-members")
+    assert world.bob[0] not in page.locator("#afhub-members").inner_text()
+    page.fill("form[data-action=create-subgroup] input[name=name]", "sub2")
+    page.click("form[data-action=create-subgroup] button")
+    page.wait_for_url(f"**/groups/{top}/a/sub2")
+    page.select_option("form[data-action=move] select[name=parent]", f"{top}/a/sub")
+    page.click("form[data-action=move] button")
+    page.wait_for_url(f"**/groups/{top}/a/sub/sub2")
+    page.click("form[data-action=delete] button")
+    page.wait_for_url("**/services/afhub/groups")
+    assert world.api("GET", f"groups/{top}/a/sub/sub2").status_code == 404
     assert alice.errors == []
 
 
