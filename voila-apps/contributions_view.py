@@ -74,7 +74,7 @@ def _shown(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def charts(report: dict[str, Any]) -> list[go.Figure]:
-    """Hours by resource, utilisation, hours by group, top users, hours by day."""
+    """Hours by resource, utilisation, hours by group, top users, hours over time."""
     resources = report["resources"]
     names = [r["resource"] for r in resources]
     by_resource = go.Figure(
@@ -102,20 +102,21 @@ def charts(report: dict[str, Any]) -> list[go.Figure]:
         [go.Bar(x=[_hours(r) for r in top], y=[r["user"] for r in top], orientation="h")],
         layout={"title": "Top users (GPU + core hours)", "height": 320},
     )
-    days = _by(report["daily"], "resource")
-    daily = go.Figure(
+    days = _by(report["timeline"], "resource")
+    per = "day" if report["bucket_days"] == 1 else f"{report['bucket_days']} days"
+    timeline = go.Figure(
         [
             go.Scatter(
                 name=name,
-                x=[datetime.fromtimestamp(r["day"], UTC).date() for r in rows],
+                x=[datetime.fromtimestamp(r["start"], UTC).date() for r in rows],
                 y=[_hours(r) for r in rows],
                 mode="lines",
             )
             for name, rows in days.items()
         ],
-        layout={"title": "Hours by day", "height": 320},
+        layout={"title": f"Hours per {per}", "height": 320},
     )
-    return [by_resource, utilisation, by_group, users, daily]
+    return [by_resource, utilisation, by_group, users, timeline]
 
 
 def _hours(row: dict[str, Any]) -> float:

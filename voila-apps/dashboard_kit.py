@@ -103,7 +103,8 @@ def _cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:,.2f}"
+        # small numbers (CLs, p-values) keep their significant digits
+        return f"{value:,.2f}" if value == 0 or abs(value) >= 0.1 else f"{value:.3g}"
     return str(value)
 
 

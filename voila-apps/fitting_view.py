@@ -128,14 +128,24 @@ def results_view(client: FitClient, job_id: str) -> widgets.Widget:
     if not rows:
         return kit.message("This job has no results.")
     columns = sorted({key for row in rows for key in row}, key=_column_order)
-    parts: list[widgets.Widget] = [kit.table(rows, [(c, c) for c in columns])]
+    parts: list[widgets.Widget] = []
     contour = exclusion_figure(rows)
     if contour is not None:
         parts.append(kit.figure(contour))
+    headings = [(c, f"{c} (median)" if c.startswith("cls_exp") else c) for c in columns]
+    parts.append(kit.table([_shown(row) for row in rows], headings))
     raw = json.dumps(client.results(job_id), indent=1).encode()
     parts.append(kit.download("Download JSON", f"{job_id}.json", raw, "application/json"))
     parts.append(kit.download("Download CSV", f"{job_id}.csv", _csv(rows, columns), "text/csv"))
     return widgets.VBox(parts)
+
+
+def _shown(row: dict[str, Any]) -> dict[str, Any]:
+    """A table row as shown: an expected band (-2..+2 sigma) as its median."""
+    return {
+        key: value[len(value) // 2] if isinstance(value, list) and len(value) == 5 else value
+        for key, value in row.items()
+    }
 
 
 def _column_order(name: str) -> tuple[int, str]:

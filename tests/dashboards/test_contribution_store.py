@@ -46,7 +46,7 @@ def test_sums_match_the_charges_by_hand(stores, seeded, days):
         assert got.get(resource, (0.0, 0.0)) == expected
     # the beta resource was not asked for
     assert {g["resource"] for g in report["groups"]} <= {"alpha-gpu", "alpha-cpu"}
-    assert sum(d["core_hours"] for d in report["daily"]) == pytest.approx(
+    assert sum(d["core_hours"] for d in report["timeline"]) == pytest.approx(
         sum(r["core_hours"] for r in report["resources"])
     )
 
@@ -74,4 +74,16 @@ def test_contacts_by_name_or_email(stores):
 @pytest.mark.usefixtures("seeded")
 def test_nothing_asked_gives_empty_report(stores):
     report = ContributionStore(stores.db).report([], Period(NOW - DAY, NOW, NOW))
-    assert report == {"resources": [], "groups": [], "top_users": [], "daily": []}
+    assert report == {"resources": [], "groups": [], "top_users": [], "timeline": []}
+
+
+@pytest.mark.usefixtures("seeded")
+def test_weekly_buckets_sum_like_daily_ones(stores):
+    store, period = ContributionStore(stores.db), Period(NOW - 365 * DAY, NOW, NOW)
+    daily = store.report(["alpha-cpu"], period)["timeline"]
+    weekly = store.report(["alpha-cpu"], period, bucket=7 * DAY)["timeline"]
+    assert len(weekly) <= len(daily)
+    assert all(row["start"] % (7 * DAY) == 0 for row in weekly)
+    assert sum(r["core_hours"] for r in weekly) == pytest.approx(
+        sum(r["core_hours"] for r in daily)
+    )

@@ -323,6 +323,13 @@ def test_dashboard_draws_in_chromium(dash, who, name, charts):
             timeout=120_000,
         )
         text = page.inner_text("body")
+        if name == "fitting":  # run the example likelihood: progress, table, contour
+            page.get_by_role("button", name="Run").click()
+            page.get_by_text("Download CSV").wait_for(timeout=300_000)
+            page.wait_for_function(
+                "document.querySelectorAll('.js-plotly-plot').length >= 1", timeout=60_000
+            )
+            text += page.inner_text("body")
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / f"dashboard-{name}.png"), full_page=True)
         browser.close()
@@ -334,3 +341,5 @@ def test_dashboard_draws_in_chromium(dash, who, name, charts):
         assert "beta-cpu" not in text
     if name == "fitting":
         assert "No fits yet" in text
+        assert "sig_400_0" in text  # the table
+        assert "Exclusion (CLs < 0.05)" in text  # the contour's title

@@ -287,6 +287,9 @@ def build_config(settings: FacilitySettings, overrides: Config | None = None) ->
     from afhub.hubconfig import pages
 
     pages.configure(c, settings)  # the facility's pages; the services above lead to them
+    from afhub.hubconfig import dashboards
+
+    dashboards.configure(c, settings)  # the Voila dashboards, each kernel as its viewer
     if overrides is not None:
         c.merge(overrides)
     return c

@@ -2,8 +2,8 @@
 day, in SQL (``GROUP BY``), for the contributions dashboard and its REST resource.
 
 A charge counts for the part of its run that lies inside the period: from
-``max(start_ts, since)`` to ``min(stop_ts or now, until)``. Days are the UTC day of that
-clipped start (a charge that runs across midnight counts on the day it entered the period).
+``max(start_ts, since)`` to ``min(stop_ts or now, until)``. The timeline's buckets (UTC days,
+or weeks from the epoch) hold a charge by that clipped start.
 """
 
 from __future__ import annotations
@@ -105,13 +105,16 @@ class ContributionStore:
                     found.append(row.name)
             return found
 
-    def report(self, resources: Sequence[str], period: Period, *, top: int = 10) -> dict[str, Any]:
+    def report(
+        self, resources: Sequence[str], period: Period, *, top: int = 10, bucket: float = DAY
+    ) -> dict[str, Any]:
         """Delivered hours on ``resources`` in ``period``: per resource, per resource and
-        group, the ``top`` users, and per resource and day."""
+        group, the ``top`` users, and per resource and time bucket of ``bucket`` seconds
+        (``timeline``: each bucket's ``start``, seconds since the epoch)."""
         if not resources:
-            return {"resources": [], "groups": [], "top_users": [], "daily": []}
+            return {"resources": [], "groups": [], "top_users": [], "timeline": []}
         sums = _Sums(period, resources)
-        day = self._day(sums.low)
+        day = self._bucket(sums.low, bucket)
         with self.db.read() as session:
             return {
                 "resources": sums.rows(
@@ -134,11 +137,11 @@ class ContributionStore:
                     order_by=[sums.weight.desc(), LedgerInterval.user_name],
                     limit=top,
                 ),
-                "daily": [
-                    {**row, "day": int(row["day"]) * int(DAY)}
+                "timeline": [
+                    {**row, "start": int(row["start"]) * int(bucket)}
                     for row in sums.rows(
                         session,
-                        ("resource", "day"),
+                        ("resource", "start"),
                         [LedgerInterval.resource, day],
                         group_by=[LedgerInterval.resource, day],
                         order_by=[day, LedgerInterval.resource],
@@ -146,12 +149,12 @@ class ContributionStore:
                 ],
             }
 
-    def _day(self, low):
-        """SQL: the UTC day number of ``low`` (floor; CAST truncates on SQLite, rounds on
-        PostgreSQL)."""
+    def _bucket(self, low, bucket: float):
+        """SQL: the number of the ``bucket``-long slice of time holding ``low`` (floor;
+        CAST truncates on SQLite, rounds on PostgreSQL)."""
         if self.db.is_sqlite:
-            return cast(low / DAY, Integer)
-        return cast(func.floor(low / DAY), Integer)
+            return cast(low / bucket, Integer)
+        return cast(func.floor(low / bucket), Integer)
 
 
 def _contacts(entry_json: str) -> set[str]:

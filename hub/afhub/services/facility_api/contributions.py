@@ -21,6 +21,8 @@ from afhub.stores.contributions import ContributionStore, Period
 PERIODS = {"week": 7, "month": 30, "quarter": 91, "year": 365}
 #: the longest period one request may cover
 MAX_DAYS = 3 * 366
+#: periods up to this many days have a timeline by day, longer ones by week
+DAILY_UP_TO_DAYS = 92
 #: what ``table=`` selects in CSV
 CSV_TABLES = {
     "resources": (
@@ -37,7 +39,7 @@ CSV_TABLES = {
     ),
     "groups": ("resource", "group", "gpu_hours", "core_hours", "distinct_users"),
     "users": ("user", "gpu_hours", "core_hours"),
-    "daily": ("resource", "day", "gpu_hours", "core_hours"),
+    "timeline": ("resource", "start", "gpu_hours", "core_hours"),
 }
 NOT_A_PROVIDER = (
     "contributions are shown to the contacts of a resource provider (the registry's "
@@ -87,8 +89,13 @@ class ContributionsHandler(FacilityHandler):
             for r in await self.call(self.stores.registry.resource_records)
             if r["entry"]["provider"] in providers
         ]
+        days = 1 if period.until - period.since <= DAILY_UP_TO_DAYS * 86400 else 7
         report = await self.call(
-            self.contributions.report, [e["name"] for e in entries], period, top=top
+            self.contributions.report,
+            [e["name"] for e in entries],
+            period,
+            top=top,
+            bucket=days * 86400.0,
         )
         report["resources"] = self.resource_rows(entries, report["resources"], period)
         if fmt == "csv":
@@ -101,6 +108,7 @@ class ContributionsHandler(FacilityHandler):
                 "since": _iso(period.since),
                 "until": _iso(period.until),
                 "hours": round((period.until - period.since) / 3600, 3),
+                "bucket_days": days,
                 **report,
             }
         )
