@@ -280,6 +280,9 @@ def build_config(settings: FacilitySettings, overrides: Config | None = None) ->
     configure_spawner(c, settings)
     configure_groups_and_quotas(c, settings)
     configure_fitting(c, settings)
+    from afhub.hubconfig import extension
+
+    extension.configure(c, settings)  # users' servers reach the facility API (afhub_server)
     configure_culling(c, settings)
     configure_named_servers(c, settings)
     configure_dask_gateway(c, settings)
