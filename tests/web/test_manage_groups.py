@@ -16,13 +16,22 @@ from afhub.groups.mirror import MirrorPlan, hub_edits
 def test_hub_edits_are_what_changed_since_the_last_mirror():
     last = {"atlas": {"ann"}, "atlas/higgs": {"hana"}, "cms": set()}
     hub = {"atlas": {"ann", "new"}, "atlas/higgs": set(), "lhcb": {"lea"}, "other": {"x"}}
-    assert hub_edits(last, hub) == MirrorPlan(
+    assert hub_edits(last, hub, last) == MirrorPlan(
         create_groups=["lhcb", "other"],
         delete_groups=["cms"],
         add_members={"atlas": ["new"], "lhcb": ["lea"], "other": ["x"]},
         remove_members={"atlas/higgs": ["hana"]},
     )
-    assert hub_edits(last, last).empty
+    assert hub_edits(last, last, last).empty
+
+
+def test_what_afhub_already_has_is_no_edit():
+    """The login hook put a person in the hub groups afhub has for them (or took them out):
+    not an edit to apply again (it would reset an admin's role to member)."""
+    last = {"atlas": {"ann"}, "cms": {"carl"}}
+    hub = {"atlas": {"ann", "boss"}, "cms": set(), "new": set()}
+    afhub = {"atlas": {"ann", "boss"}, "cms": set(), "new": set()}
+    assert hub_edits(last, hub, afhub).empty
 
 
 @pytest.mark.facility

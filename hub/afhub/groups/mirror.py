@@ -60,9 +60,25 @@ def plan_mirror(
 
 
 def hub_edits(
-    last_mirrored: Mapping[str, Iterable[str]], hub_members: Mapping[str, Iterable[str]]
+    last_mirrored: Mapping[str, Iterable[str]],
+    hub_members: Mapping[str, Iterable[str]],
+    afhub_members: Mapping[str, Iterable[str]],
 ) -> MirrorPlan:
     """What was edited in JupyterHub since afhub last mirrored its groups there
-    (``last_mirrored``): groups created or deleted, members added or removed. Groups the
-    hub had before and afhub never mirrored are not edits."""
-    return plan_mirror(hub_members, last_mirrored, managed=last_mirrored)
+    (``last_mirrored``) and is not in afhub yet (``afhub_members``): groups created or
+    deleted, members added or removed. A change afhub already has (the login hook sets a
+    person's hub groups from afhub's memberships) is no edit: applying it again could
+    change a role."""
+    changed = plan_mirror(hub_members, last_mirrored, managed=last_mirrored)
+    afhub = {group: set(users) for group, users in afhub_members.items()}
+    return MirrorPlan(
+        create_groups=[g for g in changed.create_groups if g not in afhub],
+        delete_groups=[g for g in changed.delete_groups if g in afhub],
+        add_members=_only(changed.add_members, lambda g, u: u not in afhub.get(g, set())),
+        remove_members=_only(changed.remove_members, lambda g, u: u in afhub.get(g, set())),
+    )
+
+
+def _only(members: dict[str, list[str]], keep) -> dict[str, list[str]]:
+    kept = {group: [u for u in users if keep(group, u)] for group, users in members.items()}
+    return {group: users for group, users in kept.items() if users}

@@ -47,9 +47,12 @@ async def mirror_groups(stores: Stores, hub: HubClient, last: Mirrored | None = 
     edits made in the hub since then are applied to afhub first (:func:`apply_hub_edits`);
     ``last`` is updated to what this round mirrored."""
     hub_groups = await hub.groups()
-    if last is not None and last.groups is not None:
-        await apply_hub_edits(stores, hub_edits(last.groups, hub_groups))
     membership = await asyncio.to_thread(stores.groups.membership_map)
+    if last is not None and last.groups is not None:
+        edits = hub_edits(last.groups, hub_groups, membership)
+        if not edits.empty:
+            await apply_hub_edits(stores, edits)
+            membership = await asyncio.to_thread(stores.groups.membership_map)
     hub_users = {u["name"] for u in await hub.users()}
     wanted = {path: set(members) & hub_users for path, members in membership.items()}
     if last is not None:
