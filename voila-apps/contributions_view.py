@@ -7,6 +7,8 @@ facility admins every provider's, anyone else the API's 403.
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,11 +56,10 @@ def report_view(params: dict[str, str]) -> widgets.Widget:
     )
     if not report["resources"]:
         return widgets.VBox([title, kit.message("No resources are registered for this provider.")])
-    csv = kit.call("facility", "contributions", params={**params, "format": "csv"}).content
     parts: list[widgets.Widget] = [
         title,
         kit.table([_shown(r) for r in report["resources"]], RESOURCE_COLUMNS),
-        kit.download("Download CSV", "contributions.csv", csv, "text/csv"),
+        kit.download("Download CSV", "contributions.csv", _csv(report["resources"]), "text/csv"),
     ]
     delivered = sum(r["gpu_hours"] + r["core_hours"] for r in report["resources"])
     if not delivered:
@@ -66,6 +67,15 @@ def report_view(params: dict[str, str]) -> widgets.Widget:
         return widgets.VBox(parts)
     parts += [kit.figure(fig) for fig in charts(report)]
     return widgets.VBox(parts)
+
+
+def _csv(rows: list[dict[str, Any]]) -> bytes:
+    """The resources table as CSV (the rows as the API sent them; no second query)."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, list(rows[0]), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue().encode()
 
 
 def _shown(row: dict[str, Any]) -> dict[str, Any]:

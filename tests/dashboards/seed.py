@@ -11,7 +11,12 @@ from afhub.stores.models import CLOSED, LedgerInterval
 HOUR = 3600.0
 PROVIDERS = {
     "alpha": {"name": "alpha", "institution": "Alpha <b>University</b>", "contacts": []},
-    "beta": {"name": "beta", "institution": "Beta Lab", "contacts": ["ops@beta.example"]},
+    "beta": {
+        "name": "beta",
+        "institution": "Beta <i>Lab</i>",
+        "contacts": ["ops@beta.example"],
+        "public_report": "aggregate",
+    },
 }
 
 

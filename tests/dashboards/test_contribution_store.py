@@ -87,3 +87,13 @@ def test_weekly_buckets_sum_like_daily_ones(stores):
     assert sum(r["core_hours"] for r in weekly) == pytest.approx(
         sum(r["core_hours"] for r in daily)
     )
+
+
+def test_public_report_choice_is_checked():
+    from afhub.registry.model import RegistryError, parse_provider
+
+    entry = {"name": "p", "institution": "P", "public_report": "yes"}
+    with pytest.raises(RegistryError, match="public_report' must be one of off, aggregate"):
+        parse_provider(entry, 0)
+    assert parse_provider({**entry, "public_report": "with_users"}, 0).public_report == "with_users"
+    assert parse_provider({"name": "p", "institution": "P"}, 0).public_report == "off"

@@ -108,6 +108,11 @@ def test_contributions_are_shown_to_contacts_and_admins_only(dash):
     )
     assert forged.status_code == 401
 
+    assert _get(dash, dash.prov, "contributions/providers").json() == {"providers": ["alpha"]}
+    assert _get(dash, dash.student, "contributions/providers").status_code == 403
+    mixed = _get(dash, dash.prov, "contributions/providers", params={"provider": "beta"})
+    assert mixed.status_code == 403
+
     everything = _get(dash, dash.admin, "contributions").json()
     assert {r["resource"] for r in everything["resources"]} == {r["name"] for r in RESOURCES}
     assert _get(dash, dash.admin, "contributions", params={"provider": "nope"}).status_code == 404
@@ -138,6 +143,26 @@ def test_csv_export(dash):
     lines = response.text.splitlines()
     assert lines[0] == "resource,group,gpu_hours,core_hours,distinct_users"
     assert any(line.startswith("alpha-gpu,atlas,12.0,56.0,2") for line in lines)
+
+
+def test_public_report_only_when_published_and_without_names(dash):
+    public = dash.api + "contributions/public/"
+    beta = requests.get(public + "beta", params={"period": "month"}, timeout=60)
+    assert beta.status_code == 200, beta.text
+    assert "top_users" not in beta.json()
+    assert "carl" not in beta.text  # beta's only user
+    assert beta.json()["resources"][0]["core_hours"] == 48.0
+    page = requests.get(public + "beta", params={"format": "html"}, timeout=60)
+    assert page.headers["Content-Type"].startswith("text/html")
+    assert "Beta &lt;i&gt;Lab&lt;/i&gt;" in page.text
+    assert "<i>" not in page.text
+    assert "carl" not in page.text
+    for provider in ("alpha", "nope"):  # not published, unknown
+        refused = requests.get(public + provider, timeout=60)
+        assert refused.status_code == 404
+        assert "publishes no report" in refused.json()["error"]
+    bad = requests.get(public + "beta", params={"period": "decade"}, timeout=60)
+    assert bad.status_code == 400
 
 
 # --- pages and kernels ----------------------------------------------------------------------

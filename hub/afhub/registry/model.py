@@ -56,7 +56,10 @@ IMAGE_RE = re.compile(
 TOLERATION_KEYS = {"key", "operator", "value", "effect", "tolerationSeconds"}
 TOLERATION_OPERATORS = ("Exists", "Equal")
 TOLERATION_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
-PROVIDER_FIELDS = {"name", "institution", "contacts"}
+PROVIDER_FIELDS = {"name", "institution", "contacts", "public_report"}
+#: what a provider publishes without login: nothing, the aggregated contributions, or those
+#: with the names of the top users too (/services/facility/api/contributions/public/<name>)
+PUBLIC_REPORTS = ("off", "aggregate", "with_users")
 RESOURCE_FIELDS = {
     "name",
     "provider",
@@ -105,6 +108,7 @@ class Provider:
     name: str
     institution: str
     contacts: tuple[str, ...] = ()
+    public_report: str = "off"
 
 
 @dataclass(frozen=True)
@@ -320,7 +324,12 @@ def parse_provider(entry: Any, index: int) -> Provider:
         isinstance(c, str) and c.strip() for c in contacts
     ):
         raise _err(where, "contacts", "must be a list of strings (emails or names)")
-    return Provider(name=name, institution=institution, contacts=tuple(contacts))
+    public = entry.get("public_report", "off")
+    if public not in PUBLIC_REPORTS:
+        raise _err(where, "public_report", f"must be one of {', '.join(PUBLIC_REPORTS)}")
+    return Provider(
+        name=name, institution=institution, contacts=tuple(contacts), public_report=public
+    )
 
 
 def _cpu_per_node(where: str, entry: Mapping) -> int | float:

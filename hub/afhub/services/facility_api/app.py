@@ -16,7 +16,11 @@ from urllib.parse import urlparse
 from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler
 from tornado import web
 
-from afhub.services.facility_api.contributions import ContributionsHandler
+from afhub.services.facility_api.contributions import (
+    ContributionProvidersHandler,
+    ContributionsHandler,
+    PublicContributionsHandler,
+)
 from afhub.services.facility_api.groups import GroupHandler, GroupsHandler
 from afhub.services.facility_api.invitations import (
     GroupInvitationsHandler,
@@ -76,6 +80,8 @@ def routes(prefix: str) -> list[tuple]:
             (r"providers/(?P<name>[^/]+)", ProviderHandler),
             (r"registry", RegistryDocumentHandler),
             (r"contributions", ContributionsHandler),
+            (r"contributions/providers", ContributionProvidersHandler),
+            (r"contributions/public/(?P<provider>[^/]+)", PublicContributionsHandler),
         ],
         [
             (r"metrics", MetricsHandler),

@@ -9,6 +9,7 @@ this module picks the resources, the period and the capacity, and answers JSON o
 from __future__ import annotations
 
 import csv
+import html
 import io
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -191,3 +192,71 @@ class ContributionsHandler(FacilityHandler):
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+class ContributionProvidersHandler(ContributionsHandler):
+    """``/api/contributions/providers``: the providers whose contributions the caller may
+    see (``?provider=`` to ask about one); the same 403 as the report, without computing it
+    (the dashboards' page asks this before it starts a kernel)."""
+
+    async def get(self) -> None:
+        providers = await self.visible_providers(self.get_query_argument("provider", None))
+        self.send({"providers": providers})
+
+
+class PublicContributionsHandler(ContributionsHandler):
+    """``/api/contributions/public/{provider}``: the aggregated report a provider publishes
+    (its registry entry's ``public_report``), without login: no user names unless the
+    provider chose ``with_users``; ``format=html`` is a page to send on."""
+
+    anonymous = True
+
+    async def get(self, provider: str) -> None:  # type: ignore[override]
+        entry = await self.call(self.stores.registry.get_provider, provider)
+        published = (entry or {}).get("public_report", "off")
+        if published == "off":
+            raise ApiError(404, f"provider {provider!r} publishes no report")
+        period = self.period()
+        fmt = self.get_query_argument("format", "json")
+        if fmt not in ("json", "html"):
+            raise ApiError(400, "format must be json or html")
+        entries = [
+            r["entry"]
+            for r in await self.call(self.stores.registry.resource_records)
+            if r["entry"]["provider"] == provider
+        ]
+        report = await self.call(
+            self.contributions.report, [e["name"] for e in entries], period, top=10
+        )
+        public = {
+            "provider": provider,
+            "institution": entry.get("institution"),
+            "since": _iso(period.since),
+            "until": _iso(period.until),
+            "resources": self.resource_rows(entries, report["resources"], period),
+            "groups": report["groups"],
+        }
+        if published == "with_users":
+            public["top_users"] = report["top_users"]
+        if fmt == "html":
+            self.set_header("Content-Type", "text/html; charset=utf-8")
+            self.finish(public_page(public))
+            return
+        self.send(public)
+
+
+def public_page(report: dict[str, Any]) -> str:
+    """A plain page of the public report; every name escaped."""
+    columns = CSV_TABLES["resources"][:-3]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(r.get(c)))}</td>" for c in columns) + "</tr>"
+        for r in report["resources"]
+    )
+    title = html.escape(f"{report['institution']} ({report['provider']})")
+    period = html.escape(f"{report['since'][:10]} to {report['until'][:10]}")
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title></head>"
+        f"<body><h1>Contributions of {title}</h1><p>{period}</p>"
+        f"<table border='1'><tr>{head}</tr>{rows}</table></body></html>"
+    )
