@@ -175,6 +175,21 @@ def test_quick_start_walk_as_the_demo_student(demo):
         timeout=30,
     )
     assert other.status_code == 403, other.text
+    # the fit from a shell, as docs/quickstart.md shows it
+    examples = demo.home / "homes" / STUDENT / "examples"
+    command = ["fit", "submit", str(examples / "BkgOnly.json")]
+    command += ["--patchset", str(examples / "patchset.json"), "--wait"]
+    command += ["--url", demo.url, "--token", token]
+    shell = subprocess.run(
+        [sys.executable, "-m", "afhub", *command],
+        env=demo.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert shell.returncode == 0, shell.stderr
+    assert shell.stdout.count("converged") == 19, shell.stdout
     demo.login(STUDENT, password).stop_server()
 
 
