@@ -18,40 +18,28 @@ group chosen in the cluster's options. The concerns live in their own modules:
 
 from __future__ import annotations
 
-import asyncio
 import os
 
 from aiohttp import web
 from dask_gateway_server.backends.local import UnsafeLocalBackend
-from dask_gateway_server.options import Options
-from traitlets import Bool, Dict, Float, Integer, Unicode
+from traitlets import Bool, Dict, Float, Unicode
 
-from afhub.dask.gpus import GpuOffer
-from afhub.dask.policy import DaskPolicy
 from afhub.devices.probe import machine_gpus
 from afhub.services.gateway.admission import AdmissionMixin
 from afhub.services.gateway.dashboard import DashboardMixin
+from afhub.services.gateway.facility import FacilityMixin
 from afhub.services.gateway.middleware import json_answers, safe_headers
-from afhub.services.gateway.options import cluster_options, user_groups
 from afhub.services.gateway.watching import WatchingMixin
 from afhub.services.gateway.workers import WorkerCharging
 from afhub.services.kit.lifecycle import ParentWatch
 from afhub.stores.facade import Stores
 
 
-class AfhubLocalBackend(AdmissionMixin, WatchingMixin, DashboardMixin, UnsafeLocalBackend):
+class AfhubLocalBackend(
+    FacilityMixin, AdmissionMixin, WatchingMixin, DashboardMixin, UnsafeLocalBackend
+):
     """Local processes (one Unix user, as the rest of local mode), charged to the ledger."""
 
-    facility_db_url = Unicode(
-        help="SQLAlchemy URL of afhub's facility database (groups, quotas, the ledger).",
-        config=True,
-    )
-    max_worker_cores = Integer(4, help="Most cores per worker.", config=True)
-    default_worker_cores = Integer(1, help="Default cores per worker.", config=True)
-    max_worker_memory_gib = Float(16.0, help="Most memory (GiB) per worker.", config=True)
-    default_worker_memory_gib = Float(2.0, help="Default memory (GiB) per worker.", config=True)
-    max_workers = Integer(100, help="Most workers per cluster.", config=True)
-    scheduler_cores = Integer(1, help="Cores a scheduler holds and is charged for.", config=True)
     real_devices = Dict(
         help="""GPU resources of the registry backed by this machine's real GPUs, as
         ``{resource name: [CUDA device index or UUID per slot]}`` (as the spawner's
@@ -79,10 +67,6 @@ class AfhubLocalBackend(AdmissionMixin, WatchingMixin, DashboardMixin, UnsafeLoc
         600.0, help="Seconds between the over-budget warning and stopping.", config=True
     )
 
-    @property
-    def policy(self) -> DaskPolicy:
-        return DaskPolicy.of(self)
-
     async def setup(self, app: web.Application) -> None:
         self.stores = Stores.open(self.facility_db_url or None, migrate=False)
         local, ids = machine_gpus(self.nvidia_smi) if self.local_gpus else ({}, [])
@@ -103,17 +87,6 @@ class AfhubLocalBackend(AdmissionMixin, WatchingMixin, DashboardMixin, UnsafeLoc
         await super().cleanup()
         if hasattr(self, "stores"):
             self.stores.close()
-
-    async def get_cluster_options(self, user) -> Options:
-        """The options form for ``user`` (:func:`~afhub.services.gateway.options.
-        cluster_options`), from their groups' chains and GPU offers now."""
-        groups, default = await asyncio.to_thread(user_groups, self.stores, user.name)
-        chains = {}
-        offers: dict[str, GpuOffer] = {}
-        for group in groups:
-            chains[group] = await asyncio.to_thread(self.stores.ledger.status, group)
-            offers[group] = await asyncio.to_thread(self.workers.offer, user.name, chains[group])
-        return cluster_options(groups, default, chains, offers, self.policy)
 
 
 async def _pages_root(_request: web.Request) -> web.StreamResponse:
