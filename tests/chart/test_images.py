@@ -26,7 +26,8 @@ IMPORTS = {
     "notebook-cpu": "afhub_server, afhub.client, dask_gateway, distributed, pyhf, iminuit, "
     "torch, jupyterlab, voila, ipywidgets, ipykernel",
     "hub": "afhub.hubconfig, afhub.spawners.kube, afhub.services.facility_api, "
-    "afhub.services.fitting, afhub.services.culler, psycopg2, kubespawner, oauthenticator",
+    "afhub.services.fitting, afhub.services.culler, afhub.services.gateway.kube, psycopg2, "
+    "kubespawner, oauthenticator",
     "fitting-worker": "afhub.fitting.worker, afhub.fitting.batched, distributed, pyhf, iminuit",
 }
 

@@ -18,8 +18,6 @@ group chosen in the cluster's options. The concerns live in their own modules:
 
 from __future__ import annotations
 
-import os
-
 from aiohttp import web
 from dask_gateway_server.backends.local import UnsafeLocalBackend
 from traitlets import Bool, Dict, Float, Unicode
@@ -27,7 +25,7 @@ from traitlets import Bool, Dict, Float, Unicode
 from afhub.devices.probe import machine_gpus
 from afhub.services.gateway.admission import AdmissionMixin
 from afhub.services.gateway.dashboard import DashboardMixin
-from afhub.services.gateway.facility import FacilityMixin
+from afhub.services.gateway.facility import FacilityMixin, pages_root
 from afhub.services.gateway.middleware import json_answers, safe_headers
 from afhub.services.gateway.watching import WatchingMixin
 from afhub.services.gateway.workers import WorkerCharging
@@ -77,7 +75,7 @@ class AfhubLocalBackend(
         app.middlewares.append(json_answers(self.log))
         app.on_response_prepare.append(safe_headers)
         self.add_dashboard_routes(app)
-        app.router.add_get("/", _pages_root)  # a browser at the service's root: My usage
+        app.router.add_get("/", pages_root)  # a browser at the service's root: My usage
         self._hub_process = ParentWatch()
         await super().setup(app)
         await self._reconcile_ledger()
@@ -87,12 +85,3 @@ class AfhubLocalBackend(
         await super().cleanup()
         if hasattr(self, "stores"):
             self.stores.close()
-
-
-async def _pages_root(_request: web.Request) -> web.StreamResponse:
-    """The service's root sends a browser to the facility's My usage page (its clusters);
-    404 where the hub configured no pages."""
-    pages = os.environ.get("AFHUB_PAGES_PREFIX")
-    if not pages:
-        raise web.HTTPNotFound(reason="no such API path")
-    raise web.HTTPFound(pages + "usage")

@@ -5,7 +5,9 @@ DaskCluster objects differ only in how workers start and are seen)."""
 from __future__ import annotations
 
 import asyncio
+import os
 
+from aiohttp import web
 from dask_gateway_server.options import Options
 from traitlets import Float, Integer, Unicode
 from traitlets.config import LoggingConfigurable
@@ -45,3 +47,12 @@ class FacilityMixin(LoggingConfigurable):
             chains[group] = await asyncio.to_thread(self.stores.ledger.status, group)
             offers[group] = await asyncio.to_thread(self.workers.offer, user.name, chains[group])
         return cluster_options(groups, default, chains, offers, self.policy)
+
+
+async def pages_root(_request: web.Request) -> web.StreamResponse:
+    """The service's root sends a browser to the facility's My usage page (its clusters);
+    404 where the hub configured no pages."""
+    pages = os.environ.get("AFHUB_PAGES_PREFIX")
+    if not pages:
+        raise web.HTTPNotFound(reason="no such API path")
+    raise web.HTTPFound(pages + "usage")

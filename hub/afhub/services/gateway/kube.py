@@ -24,7 +24,7 @@ from dask_gateway_server.backends.base import PublicException
 from dask_gateway_server.backends.kubernetes import KubeBackend
 
 from afhub.dask.policy import scale_notice, scheduler_charge, worker_charge, workers_that_fit
-from afhub.services.gateway.facility import FacilityMixin
+from afhub.services.gateway.facility import FacilityMixin, pages_root
 from afhub.services.gateway.kube_ledger import (
     Close,
     MarkRunning,
@@ -33,7 +33,7 @@ from afhub.services.gateway.kube_ledger import (
     reconcile,
     state_of,
 )
-from afhub.services.gateway.middleware import tell_the_scaler
+from afhub.services.gateway.middleware import json_answers, safe_headers, tell_the_scaler
 from afhub.services.gateway.workers import WorkerCharging, WorkerRefused, WorkerSpec
 from afhub.stores.errors import StoreError
 from afhub.stores.facade import Stores
@@ -66,6 +66,9 @@ class AfhubKubeBackend(FacilityMixin, KubeBackend):
     async def setup(self, app) -> None:
         self.stores = Stores.open(self.facility_db_url or None, migrate=False)
         self.workers = WorkerCharging(self.stores)
+        app.middlewares.append(json_answers(self.log))
+        app.on_response_prepare.append(safe_headers)
+        app.router.add_get("/", pages_root)  # a browser at the service's root: My usage
         await super().setup(app)
         await self.square_ledger(None)
 
