@@ -9,6 +9,8 @@ from afhub.quotas.limits import Charge
 def facility(service):
     """atlas/higgs/students with a facility admin, a higgs admin and a student."""
     root = service.user("root", admin=True)
+    for name in ("hana", "tom", "pia"):  # they logged in once (the login hook records them)
+        service.stores.groups.ensure_user(name)
     for path in ["atlas", "atlas/higgs", "atlas/higgs/students", "atlas/top"]:
         assert root("POST", "api/groups", json={"path": path}).status_code == 201
     assert root("PUT", "api/groups/atlas/higgs/-/members/hana", json={"role": "admin"}).ok
@@ -116,6 +118,25 @@ def test_group_admin_cannot_act_on_siblings_parents_or_grant_itself(facility, me
     error_of(hana(method, path, json=body), 403)
     assert (facility.stores.groups.membership_map(), facility.stores.quotas.all()) == before
     assert not facility.stores.groups.actor("hana").is_facility_admin
+
+
+def test_a_person_who_never_logged_in_is_not_added_and_told_what_to_do(facility):
+    root, hana, tom = facility.user("root", admin=True), facility.user("hana"), facility.user("tom")
+    before = facility.stores.groups.membership_map()
+    message = error_of(root("PUT", "api/groups/atlas/higgs/-/members/nobody"), 404)
+    assert "'nobody'" in message
+    assert "never logged in" in message
+    assert "log in once" in message
+    assert "POST /services/facility/api/groups/atlas/higgs/-/invitations" in message
+    # only who may manage the members learns whether a name exists
+    error_of(tom("PUT", "api/groups/atlas/higgs/-/members/nobody"), 403)
+    error_of(facility.client(None)("PUT", "api/groups/atlas/higgs/-/members/nobody"), 401)
+    error_of(facility.client("forged")("PUT", "api/groups/atlas/higgs/-/members/nobody"), 401)
+    # a missing group is named first
+    assert "group" in error_of(root("PUT", "api/groups/atlas/nope/-/members/nobody"), 404)
+    assert facility.stores.groups.membership_map() == before
+    facility.stores.groups.ensure_user("nobody")  # they log in once
+    assert hana("PUT", "api/groups/atlas/higgs/-/members/nobody").json()["role"] == "member"
 
 
 def test_group_admin_manages_its_subtree(facility):

@@ -48,8 +48,12 @@ def test_real_tokens_identify_callers_and_the_tree_authorizes(hub):
         assert api(hub, admin, "POST", "groups", json={"path": path}).status_code == 201
     assert api(hub, admin, "PUT", "groups/atlas/higgs/-/quota", json={"gpu_hours": 50}).ok
 
-    password = hub.add_user("hana")
+    password = hub.add_user("hana")  # a local account, not logged in yet: she may be added
     assert api(hub, admin, "PUT", "groups/atlas/higgs/-/members/hana", json={"role": "admin"}).ok
+    nobody = api(hub, admin, "PUT", "groups/atlas/higgs/-/members/nobody", json={})
+    assert nobody.status_code == 404, nobody.text
+    assert "never logged in" in nobody.json()["error"]
+    assert "invitations" in nobody.json()["error"]
     hana = hub.login("hana", password).new_token("facility api")
     created = api(hub, hana, "POST", "groups/atlas/higgs/students/-/invitations", json={})
     assert created.status_code == 201, created.text

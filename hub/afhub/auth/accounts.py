@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from nativeauthenticator.orm import UserInfo
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, make_url
 from sqlalchemy.orm import Session
 
 from afhub.passwords import generate_password, hash_password
@@ -81,3 +82,16 @@ def list_accounts(db_url: str) -> list[Account]:
     with _session(db_url) as db:
         rows = db.query(UserInfo).order_by(UserInfo.username).all()
         return [Account(name=r.username, authorized=bool(r.is_authorized)) for r in rows]
+
+
+def has_account(db_url: str, name: str) -> bool:
+    """Whether ``name`` has a local account; ``False`` where the hub has no database or no
+    accounts table yet, or another authenticator (a missing SQLite file is not created)."""
+    url = make_url(db_url)
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        return False
+    try:
+        with _session(db_url) as db:
+            return UserInfo.find(db, name) is not None
+    except AccountError:
+        return False

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from afhub.cli.database import database_command, missing_facility, with_stores
 from afhub.cli.invite import ROLE_HELP, print_invitation
 from afhub.groups.names import parent_path
 from afhub.stores.errors import NotFound
+from afhub.stores.known_users import UnknownUser, add_known_member
 
 
 def _chain(path: str) -> list[str]:
@@ -67,37 +70,31 @@ def _move(groups: Any, args: argparse.Namespace, _settings: Any) -> None:
         print(f"moved {old} -> {new}")
 
 
-def _known_user(groups: Any, settings: Any, user: str) -> bool:
-    """Whether ``user`` has logged in to this facility or has a local account."""
-    try:
-        groups.user(user)
-    except NotFound:
-        pass
-    else:
-        return True
+def _local_account(settings: Any) -> Callable[[str], bool] | None:
+    """Whether a name has a local account in this facility's hub database (none: no hub)."""
     if settings is None or missing_facility(settings.hub_db_url):
-        return False
-    from afhub.auth.accounts import AccountError, list_accounts
+        return None
+    from afhub.auth.accounts import has_account
 
-    try:
-        return any(account.name == user for account in list_accounts(settings.hub_db_url))
-    except AccountError:  # the hub has not created its accounts table yet
-        return False
+    return functools.partial(has_account, settings.hub_db_url)
 
 
 def _add_member(groups: Any, args: argparse.Namespace, settings: Any, stores: Any) -> None:
-    if not _known_user(groups, settings, args.user):
+    try:
+        member = add_known_member(
+            groups, args.path, args.user, role=args.role, has_account=_local_account(settings)
+        )
+    except UnknownUser:
         if not args.invite:
             raise ValueError(
                 f"no user {args.user!r} on this facility (never logged in, no local account): "
                 f"check the name; `afhub users add {args.user}` creates a local account, or "
                 "--invite prints a join link to send them"
-            )
+            ) from None
         created = stores.invitations.create(args.path, role=args.role, uses=1)
         print_invitation(created, settings)
         print(f"send the link to {args.user}: they join {args.path} when they open it")
         return
-    member = groups.add_member(args.path, args.user, role=args.role)
     print(f"{member.user} is now {member.role.value} of {member.group}")
 
 

@@ -8,14 +8,18 @@ and ``AFHUB_DB_URL`` (default ``sqlite:///$AFHUB_HOME/afhub.sqlite``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
 from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler
 from tornado import web
+from traitlets.config import Config
 
+from afhub.auth.accounts import has_account
 from afhub.services.facility_api.contributions import (
     ContributionProvidersHandler,
     ContributionsHandler,
@@ -42,6 +46,7 @@ from afhub.services.facility_api.users import MeHandler, UserHandler
 from afhub.services.kit.app import service_application, service_prefix, service_routes
 from afhub.services.kit.handlers import pages_redirect
 from afhub.services.kit.lifecycle import run_until_stopped
+from afhub.settings import FacilitySettings
 from afhub.stores.facade import Stores
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
@@ -99,8 +104,11 @@ def make_app(
     prefix: str | None = None,
     hub_auth: HubOAuth | None = None,
     cookie_secret: bytes | None = None,
+    has_account: Callable[[str], bool] | None = None,
 ) -> web.Application:
-    """The tornado application. ``prefix`` defaults to ``$JUPYTERHUB_SERVICE_PREFIX``."""
+    """The tornado application. ``prefix`` defaults to ``$JUPYTERHUB_SERVICE_PREFIX``;
+    ``has_account(name)`` says whether a person who never logged in has a local account (a
+    member may be added by name only when they logged in once or have one)."""
     prefix = service_prefix(prefix, "/services/facility/")
     return service_application(
         routes(prefix),
@@ -108,6 +116,7 @@ def make_app(
         cookie_secret=cookie_secret,
         afhub_stores=stores,
         afhub_prefix=prefix,
+        afhub_has_account=has_account,
     )
 
 
@@ -115,7 +124,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s %(name)s] %(message)s")
     stores = Stores.open()
     url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
-    app = make_app(stores)
+    hub_db_url = FacilitySettings(config=Config()).hub_db_url
+    app = make_app(stores, has_account=functools.partial(has_account, hub_db_url))
     app.listen(url.port or 80, url.hostname or "127.0.0.1")
     logging.getLogger("afhub.facility_api").info("facility API on %s", url.geturl())
     run_until_stopped("the facility API", on_stop=stores.close)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from afhub.groups import tree
 from afhub.groups.tree import Action
 from afhub.services.facility_api.base import FacilityHandler
+from afhub.services.kit.errors import ApiError
+from afhub.stores.known_users import UnknownUser, add_known_member
 
 
 class MembersHandler(FacilityHandler):
@@ -16,12 +18,27 @@ class MembersHandler(FacilityHandler):
 
 class MemberHandler(FacilityHandler):
     async def put(self, path: str, user: str) -> None:
-        """Add ``user`` to the group, or change their role: ``{"role": "admin"}``."""
+        """Add ``user`` to the group, or change their role: ``{"role": "admin"}``. Only a
+        person who logged in once (or has a local account); others get an invitation."""
         body = self.json_body()
         role = self.role_field(body)
-        member = await self.call(
-            self.stores.groups.add_member, path, user, role=role, actor=self.actor
-        )
+        try:
+            member = await self.call(
+                add_known_member,
+                self.stores.groups,
+                path,
+                user,
+                role=role,
+                actor=self.actor,
+                has_account=self.settings.get("afhub_has_account"),
+            )
+        except UnknownUser as exc:
+            invitations = f"{self.settings['afhub_prefix']}api/groups/{path}/-/invitations"
+            raise ApiError(
+                404,
+                f"{exc}; check the name, ask them to log in once and add them again, or send "
+                f"them an invitation (POST {invitations})",
+            ) from None
         self.send(member.to_dict())
 
     async def delete(self, path: str, user: str) -> None:
