@@ -36,6 +36,7 @@ from afhub.stores.ledger.chains import (
     chain_states,
     charge_target,
 )
+from afhub.stores.ledger.decision_read import read_decision_chain
 from afhub.stores.ledger.records import (
     Admission,
     EnforcementNotice,
@@ -121,9 +122,18 @@ class LedgerStore:
     ) -> Decision:
         """The decision ``admit`` would make now, without opening anything."""
         now = self._now(now)
-        with self.db.read() as session:
-            target = charge_target(session, user, group)
-            return decide(chain_states(session, target[0], now), charge, now)
+        connection = self.db.engine.connect()
+        if self.db.is_postgresql:  # one statement, one snapshot: no BEGIN/ROLLBACK round trips
+            connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+        with connection:
+            found = read_decision_chain(connection, now, user=user) if group is None else None
+            if found is None:
+                with Session(bind=connection) as session:
+                    group_id = charge_target(session, user, group)[0]
+                found = read_decision_chain(connection, now, group_id=group_id)
+            if found is None:
+                raise NotFound(f"group {group or ''} of {user} no longer exists")
+            return decide(found[2], charge, now)
 
     def all_states(self, now: datetime | None = None) -> list[NodeState]:
         """Every group's limits and rolled-up usage, sorted by path."""
