@@ -4,7 +4,9 @@ environment-backed settings helper."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -39,6 +41,66 @@ def test_a_service_stops_on_sigint_at_once_and_skips_the_tear_down():
     assert time.monotonic() - began < 5
     assert "torn down" not in out  # left with exit_process: no interpreter tear-down
     assert "Traceback" not in err
+
+
+#: ``python -m module`` with the interpreter's tear-down made visible (an atexit hook)
+AS_MAIN = """
+import atexit, runpy
+atexit.register(print, "torn down", flush=True)
+runpy.run_module("{module}", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def service_env(tmp_path_factory):
+    """What the hub gives the accountant and the culler: a facility database (migrated) and
+    a hub API address where nothing answers (the services keep waiting for it)."""
+    from afhub.stores.facade import Stores
+
+    home = tmp_path_factory.mktemp("services")
+    url = f"sqlite:///{home / 'afhub.sqlite'}"
+    Stores.open(url).close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return {
+        **os.environ,
+        "AFHUB_HOME": str(home),
+        "AFHUB_DB_URL": url,
+        "JUPYTERHUB_API_URL": f"http://127.0.0.1:{port}/hub/api",
+        "JUPYTERHUB_API_TOKEN": "not-a-hub",
+        "AFHUB_CHECKPOINT_INTERVAL": "60",
+    }
+
+
+@pytest.mark.parametrize(
+    ("module", "ready", "stops"),
+    [
+        ("afhub.services.accountant", "Accounting every", "the accountant stops"),
+        ("afhub.services.culler", "Culling servers idle", "the culler stops"),
+    ],
+)
+def test_accountant_and_culler_stop_on_sigint_at_once(service_env, module, ready, stops):
+    service = subprocess.Popen(
+        [sys.executable, "-c", AS_MAIN.format(module=module)],
+        env=service_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines = []
+    while not any(ready in line for line in lines):  # its stop signals are handled from here
+        line = service.stderr.readline()
+        assert line, "".join(lines)
+        lines.append(line)
+    began = time.monotonic()
+    service.send_signal(signal.SIGINT)
+    out, err = service.communicate(timeout=30)
+    assert service.returncode == 0, err
+    assert time.monotonic() - began < 5
+    assert stops in err
+    assert "KeyboardInterrupt" not in err
+    assert "torn down" not in out  # left with exit_process: no interpreter tear-down
 
 
 def test_parent_watch_waits_its_time_or_until_stopped():

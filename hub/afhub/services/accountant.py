@@ -12,7 +12,7 @@ Run by the hub as ``python -m afhub.services.accountant`` (no HTTP endpoint). At
 Then, every ``AFHUB_CHECKPOINT_INTERVAL`` seconds, it checkpoints running intervals, warns
 servers whose group (or an ancestor) has spent a budget, stops them once
 ``AFHUB_GRACE_PERIOD`` seconds have passed since the warning, and mirrors groups again.
-It exits when the hub that started it is gone.
+It exits when the hub that started it is gone, and at once on SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from afhub.groups.mirror import MirrorPlan, hub_edits, plan_mirror
 from afhub.quotas.decisions import EnforcementAction
 from afhub.services.hub_client import HubAPIError, HubClient
-from afhub.services.kit.lifecycle import ParentWatch
+from afhub.services.kit.lifecycle import ParentWatch, exit_process, on_stop_signals
 from afhub.stores.errors import StoreError
 from afhub.stores.facade import Stores
 
@@ -135,7 +135,9 @@ async def wait_for_hub(hub: HubClient, timeout: float = 60) -> None:
 
 
 async def run(stores: Stores, hub: HubClient, interval: float, grace: timedelta) -> None:
+    on_stop_signals(asyncio.current_task().cancel)  # SIGTERM/SIGINT: stop at once, mid-round
     hub_process = ParentWatch()
+    log.info("Accounting every %s s (grace %s); waiting for the hub", interval, grace)
     await wait_for_hub(hub)
     report = await asyncio.to_thread(stores.ledger.reconcile, await hub.running_servers())
     log.info("Reconciled the ledger with the hub: %s", report)
@@ -158,10 +160,13 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s %(name)s] %(message)s")
     interval = float(os.environ.get("AFHUB_CHECKPOINT_INTERVAL", "60"))
     grace = timedelta(seconds=float(os.environ.get("AFHUB_GRACE_PERIOD", "600")))
+    stores = Stores.open()
     try:
-        asyncio.run(run(Stores.open(), HubClient(), interval, grace))
-    except KeyboardInterrupt:  # the hub stops its services with SIGINT
+        asyncio.run(run(stores, HubClient(), interval, grace))
+    except asyncio.CancelledError:  # a stop signal (how the hub stops its services)
         log.info("the accountant stops")
+    stores.close()
+    exit_process(0)
 
 
 if __name__ == "__main__":

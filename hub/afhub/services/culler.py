@@ -16,7 +16,7 @@ Servers are stopped through the hub, so the spawner's post-stop hook closes thei
 interval (charged up to the stop) exactly as for a stop by the user. Named servers are
 stopped, not deleted: the user can start them again. Each cull is logged with the user,
 the server, its kind and how long it was idle. The service exits when the hub that started
-it is gone.
+it is gone, and at once on SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from afhub.culling import (
     kind_of,
     server_kinds,
 )
-from afhub.services.kit.lifecycle import ParentWatch
+from afhub.services.kit.lifecycle import ParentWatch, exit_process, on_stop_signals
 from afhub.stores.facade import Stores
 
 log = logging.getLogger("afhub.culler")
@@ -153,6 +153,7 @@ async def cull_round(
 
 
 async def run(stores: Stores, policy: CullPolicy, every: float, api_url: str, token: str):
+    on_stop_signals(asyncio.current_task().cancel)  # SIGTERM/SIGINT: stop at once, mid-round
     hub_process = ParentWatch()
     log.info(
         "Culling servers idle for %s (seconds; 0: never), maximum age %s s, every %s s",
@@ -178,18 +179,21 @@ def main() -> None:
     # the hub passes the culling settings (already checked) as AFHUB_CULL_*; only the ones
     # read here are evaluated
     settings = FacilitySettings(config=Config())
+    stores = Stores.open(settings.db_url, migrate=False)
     try:
         asyncio.run(
             run(
-                Stores.open(settings.db_url, migrate=False),
+                stores,
                 policy_from_settings(settings),
                 settings.cull_every,
                 os.environ["JUPYTERHUB_API_URL"],
                 os.environ["JUPYTERHUB_API_TOKEN"],
             )
         )
-    except KeyboardInterrupt:  # the hub stops its services with SIGINT
+    except asyncio.CancelledError:  # a stop signal (how the hub stops its services)
         log.info("the culler stops")
+    stores.close()
+    exit_process(0)
 
 
 if __name__ == "__main__":
