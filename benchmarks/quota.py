@@ -16,6 +16,7 @@ smaller database and fewer spawns).
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 import tempfile
@@ -65,6 +66,7 @@ def time_decisions(
         statements = profile_statements(stores.db.engine) if profile else None
         users = list(seeded["users"])
         rng = random.Random(7)
+        load = os.getloadavg()[0]  # other work on the machine shows in the tail
         decide_ms, admit_ms = [], []
         for _ in range(samples):
             user = rng.choice(users)
@@ -90,6 +92,7 @@ def time_decisions(
             "decision": summary(decide_ms),
             "admission": summary(admit_ms),
             "seed_s": {"median": seed_s},
+            "load": {"median": load},
         }
     finally:
         stores.close()
@@ -147,11 +150,12 @@ def main() -> None:
             d, a = result["decision"], result["admission"]
             rows.append(
                 f"| {name} | {d['median']:.2f} | {d['p95']:.2f} | {a['median']:.2f} | "
-                f"{a['p95']:.2f} | {result['seed_s']['median']:.0f} |"
+                f"{a['p95']:.2f} | {result['seed_s']['median']:.0f} | "
+                f"{result['load']['median']:.1f} |"
             )
             print(rows[-1], flush=True)
     if len(backends) == 1:
-        rows.append("| PostgreSQL | not run: set AFHUB_TEST_POSTGRES_URL | | | | |")
+        rows.append("| PostgreSQL | not run: set AFHUB_TEST_POSTGRES_URL | | | | | |")
 
     spawn = time_spawns(args.spawns)
     on, off = spawn["on"], spawn["off"]
@@ -162,7 +166,7 @@ def main() -> None:
         f"{scale['users']:,} users, {scale['ledger_rows']:,} ledger rows; {args.samples} "
         "decisions per backend for random users.\n\n"
         "| backend | decision p50 (ms) | decision p95 (ms) | admission p50 (ms) | "
-        "admission p95 (ms) | seeding (s) |\n|---|---|---|---|---|---|\n"
+        "admission p95 (ms) | seeding (s) | load average (1 min) |\n|---|---|---|---|---|---|---|\n"
         + "\n".join(rows)
         + "\n\nTarget: p95 decision under 5 ms.\n\n"
         f"Spawn, login to a ready JupyterLab, {args.spawns} spawns per facility, alternating, "
