@@ -181,3 +181,30 @@ def test_service_monitors_only_when_asked(rendered):
     monitor = find(rendered["everything"], "ServiceMonitor", "afhub-hub")
     assert monitor["spec"]["endpoints"][0]["path"] == "/hub/metrics"
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
+
+
+def test_dashboards_deployment(rendered):
+    """The dashboards run the notebook image (Voila, voila-apps/), as the hub service
+    dashboards, reach the facility through the proxy, and never hold the database URL."""
+    deployment = find(rendered["everything"], "Deployment", "afhub-dashboards")
+    pod = deployment["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    assert container["image"] == "registry.example.org/afhub/notebook-cpu:2026.12.1"
+    assert container["imagePullPolicy"] == "Always"
+    assert container["command"] == ["python", "-m", "afhub.web.dashboards"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert "AFHUB_DB_URL" not in env
+    assert env["JUPYTERHUB_SERVICE_NAME"] == "dashboards"
+    assert env["AFHUB_FACILITY_URL"] == "http://proxy-public/services/facility/"
+    assert pod["metadata"]["labels"]["hub.jupyter.org/network-access-proxy-http"] == "true"
+    assert container["readinessProbe"]["tcpSocket"] == {"port": "http"}
+    service = find(rendered["everything"], "Service", "afhub-dashboards")
+    assert service["spec"]["ports"][0]["port"] == 8087
+    assert "annotations" not in service["metadata"]  # no /metrics of its own
+    pdb = find(rendered["everything"], "PodDisruptionBudget", "afhub-dashboards")
+    assert pdb["spec"]["minAvailable"] == 1
+    # the pages' Deployment keeps the services' image and its database URL
+    pages = find(rendered["minimal"], "Deployment", "afhub-pages")["spec"]["template"]
+    pages_env = {e["name"] for e in pages["spec"]["containers"][0]["env"]}
+    assert "AFHUB_DB_URL" in pages_env
+    assert pages["spec"]["containers"][0]["image"].startswith("ghcr.io/afhub/hub:")

@@ -34,9 +34,15 @@ from tests.chart.conftest import ROOT, chart_values, find
 
 EXAMPLE = str(ROOT / "tests" / "registry" / "example.yaml")
 #: afhub's services, the same in both modes
-AFHUB_SERVICES = {"facility", "accountant", "fitting", "culler", "dask-gateway", "afhub"}
-#: local mode only: the chart has no Deployment for the dashboards yet (docs/dashboards.md)
-LOCAL_ONLY = {"dashboards"}
+AFHUB_SERVICES = {
+    "facility",
+    "accountant",
+    "fitting",
+    "culler",
+    "dask-gateway",
+    "afhub",
+    "dashboards",
+}
 
 #: z2jh's jupyterhub_config.py, as far as afhub's file depends on it
 Z2JH_CONFIG = """\
@@ -130,7 +136,7 @@ def test_same_login_services_and_scopes(request, which):
         by_name(kube.JupyterHub.services),
         by_name(local.JupyterHub.services),
     )
-    assert set(local_services) == AFHUB_SERVICES | LOCAL_ONLY
+    assert set(local_services) == AFHUB_SERVICES
     assert set(kube_services) == AFHUB_SERVICES | {"prometheus"}
     for name in AFHUB_SERVICES:
         kube_service = kube_services[name]

@@ -39,9 +39,11 @@ seccompProfile:
   value: /etc/afhub/afhub.yaml
 - name: AFHUB_HOME
   value: /tmp/afhub
+{{- if ne .component "dashboards" }}
 - name: AFHUB_DB_URL
   valueFrom:
     secretKeyRef: {name: afhub-database, key: url}
+{{- end }}
 - name: AFHUB_CHECKPOINT_INTERVAL
   value: {{ .root.Values.afhub.ledger.checkpointInterval | quote }}
 - name: AFHUB_GRACE_PERIOD

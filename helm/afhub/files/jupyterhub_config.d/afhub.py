@@ -39,6 +39,7 @@ from afhub.hubconfig import (
     configure_named_servers,
     prepare_home,
 )
+from afhub.hubconfig.dashboards import configure as configure_dashboards
 from afhub.hubconfig.extension import configure as configure_server_extension
 from afhub.hubconfig.pages import configure as configure_pages
 from afhub.settings import FacilitySettings, load_config_file
@@ -103,6 +104,7 @@ def afhub_config(
         configure_named_servers,
         configure_server_extension,
         configure_pages,
+        configure_dashboards,
     ):
         step(c, settings)
     z2jh = {service["name"]: service for service in z2jh_services}
