@@ -171,6 +171,13 @@ def test_names_with_html_render_as_text_and_refusals_show_the_api_message(facili
     assert "<img src=x" in error.inner_text()  # the API's message, as text
     assert page.locator("#afhub-error img, #afhub-error script").count() == 0
     assert dialogs == []
+    # adding a person who never logged in: the API's message, with what to do
+    page.goto(pages(facility) + f"groups/{world.top}/a")
+    page.fill("form[data-action=add-member] input[name=user]", "never-here")
+    page.click("form[data-action=add-member] button")
+    page.wait_for_selector("#afhub-error:has-text('never-here')")
+    assert "never logged in" in page.locator("#afhub-error").inner_text()
+    assert "invitation" in page.locator("#afhub-error").inner_text()
     # a member asking for a sibling group's page: 403 with the API's reason
     page.goto(pages(facility) + f"groups/{world.top}/b")
     assert page.locator("h1").inner_text().startswith("403")

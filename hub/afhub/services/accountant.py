@@ -12,7 +12,9 @@ Run by the hub as ``python -m afhub.services.accountant`` (no HTTP endpoint). At
 Then, every ``AFHUB_CHECKPOINT_INTERVAL`` seconds, it checkpoints running intervals, warns
 servers whose group (or an ancestor) has spent a budget, stops them once
 ``AFHUB_GRACE_PERIOD`` seconds have passed since the warning, and mirrors groups again.
-It exits when the hub that started it is gone, and at once on SIGTERM or SIGINT.
+It runs until the hub that started it is gone or SIGTERM/SIGINT ask it to stop (the service
+kit's :func:`~afhub.services.kit.lifecycle.run_until_stopped`: it leaves at once, mid-round
+too, its stores closed).
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ import logging
 import os
 from datetime import UTC, datetime, timedelta
 
+from tornado.ioloop import IOLoop
+
 from afhub.groups.mirror import MirrorPlan, hub_edits, plan_mirror
 from afhub.quotas.decisions import EnforcementAction
 from afhub.services.hub_client import HubAPIError, HubClient
-from afhub.services.kit.lifecycle import ParentWatch, exit_process, on_stop_signals
+from afhub.services.kit.lifecycle import ParentWatch, run_until_stopped
 from afhub.stores.errors import StoreError
 from afhub.stores.facade import Stores
 
@@ -135,10 +139,14 @@ async def wait_for_hub(hub: HubClient, timeout: float = 60) -> None:
 
 
 async def run(stores: Stores, hub: HubClient, interval: float, grace: timedelta) -> None:
-    on_stop_signals(asyncio.current_task().cancel)  # SIGTERM/SIGINT: stop at once, mid-round
     hub_process = ParentWatch()
     log.info("Accounting every %s s (grace %s); waiting for the hub", interval, grace)
-    await wait_for_hub(hub)
+    try:
+        await wait_for_hub(hub)
+    except (HubAPIError, OSError):
+        log.exception("The hub does not answer; the accountant stops")
+        IOLoop.current().stop()
+        return
     report = await asyncio.to_thread(stores.ledger.reconcile, await hub.running_servers())
     log.info("Reconciled the ledger with the hub: %s", report)
     mirrored = Mirrored()  # what the last round mirrored (edits in the hub since then)
@@ -161,12 +169,8 @@ def main() -> None:
     interval = float(os.environ.get("AFHUB_CHECKPOINT_INTERVAL", "60"))
     grace = timedelta(seconds=float(os.environ.get("AFHUB_GRACE_PERIOD", "600")))
     stores = Stores.open()
-    try:
-        asyncio.run(run(stores, HubClient(), interval, grace))
-    except asyncio.CancelledError:  # a stop signal (how the hub stops its services)
-        log.info("the accountant stops")
-    stores.close()
-    exit_process(0)
+    IOLoop.current().add_callback(run, stores, HubClient(), interval, grace)
+    run_until_stopped("the accountant", on_stop=stores.close)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ afhub *cull arbiter* that decides per server with :func:`afhub.culling.decide`:
 Servers are stopped through the hub, so the spawner's post-stop hook closes their ledger
 interval (charged up to the stop) exactly as for a stop by the user. Named servers are
 stopped, not deleted: the user can start them again. Each cull is logged with the user,
-the server, its kind and how long it was idle. The service exits when the hub that started
-it is gone, and at once on SIGTERM or SIGINT.
+the server, its kind and how long it was idle. The service runs until the hub that started
+it is gone or SIGTERM/SIGINT ask it to stop (the service kit's
+:func:`~afhub.services.kit.lifecycle.run_until_stopped`: at once, mid-round too).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from jupyterhub_idle_culler import cull_idle, parse_date
+from tornado.ioloop import IOLoop
 
 from afhub.culling import (
     CullPolicy,
@@ -37,7 +39,7 @@ from afhub.culling import (
     kind_of,
     server_kinds,
 )
-from afhub.services.kit.lifecycle import ParentWatch, exit_process, on_stop_signals
+from afhub.services.kit.lifecycle import ParentWatch, run_until_stopped
 from afhub.stores.facade import Stores
 
 log = logging.getLogger("afhub.culler")
@@ -153,7 +155,6 @@ async def cull_round(
 
 
 async def run(stores: Stores, policy: CullPolicy, every: float, api_url: str, token: str):
-    on_stop_signals(asyncio.current_task().cancel)  # SIGTERM/SIGINT: stop at once, mid-round
     hub_process = ParentWatch()
     log.info(
         "Culling servers idle for %s (seconds; 0: never), maximum age %s s, every %s s",
@@ -180,20 +181,15 @@ def main() -> None:
     # read here are evaluated
     settings = FacilitySettings(config=Config())
     stores = Stores.open(settings.db_url, migrate=False)
-    try:
-        asyncio.run(
-            run(
-                stores,
-                policy_from_settings(settings),
-                settings.cull_every,
-                os.environ["JUPYTERHUB_API_URL"],
-                os.environ["JUPYTERHUB_API_TOKEN"],
-            )
-        )
-    except asyncio.CancelledError:  # a stop signal (how the hub stops its services)
-        log.info("the culler stops")
-    stores.close()
-    exit_process(0)
+    IOLoop.current().add_callback(
+        run,
+        stores,
+        policy_from_settings(settings),
+        settings.cull_every,
+        os.environ["JUPYTERHUB_API_URL"],
+        os.environ["JUPYTERHUB_API_TOKEN"],
+    )
+    run_until_stopped("the culler", on_stop=stores.close)
 
 
 if __name__ == "__main__":
