@@ -19,6 +19,7 @@ from dask_gateway_server.models import User
 from traitlets import TraitError
 from traitlets.config import PyFileConfigLoader
 
+from afhub.services.gateway.auth import AfhubHubAuthenticator
 from afhub.services.gateway.kube import AfhubKubeBackend
 from afhub.services.gateway.workers import WorkerCharging
 from afhub.stores.facade import Stores
@@ -59,7 +60,9 @@ def test_gateway_loads_afhubs_backend(values, tmp_path, monkeypatch):
     path.write_text(gateway_config(merged))
     config = PyFileConfigLoader(path.name, str(tmp_path)).load_config()
     app = DaskGateway(config=config)
-    assert app.authenticator_class is JupyterHubAuthenticator
+    # afhub's authenticator replaces the one upstream's chart names for auth type jupyterhub
+    assert app.authenticator_class is AfhubHubAuthenticator
+    assert issubclass(app.authenticator_class, JupyterHubAuthenticator)
     assert app.backend_class is AfhubKubeBackend
     assert issubclass(app.backend_class, KubeBackend)
     backend = app.backend_class(parent=app)
