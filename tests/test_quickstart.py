@@ -156,6 +156,8 @@ def test_quick_start_walk_as_the_demo_student(demo):
     total, converged, excluded = (int(n) for n in fit[2:])
     assert total == converged == 19, outputs  # the example grid's points, all converged
     assert 0 < excluded < total, outputs  # light points excluded, heavy ones not
+    assert "demo-gpu" in outputs["running"], outputs
+    assert STUDENT_GROUP in outputs["usage page"], outputs
 
     # see usage: the REST API as the student, with a token of their own
     token = demo.login(STUDENT, password).new_token("quick start usage")
@@ -194,7 +196,7 @@ def test_quick_start_walk_as_the_demo_student(demo):
 
 
 def walk(page, demo: Facility, password: str) -> dict[str, str]:
-    """Log in, pick the simulated GPU, run the device, Dask and fit cells."""
+    """Log in, pick the simulated GPU, run the device, Dask and fit cells, open My usage."""
     page.goto(demo.hub_url + "login", timeout=30_000)
     page.fill("input#username_input", STUDENT)
     page.fill("input#password_input", password)
@@ -213,8 +215,14 @@ def walk(page, demo: Facility, password: str) -> dict[str, str]:
     page.locator(".jp-Notebook .jp-Cell .cm-content").first.wait_for(timeout=60_000)
     # a cell run while the kernel still connects is not executed: wait until it is idle
     page.locator(".jp-StatusBar-TextItem", has_text="| Idle").first.wait_for(timeout=90_000)
-    return {
+    outputs = {
         "device": run_cell(page, CELL_DEVICE, "DEVICE", 90),
         "dask": run_cell(page, CELL_DASK, "DASK", 180),
         "fit": run_cell(page, CELL_FIT, "FIT", 300),
     }
+    # see usage: the My usage page (the top bar's link) while the GPU server runs
+    page.goto(demo.url + "services/afhub/usage", timeout=60_000)
+    outputs["running"] = page.locator("#afhub-running").inner_text(timeout=60_000)
+    outputs["usage page"] = page.locator("body").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "quickstart-usage.png"))
+    return outputs
