@@ -19,6 +19,8 @@ EXTENSIONS = {"voila.server_extension": True, "afhub.web.dashboards.routes": Tru
 #: kernels idle this long are shut down (Voila also shuts a kernel down when its page
 #: closes); checked every minute
 KERNEL_IDLE_SECONDS = 1200
+#: seconds without output before Voila sends a heartbeat to keep the page's request open
+KEEP_ALIVE_SECONDS = 600
 
 
 def arguments(apps: str) -> list[str]:
@@ -34,6 +36,10 @@ def arguments(apps: str) -> list[str]:
         "--MappingKernelManager.cull_connected=True",
         "--VoilaConfiguration.show_tracebacks=False",
         "--VoilaConfiguration.preheat_kernel=False",
+        # Voila's keep-alive loop (asyncio.wait_for on a queue) can lose the page's last
+        # part when a wait times out as it arrives (Python 3.11): a page whose cells ran
+        # longer than the 10 s default then rendered forever. No heartbeat before 10 min.
+        f"--VoilaConfiguration.http_keep_alive_timeout={KEEP_ALIVE_SECONDS}",
         "--KernelSpecManager.ensure_native_kernel=True",
         "--ServerApp.default_url=/voila/tree",
         # as the facility's own user, like the users' servers (afhub.spawners.local)
