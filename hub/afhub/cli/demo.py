@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from afhub.cli.database import fail, with_stores
+from afhub.cli.database import fail, sqlite_file, with_stores
 from afhub.fitting.examples import example_likelihood
 from afhub.settings import FacilitySettings
 
@@ -166,9 +166,8 @@ def _quota_text(quota: dict[str, float | int]) -> str:
 def _create_database_file(url: str) -> None:
     """An empty SQLite file where the facility's database will be (``afhub up`` creates
     the facility; the database commands open only one that exists)."""
-    prefix = "sqlite:///"
-    if url.startswith(prefix):
-        path = Path(url[len(prefix) :].split("?", 1)[0])
+    path = sqlite_file(url)
+    if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         path.touch(mode=0o600)
 
