@@ -67,8 +67,18 @@ def test_gateway_loads_afhubs_backend(values, tmp_path, monkeypatch):
     assert issubclass(app.backend_class, KubeBackend)
     backend = app.backend_class(parent=app)
     assert backend.facility_db_url == url
-    # the options form comes from the facility database the URL names
-    stores = Stores.open(url)
+
+
+def test_gateway_backend_offers_the_facility_databases_options(tmp_path, monkeypatch):
+    """The backend the chart's gateway loads offers the options form of the facility
+    database ``AFHUB_DB_URL`` names (a migrated SQLite database here)."""
+    url = f"sqlite:///{tmp_path / 'facility.sqlite'}"
+    monkeypatch.setenv("AFHUB_DB_URL", url)
+    path = tmp_path / "dask_gateway_config.py"
+    path.write_text(gateway_config(chart_values("minimal")))
+    app = DaskGateway(config=PyFileConfigLoader(path.name, str(tmp_path)).load_config())
+    backend = app.backend_class(parent=app)
+    stores = Stores.open(backend.facility_db_url)
     try:
         stores.groups.create("cms")
         stores.groups.add_member("cms", "ann")
