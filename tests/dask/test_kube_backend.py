@@ -9,6 +9,7 @@ no Kubernetes API server is contacted (what is not tested: docs/dask.md)."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from dask_gateway_server.backends.kubernetes.backend import KubeClusterConfig
@@ -175,3 +176,18 @@ def test_replicas_capped_and_ledger_charged_from_the_phases(backend, stores):
     _seen(backend, _object("ann", replicas=4, phase="Stopped"))
     asyncio.run(backend.square_ledger(NAME))
     assert stores.ledger.open_intervals("dask") == []
+
+
+def test_spent_budget_warns_the_clusters_on_kubernetes(backend, stores):
+    """The budget enforcement shared with the local backend sees a Kubernetes cluster
+    (``NAMESPACE.NAME``) as running from the informer's view and warns it first."""
+    stores.quotas.set(GROUP, {"cpu_core_hours": 0.001})
+    backend._notices = {}
+    _seen(backend, _object("ann", replicas=0, phase="Running"))
+    asyncio.run(backend.square_ledger(NAME))
+    later = datetime.now(UTC) + timedelta(hours=1)
+    assert asyncio.run(backend.enforce_budgets(later)) == [f"warned {NAME}"]
+    assert "over budget" in backend._notices[NAME]
+    assert backend._running(NAME)
+    _seen(backend, _object("ann", replicas=0, phase="Stopped"))
+    assert not backend._running(NAME)

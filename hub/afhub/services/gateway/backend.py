@@ -58,12 +58,6 @@ class AfhubLocalBackend(
     liveness_period = Float(
         2.0, help="Seconds between checks that running schedulers are alive.", config=True
     )
-    enforcement_period = Float(
-        60.0, help="Seconds between checks of the groups' budgets.", config=True
-    )
-    grace_period = Float(
-        600.0, help="Seconds between the over-budget warning and stopping.", config=True
-    )
 
     async def setup(self, app: web.Application) -> None:
         self.stores = Stores.open(self.facility_db_url or None, migrate=False)

@@ -32,6 +32,12 @@ class FacilityMixin(LoggingConfigurable):
     default_worker_memory_gib = Float(2.0, help="Default memory (GiB) per worker.", config=True)
     max_workers = Integer(100, help="Most workers per cluster.", config=True)
     scheduler_cores = Integer(1, help="Cores a scheduler holds and is charged for.", config=True)
+    enforcement_period = Float(
+        60.0, help="Seconds between checks of the groups' budgets.", config=True
+    )
+    grace_period = Float(
+        600.0, help="Seconds between the over-budget warning and stopping.", config=True
+    )
 
     @property
     def policy(self) -> DaskPolicy:

@@ -11,6 +11,8 @@ options form, admission and ledger charging (the same as the local backend's).
 - Intervals open, start and close from the cluster's phase the gateway's informer sees,
   squared with the ledger by :func:`~afhub.services.gateway.kube_ledger.reconcile`
   (at start for every cluster, then on every event of a cluster).
+- Groups whose budget is spent: their clusters warned, then stopped after the grace period
+  (:class:`~afhub.services.gateway.budgets.BudgetMixin`, as locally).
 - GPU workers ask Kubernetes for their registry resource's extended resource, node
   selector and tolerations; the device plugin picks the device (no slot table here).
 """
@@ -22,8 +24,10 @@ from datetime import UTC, datetime
 
 from dask_gateway_server.backends.base import PublicException
 from dask_gateway_server.backends.kubernetes import KubeBackend
+from dask_gateway_server.models import ClusterStatus
 
 from afhub.dask.policy import scale_notice, scheduler_charge, worker_charge, workers_that_fit
+from afhub.services.gateway.budgets import BudgetMixin
 from afhub.services.gateway.facility import FacilityMixin, pages_root
 from afhub.services.gateway.kube_ledger import (
     Close,
@@ -60,7 +64,7 @@ def gpu_worker_config(resource, gpus: int) -> dict:
     }
 
 
-class AfhubKubeBackend(FacilityMixin, KubeBackend):
+class AfhubKubeBackend(FacilityMixin, BudgetMixin, KubeBackend):
     """DaskCluster objects on Kubernetes, charged to the ledger."""
 
     async def setup(self, app) -> None:
@@ -69,13 +73,23 @@ class AfhubKubeBackend(FacilityMixin, KubeBackend):
         app.middlewares.append(json_answers(self.log))
         app.on_response_prepare.append(safe_headers)
         app.router.add_get("/", pages_root)  # a browser at the service's root: My usage
+        self._notices: dict[str, str] = {}
         await super().setup(app)
         await self.square_ledger(None)
+        self._enforcer = asyncio.ensure_future(
+            self._loop(self.enforcement_period, self.enforce_budgets)
+        )
 
     async def cleanup(self) -> None:
+        if hasattr(self, "_enforcer"):
+            self._enforcer.cancel()
         await super().cleanup()
         if hasattr(self, "stores"):
             self.stores.close()
+
+    def _running(self, name: str) -> bool:
+        cluster = self.clusters.get(name)
+        return cluster is not None and cluster.status <= ClusterStatus.RUNNING
 
     def make_cluster_object(self, username, options, config):
         """Upstream's object, with a GPU worker's resources from the registry."""

@@ -11,12 +11,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from datetime import UTC, datetime, timedelta
 
 from dask_gateway_server.backends.db_base import JobStatus
 from dask_gateway_server.backends.local import is_running
 
-from afhub.quotas.decisions import EnforcementAction
 from afhub.services.gateway.admission import (
     KIND,
     SERVER_INTERVAL,
@@ -25,9 +23,10 @@ from afhub.services.gateway.admission import (
     scheduler_key,
     worker_key,
 )
+from afhub.services.gateway.budgets import BudgetMixin
 
 
-class WatchingMixin:
+class WatchingMixin(BudgetMixin):
     """The periodic tasks of :class:`~afhub.services.gateway.backend.AfhubLocalBackend`."""
 
     def start_watching(self) -> None:
@@ -36,16 +35,6 @@ class WatchingMixin:
         self.task_pool.spawn(self._loop(self.liveness_period, self.check_schedulers))
         self.task_pool.spawn(self._loop(self.liveness_period, self.stop_orphaned_clusters))
         self.task_pool.spawn(self._loop(self.enforcement_period, self.enforce_budgets))
-
-    async def _loop(self, period: float, step) -> None:
-        while True:
-            await asyncio.sleep(period)
-            try:
-                await step()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a failed round is logged; the next one runs
-                self.log.exception("afhub gateway task %s failed", step.__name__)
 
     async def _reconcile_ledger(self) -> None:
         """Square open Dask intervals with the clusters this gateway's database holds (after
@@ -119,38 +108,6 @@ class WatchingMixin:
             await self.stop_cluster(cluster.name)
             stopped.append(cluster.name)
         return stopped
-
-    async def enforce_budgets(self, now: datetime | None = None) -> list[str]:
-        """Warn clusters whose group (or an ancestor) spent a budget; stop them once the
-        grace period has passed since the warning (the ledger's enforcement round, for
-        Dask charges). Returns what was done."""
-        now = now or datetime.now(UTC)
-        notices = await asyncio.to_thread(
-            self.stores.ledger.enforcement_round,
-            timedelta(seconds=self.grace_period),
-            now,
-            kind=KIND,
-        )
-        done: list[str] = []
-        for notice in notices:
-            interval = notice.interval
-            name = interval.server_name.split("/", 1)[0]
-            if notice.action == EnforcementAction.WARN:
-                message = (
-                    f"cluster {name} of {interval.user} is over budget and stops in "
-                    f"{self.grace_period:g} s: {notice.reason}"
-                )
-                if self._notices.get(name) != message:
-                    self.log.warning("%s", message)
-                    self._notices[name] = message
-                    done.append(f"warned {name}")
-            elif f"stopped {name}" not in done and self._running(name):
-                self.log.warning(
-                    "Stopping cluster %s of %s: %s", name, interval.user, notice.reason
-                )
-                await self.stop_cluster(name)
-                done.append(f"stopped {name}")
-        return done
 
     def _running(self, name: str) -> bool:
         cluster = self.db.get_cluster(name)
