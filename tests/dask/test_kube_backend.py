@@ -139,6 +139,7 @@ def test_gpu_worker_object_becomes_a_pod_on_its_registry_resource(backend):
     pod = CONTROLLER.make_pod("afhub", obj["metadata"]["name"], pod_config, is_worker=True)
     worker = pod["spec"]["containers"][0]
     assert worker["resources"]["limits"]["nvidia.com/mig-1g.10gb"] == "1"
+    assert worker["image"] == "ghcr.io/afhub/notebook-gpu:1"  # the resource's image
     assert worker["resources"]["requests"]["cpu"] == "2.000"  # upstream's own, kept
     assert pod["spec"]["nodeSelector"] == {"afhub.io/gpu": "a100"}
     assert pod["spec"]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists"}]

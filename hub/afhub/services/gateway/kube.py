@@ -47,7 +47,8 @@ KIND = "dask"
 
 def gpu_worker_config(resource, gpus: int) -> dict:
     """``KubeClusterConfig`` overrides that put a GPU worker on its registry resource:
-    the extended resource as request and limit, its node selector and tolerations."""
+    the extended resource as request and limit, its node selector and tolerations, and its
+    image (scheduler and workers alike: the same packages on both)."""
     if resource is None or not gpus:
         return {}
     name = resource.extended_resource or "nvidia.com/gpu"
@@ -56,7 +57,9 @@ def gpu_worker_config(resource, gpus: int) -> dict:
         pod["nodeSelector"] = dict(resource.node_selector)
     if resource.tolerations:
         pod["tolerations"] = [dict(t) for t in resource.tolerations]
+    image = {"image": resource.image} if resource.image else {}
     return {
+        **image,
         "worker_extra_container_config": {
             "resources": {"limits": {name: str(gpus)}, "requests": {name: str(gpus)}}
         },
