@@ -122,9 +122,14 @@ class LedgerStore:
     ) -> Decision:
         """The decision ``admit`` would make now, without opening anything."""
         now = self._now(now)
-        connection = self.db.engine.connect()
-        if self.db.is_postgresql:  # one statement, one snapshot: no BEGIN/ROLLBACK round trips
-            connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+        if not self.db.is_postgresql:
+            # SQLite plans the one-statement read badly at scale (full scans: 400 ms at
+            # 1,000,000 ledger rows); in-process, several statements cost nothing extra
+            with self.db.read() as session:
+                target = charge_target(session, user, group)
+                return decide(chain_states(session, target[0], now), charge, now)
+        # one statement, one snapshot: no BEGIN/ROLLBACK round trips
+        connection = self.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         with connection:
             found = read_decision_chain(connection, now, user=user) if group is None else None
             if found is None:
