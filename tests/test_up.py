@@ -60,3 +60,23 @@ def test_a_second_up_on_a_running_facility_says_so(tmp_path):
     assert result.stdout == ""
     (line,) = result.stderr.splitlines()
     assert f"this facility ({fac.home}) already runs: its hub is process {os.getpid()}" in line
+
+
+def test_up_help_names_the_settings_and_the_ports_it_would_use(tmp_path):
+    env = {**os.environ, "AFHUB_HOME": str(tmp_path), "AFHUB_PORT_BASE": "9100"}
+    env.pop("AFHUB_PORT", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "afhub", "up", "--help"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "afhub settings" in text
+    assert "AFHUB_PORT_BASE" in text
+    assert "9100 AFHUB_PORT" in text
+    assert "9187 AFHUB_DASHBOARDS_PORT" in text
+    assert not (tmp_path / "afhub.sqlite").exists()  # help creates nothing

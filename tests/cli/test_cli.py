@@ -99,14 +99,10 @@ def _parsers(parser: argparse.ArgumentParser, name: str = "afhub"):
                 yield from _parsers(subparser, f"{name} {sub}")
 
 
-#: top-level commands whose help belongs to `afhub up` (tests/test_up.py checks it)
-UP_COMMANDS = {"afhub up", "afhub demo"}
-
-
 def test_every_command_and_option_has_help_and_positionals_read_alike():
     missing, lower = [], []
     for name, parser in _parsers(build_parser()):
-        if name.count(" ") == 1 and name not in UP_COMMANDS and not parser.description:
+        if name.count(" ") == 1 and not parser.description:
             missing.append(f"{name} (description)")
         for action in parser._actions:
             if isinstance(action, argparse._SubParsersAction):

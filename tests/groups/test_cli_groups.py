@@ -69,7 +69,7 @@ def test_groups_quota_invite_round_trip(afhub):
     assert afhub("groups", "members", "atlas/higgs")[1] == ""
     status, out, _ = afhub("groups", "add-member", "atlas/higgs", "bob", "--invite")
     assert status == 0
-    assert "services/facility/join/" in out
+    assert "services/afhub/join/" in out
     assert "send the link to bob" in out
     known_users(afhub.url, "hana")
     assert afhub("groups", "add-member", "atlas/higgs", "hana", "--role", "admin")[0] == 0
@@ -95,7 +95,7 @@ def test_groups_quota_invite_round_trip(afhub):
     )
     assert status == 0
     token = out.split("token: ")[1].split()[0]
-    assert f"services/facility/join/{token}" in out
+    assert f"services/afhub/join/{token}" in out
     stores = Stores.open(afhub.url)
     stores.invitations.redeem(token, user="sam", email="sam@example.edu")
     stores.close()

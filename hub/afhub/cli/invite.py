@@ -10,7 +10,7 @@ from typing import Any
 
 from afhub.cli.database import database_command, with_stores
 
-INVITE_PATH = "services/facility/join/"
+INVITE_PATH = "services/afhub/join/"  # the join page (afhub.web)
 #: the help of every ``--role`` option
 ROLE_HELP = "member (default) or admin (manages the group and its subgroups)"
 _DURATION_RE = re.compile(r"([1-9][0-9]{0,5})([mhd])")

@@ -58,9 +58,42 @@ def cmd_up(args: argparse.Namespace, settings: FacilitySettings) -> int:
     return 0  # pragma: no cover
 
 
+#: what ``afhub up --help`` says before its options
+UP_DESCRIPTION = """\
+Start the local facility in the foreground: JupyterHub, configurable-http-proxy and
+afhub's services (facility API, fitting, Dask Gateway, pages, dashboards, accountant,
+culler). It says where to log in once the hub answers; Ctrl-C stops everything it started
+within seconds. State (databases, secrets, logs, user homes) lives in AFHUB_HOME.
+
+Every setting comes from its default, the environment or $AFHUB_HOME/afhub.yaml:
+`afhub settings` shows each value and where it came from; docs/settings.md lists them all.
+Two facilities side by side: give each its own AFHUB_HOME and AFHUB_PORT_BASE."""
+
+
+def _ports_epilog() -> str:
+    """The ports ``afhub up`` would listen on now, each with the variable that moves it."""
+    from afhub.hubconfig.ports import facility_ports
+    from afhub.settings import load_settings
+
+    try:
+        settings = load_settings()
+        ports = facility_ports(settings)
+    except Exception as exc:  # noqa: BLE001 - help must print even with a bad setting
+        return f"ports: cannot be read ({exc})"
+    lines = [f"ports now (AFHUB_PORT_BASE={settings.port_base} moves every one not set alone):"]
+    lines += [f"  {p.port:>5}  {p.variable}" for p in ports]
+    return "\n".join(lines)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``afhub up``."""
-    up = subparsers.add_parser("up", help="start the local facility in the foreground")
+    up = subparsers.add_parser(
+        "up",
+        help="start the local facility in the foreground",
+        description=UP_DESCRIPTION,
+        epilog=_ports_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     up.add_argument(
         "--demo",
         action="store_true",
