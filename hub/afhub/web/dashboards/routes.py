@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import signal
+
 from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
+from tornado.ioloop import PeriodicCallback
 
+from afhub.services.kit.lifecycle import ParentWatch
 from afhub.web.dashboards import DASHBOARDS
 from afhub.web.dashboards.viewer import prelaunch
 
@@ -55,7 +59,28 @@ def _link_jupyter_server_extension(serverapp) -> None:
     serverapp.config.VoilaConfiguration.extension_denylist = []
 
 
+def stop_with_the_hub(serverapp, check_seconds: float = 1.0) -> PeriodicCallback:
+    """Stop the server (its kernels with it) when the hub that started it is gone, as
+    every other service of the hub does (:class:`~afhub.services.kit.lifecycle.ParentWatch`:
+    a service left behind by a killed hub holds its port and the restarted hub's own
+    cannot start), and at once on SIGINT (Jupyter Server would ask for a confirmation on
+    a terminal)."""
+    watch = ParentWatch()
+
+    def check() -> None:
+        if watch.gone:
+            serverapp.log.info("the dashboards stop: the hub that started them is gone")
+            periodic.stop()
+            serverapp.stop()
+
+    signal.signal(signal.SIGINT, lambda *_: serverapp.stop(from_signal=True))
+    periodic = PeriodicCallback(check, check_seconds * 1000)
+    periodic.start()
+    return periodic
+
+
 def _load_jupyter_server_extension(serverapp) -> None:
+    stop_with_the_hub(serverapp)
     names = "|".join(DASHBOARDS)
     pattern = url_path_join(serverapp.web_app.settings["base_url"], f"({names})/?")
     base = serverapp.web_app.settings["base_url"]
