@@ -155,6 +155,9 @@ def test_same_login_services_and_scopes(request, which):
     assert kube.Spawner.default_url == local.Spawner.default_url
     assert kube.JupyterHub.allow_named_servers == local.JupyterHub.allow_named_servers
     assert kube.JupyterHub.spawner_class == "afhub-kube"
+    # afhub's templates and its navbar links (the pages, the dashboards) on every hub page
+    assert kube.JupyterHub.template_paths == local.JupyterHub.template_paths
+    assert kube.JupyterHub.template_vars == local.JupyterHub.template_vars
 
 
 def test_cilogon_client_from_the_secret(cilogon):

@@ -79,3 +79,30 @@ def test_requirements_resolve_offline_and_import(image):
     assert done.returncode == 0, done.stderr
     done = run(sys.executable, "-c", f"import {IMPORTS[image]}")
     assert done.returncode == 0, done.stderr
+
+
+def test_the_package_data_patterns_carry_every_data_file():
+    """The images install afhub as a wheel: a template, style sheet or schema that
+    pyproject's package-data does not name is missing there (the pages' templates in
+    afhub/web/templates/afhub/ and their static files were)."""
+    import fnmatch
+    import tomllib
+
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["*"]
+    missing = []
+    for top in (ROOT / "hub" / "afhub", ROOT / "extensions" / "afhub_server"):
+        for path in top.rglob("*"):
+            if not path.is_file() or path.suffix in (".py", ".pyc") or "__pycache__" in path.parts:
+                continue
+            package = path.parent
+            while not (package / "__init__.py").exists():
+                package = package.parent
+            relative = path.relative_to(package).as_posix()
+            if not any(
+                fnmatch.fnmatchcase(relative, p) and p.count("/") == relative.count("/")
+                for p in patterns
+            ):
+                missing.append(path.relative_to(ROOT).as_posix())
+    assert not missing, f"not in the wheel (add to [tool.setuptools.package-data]): {missing}"

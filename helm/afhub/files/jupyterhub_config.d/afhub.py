@@ -37,6 +37,7 @@ from afhub.hubconfig import (
     configure_logging,
     configure_login,
     configure_named_servers,
+    configure_templates,
     prepare_home,
 )
 from afhub.hubconfig.dashboards import configure as configure_dashboards
@@ -105,6 +106,7 @@ def afhub_config(
         configure_server_extension,
         configure_pages,
         configure_dashboards,
+        configure_templates,
     ):
         step(c, settings)
     z2jh = {service["name"]: service for service in z2jh_services}
