@@ -295,10 +295,14 @@ class ProfilesMixin(FacilitySpawner):
         """The 403 for a choice the quota of ``group`` does not leave: the ledger's refusal
         in plain words (:meth:`refusal`), else what the quota leaves."""
         charge = self.server_charge()
-        try:
-            decision = self.stores.ledger.preview(user=self.user.name, charge=charge, group=group)
-        except StoreError:
-            decision = None
+        decision = None
+        if self.charging:  # without charging there is no ledger to ask (nor a database)
+            try:
+                decision = self.stores.ledger.preview(
+                    user=self.user.name, charge=charge, group=group
+                )
+            except StoreError:
+                decision = None
         if decision is not None and not decision.allowed:
             return self.refusal(decision.refusals[0], charge, group)
         left = describe(room) if room is not None else "Your quota does not allow it."
