@@ -80,3 +80,44 @@ def test_up_help_names_the_settings_and_the_ports_it_would_use(tmp_path):
     assert "9100 AFHUB_PORT" in text
     assert "9187 AFHUB_DASHBOARDS_PORT" in text
     assert not (tmp_path / "afhub.sqlite").exists()  # help creates nothing
+
+
+def test_a_restart_after_a_crash_waits_for_the_services_left_behind():
+    """A service the killed hub left stops within seconds (its parent watch); `afhub up`
+    waits for it before checking the ports instead of refusing its port as busy. A
+    service of another facility (another hub) is not waited for."""
+    import time
+
+    from afhub.hubconfig.ports import services_left_behind, wait_for_services_left_behind
+    from afhub.settings import FacilitySettings
+
+    settings = FacilitySettings(hub_port=free_hub_port())
+
+    def service(hub_port: int, seconds: float) -> subprocess.Popen:
+        env = {
+            **os.environ,
+            "JUPYTERHUB_SERVICE_NAME": "fitting",
+            "JUPYTERHUB_API_URL": f"http://127.0.0.1:{hub_port}/hub/api",
+        }
+        code = f"import time; time.sleep({seconds})"
+        return subprocess.Popen([sys.executable, "-c", code], env=env)
+
+    ours, theirs = service(settings.hub_port, 2.0), service(settings.hub_port + 1, 30.0)
+    try:
+        time.sleep(0.5)  # both have started
+        assert [p.pid for p in services_left_behind(settings)] == [ours.pid]
+        started = time.monotonic()
+        wait_for_services_left_behind(settings)
+        assert ours.poll() is not None
+        assert time.monotonic() - started < 10
+        assert theirs.poll() is None
+    finally:
+        for process in (ours, theirs):
+            process.kill()
+            process.wait()
+
+
+def free_hub_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

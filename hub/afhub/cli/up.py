@@ -31,11 +31,17 @@ def cmd_up(args: argparse.Namespace, settings: FacilitySettings) -> int:
     """Start the local facility; this process becomes JupyterHub
     (:mod:`afhub.hubconfig.hubapp`), which says where to log in once it answers."""
     from afhub.hubconfig import prepare_home
-    from afhub.hubconfig.ports import running_hub_message, unusable_ports, unusable_ports_message
+    from afhub.hubconfig.ports import (
+        running_hub_message,
+        unusable_ports,
+        unusable_ports_message,
+        wait_for_services_left_behind,
+    )
 
     # before anything starts or prints: a second facility on the same home or ports stops here
     if running := running_hub_message(settings):
         return fail(running)
+    wait_for_services_left_behind(settings)  # after a crash: they stop within seconds
     if unusable := unusable_ports(settings):
         return fail(unusable_ports_message(unusable, settings.port_base))
     proxy = settings.proxy_command

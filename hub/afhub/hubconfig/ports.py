@@ -102,6 +102,36 @@ def unusable_ports(settings: FacilitySettings) -> list[tuple[FacilityPort, str]]
     return found
 
 
+def services_left_behind(settings: FacilitySettings) -> list:
+    """The hub services of this facility that a killed hub left running: processes with
+    ``JUPYTERHUB_SERVICE_NAME`` whose hub (``JUPYTERHUB_API_URL``) is this facility's. Each
+    stops within seconds once it sees its hub gone (the services' parent watch)."""
+    import psutil
+
+    hub = f"//127.0.0.1:{settings.hub_port}/"
+    found = []
+    for process in psutil.process_iter(["pid"]):
+        if process.pid == os.getpid():
+            continue
+        try:
+            environ = process.environ()
+        except (psutil.Error, OSError):
+            continue
+        if environ.get("JUPYTERHUB_SERVICE_NAME") and hub in environ.get("JUPYTERHUB_API_URL", ""):
+            found.append(process)
+    return found
+
+
+def wait_for_services_left_behind(settings: FacilitySettings, timeout: float = 15.0) -> None:
+    """Give the services a killed hub of this facility left the time to stop before the
+    ports are checked (a hub restarted at once after a crash found their ports in use)."""
+    import psutil
+
+    left = services_left_behind(settings)
+    if left:
+        psutil.wait_procs(left, timeout=timeout)
+
+
 def running_hub_message(settings: FacilitySettings) -> str | None:
     """One line when a hub of this facility runs already (its PID file, ``jupyterhub.pid``,
     names a running process); ``None`` otherwise."""
