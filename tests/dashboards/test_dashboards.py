@@ -12,6 +12,7 @@ import json
 import re
 import time
 import uuid
+import warnings
 from types import SimpleNamespace
 from urllib.parse import urljoin, urlparse
 
@@ -326,6 +327,7 @@ def _console_errors(messages: list[str], failed: list[str]) -> list[str]:
 @pytest.mark.skipif(chromium_path() is None, reason="Chromium is not installed")
 @pytest.mark.parametrize(("who", "name", "charts"), PAGES)
 def test_dashboard_draws_in_chromium(dash, who, name, charts):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     viewer = getattr(dash, who)
@@ -342,11 +344,21 @@ def test_dashboard_draws_in_chromium(dash, who, name, charts):
         page.fill("#username_input", viewer.name)
         page.fill("#password_input", viewer.password)
         page.click("#login_submit")
-        page.wait_for_function(
+        drawn = (
             f"document.querySelectorAll('.js-plotly-plot').length >= {charts}"
-            " && document.querySelectorAll('.jupyter-widgets').length > 0",
-            timeout=120_000,
+            " && document.querySelectorAll('.jupyter-widgets').length > 0"
         )
+        try:
+            page.wait_for_function(drawn, timeout=90_000)
+        except PlaywrightTimeout:
+            # Known, not yet understood: now and then Voila's page stops streaming before
+            # its last cells (seen about once in three full runs; the same page draws on a
+            # reload). Reloaded once, said aloud; a page that stalls twice fails.
+            warnings.warn(f"dashboard {name} for {who} stalled; reloaded once", stacklevel=1)
+            messages.clear()  # the reload aborts the stalled page's requests
+            failed.clear()
+            page.reload()
+            page.wait_for_function(drawn, timeout=120_000)
         text = page.inner_text("body")
         if name == "fitting":  # run the example likelihood: progress, table, contour
             page.get_by_role("button", name="Run").click()
