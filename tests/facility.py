@@ -32,9 +32,21 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` different TCP ports on 127.0.0.1 that nothing listens on right now (all
+    bound at once: ports picked one after the other can repeat, and a facility given the
+    same port twice refuses to start)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 class Facility:
@@ -50,17 +62,21 @@ class Facility:
         self.home = Path(home)
         self.up_args = tuple(up_args)  # options of `afhub up`, e.g. ("--demo",)
         self.home.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.hub_port = free_port()
-        self.proxy_api_port = free_port()
-        self.api_port = free_port()
-        self.fitting_port = free_port()
-        self.gateway_port = free_port()
-        self.gateway_proxy_port = free_port()
-        self.pages_port = free_port()
         # every port setting gets a free port, new ones included: a port left at its
         # AFHUB_PORT_BASE default would be shared by two facilities of one test run
-        self.other_ports = {variable: free_port() for _setting, variable in port_settings()}
+        variables = [variable for _setting, variable in port_settings()]
+        ports = free_ports(8 + len(variables))
+        (
+            self.port,
+            self.hub_port,
+            self.proxy_api_port,
+            self.api_port,
+            self.fitting_port,
+            self.gateway_port,
+            self.gateway_proxy_port,
+            self.pages_port,
+        ) = ports[:8]
+        self.other_ports = dict(zip(variables, ports[8:], strict=True))
         self.extra_env = dict(env or {})
         self.config = config
         self.process: subprocess.Popen | None = None

@@ -8,7 +8,6 @@ logs in whichever ``sub`` its form submits.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -18,12 +17,7 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 
 import requests
 
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.facility import free_port
 
 
 class OidcProvider:
