@@ -97,3 +97,22 @@ def test_public_report_choice_is_checked():
         parse_provider(entry, 0)
     assert parse_provider({**entry, "public_report": "with_users"}, 0).public_report == "with_users"
     assert parse_provider({"name": "p", "institution": "P"}, 0).public_report == "off"
+
+
+@pytest.mark.usefixtures("seeded")
+def test_totals_count_each_user_once(stores):
+    store, period = ContributionStore(stores.db), Period(NOW - 30 * DAY, NOW, NOW)
+    resources = ["alpha-gpu", "alpha-cpu"]
+    totals = store.totals(resources, period)
+    # ann used both resources: per resource 2 + 2 users, in all ann, bob, <script>x</script>
+    assert totals["distinct_users"] == 3
+    assert totals["fits"] == 1
+    rows = store.report(resources, period)["resources"]
+    assert totals["gpu_hours"] == pytest.approx(sum(r["gpu_hours"] for r in rows))
+    assert totals["core_hours"] == pytest.approx(sum(r["core_hours"] for r in rows))
+    assert store.totals([], period) == {
+        "distinct_users": 0,
+        "fits": 0,
+        "gpu_hours": 0.0,
+        "core_hours": 0.0,
+    }

@@ -149,6 +149,19 @@ class ContributionStore:
                 ],
             }
 
+    def totals(self, resources: Sequence[str], period: Period) -> dict[str, Any]:
+        """One row over all of ``resources``: GPU-hours, core-hours, fits and the users
+        counted once however many resources they used (a sum of the per-resource counts
+        would count them again)."""
+        if not resources:
+            return {"distinct_users": 0, "fits": 0, "gpu_hours": 0.0, "core_hours": 0.0}
+        sums = _Sums(period, resources)
+        with self.db.read() as session:
+            rows = sums.rows(
+                session, ("distinct_users", "fits"), [sums.users, sums.fits], group_by=[]
+            )
+            return rows[0]
+
     def _bucket(self, low, bucket: float):
         """SQL: the number of the ``bucket``-long slice of time holding ``low`` (floor;
         CAST truncates on SQLite, rounds on PostgreSQL)."""
