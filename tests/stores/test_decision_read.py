@@ -1,6 +1,7 @@
-"""The one-statement decision read (``read_decision_chain``, used by ``preview``) equals the
-multi-statement ``chain_states`` on a generated tree with intervals in every state, rolling
-and monthly periods, limits on some nodes only, on SQLite and PostgreSQL."""
+"""The one-statement decision read (``read_decision_chain``, used by ``preview`` and, after
+the chain's row locks, by ``admit`` on PostgreSQL) equals the multi-statement
+``chain_states`` on a generated tree with intervals in every state, rolling and monthly
+periods, limits on some nodes only, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from afhub.quotas.decisions import decide
 from afhub.quotas.limits import Charge
 from afhub.stores.errors import NotAMember
 from afhub.stores.groups import group_row
+from afhub.stores.ledger import QuotaExceeded
 from afhub.stores.ledger.chains import chain_states, charge_target
 from afhub.stores.ledger.decision_read import read_decision_chain
 
@@ -104,9 +106,52 @@ def test_decision_read_equals_chain_states(stores):
     assert 0 < refused < compared  # the limits bite for some charges, not all
 
 
-def test_preview_without_a_group_says_why(stores):
+def _admitted_decision(stores, user, charge, now, server, group=None):
+    """The decision ``admit`` takes (allowed or refused); an admitted charge is failed at
+    once, so that the state stays what it was (a failed charge holds and costs nothing)."""
+    try:
+        admission = stores.ledger.admit(
+            user=user, charge=charge, group=group, server_name=server, now=now
+        )
+    except QuotaExceeded as refused:
+        return refused.decision
+    stores.ledger.fail(admission.interval_id)
+    return admission.decision
+
+
+def test_admission_decides_as_preview_on_the_same_state(stores):
+    users = _generated_facility(stores, random.Random(17))
+    before = stores.ledger.open_intervals()
+    instants = [NOW, datetime(2026, 12, 1, 0, 30, tzinfo=UTC)]
+    allowed = refused = 0
+    for n, (now, user, charge) in enumerate(
+        (now, user, charge) for now in instants for user in users for charge in CHARGES
+    ):
+        expected = stores.ledger.preview(user=user, charge=charge, now=now)
+        assert _admitted_decision(stores, user, charge, now, f"same{n}") == expected
+        allowed += expected.allowed
+        refused += not expected.allowed
+    assert allowed > 0  # both outcomes compared
+    assert refused > 0
+    # an explicit group (another of the user's groups), locked and read by id
+    stores.groups.create("b/extra")
+    stores.groups.add_member("b/extra", users[0])
+    for charge in CHARGES:
+        expected = stores.ledger.preview(user=users[0], charge=charge, group="b/extra", now=NOW)
+        decision = _admitted_decision(stores, users[0], charge, NOW, "explicit", "b/extra")
+        assert decision == expected
+    assert stores.ledger.open_intervals() == before  # every admitted charge was failed
+
+
+def test_preview_and_admission_without_a_group_say_why(stores):
     stores.groups.create("lonely")
     with stores.db.engine.connect() as connection:
         assert read_decision_chain(connection, NOW, user="nobody") is None
     with pytest.raises(NotAMember, match="ask a group admin for an invitation"):
         stores.ledger.preview(user="nobody", charge=CHARGES[0], now=NOW)
+    with pytest.raises(NotAMember, match="ask a group admin for an invitation"):
+        stores.ledger.admit(user="nobody", charge=CHARGES[0], now=NOW)
+    stores.groups.create("other")
+    stores.groups.add_member("other", "someone")
+    with pytest.raises(NotAMember, match="cannot charge group 'lonely'"):
+        stores.ledger.admit(user="someone", charge=CHARGES[0], group="lonely", now=NOW)

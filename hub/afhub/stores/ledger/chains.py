@@ -11,7 +11,7 @@ import math
 from collections import defaultdict
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Float, bindparam, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from afhub.quotas.decisions import NodeState
@@ -20,14 +20,11 @@ from afhub.quotas.periods import DEFAULT_PERIOD, parse_period
 from afhub.stores.errors import NotFound
 from afhub.stores.groups import resolve_charge_group_in
 from afhub.stores.ledger.records import HOUR, to_ts
+from afhub.stores.ledger.window_sql import open_sums, rollup_sums, typed
 
 # The decision's queries, as plain SQL that SQLite and PostgreSQL both run: they are on the
 # hot path of every spawn, and building them with the expression language cost more than
 # running them.
-_LOCK_CHAIN = text(
-    "SELECT g.id FROM afhub_groups g JOIN afhub_group_closure c ON c.ancestor_id = g.id "
-    "WHERE c.descendant_id = :gid ORDER BY g.depth FOR UPDATE OF g"
-)
 _CHAIN = text(
     "SELECT g.id, g.path, q.gpu_hours, q.cpu_core_hours, q.max_servers, q.max_gpus, "
     "q.max_dask_cores, q.period "
@@ -35,23 +32,13 @@ _CHAIN = text(
     "LEFT JOIN afhub_quotas q ON q.group_id = g.id "
     "WHERE c.descendant_id = :gid ORDER BY g.depth"
 )
-# budgets: hourly rollups in the window; the first hour of a rolling window counts pro rata
+# budgets: hourly rollups in the window (S608: the fragments are this package's constants;
+# every value is a bound parameter)
 _BUDGETS = text(
-    "SELECT group_id, "
-    "SUM(CASE WHEN hour_ts < :ws THEN cpu_core_seconds * ((hour_ts + 3600 - :ws) / 3600.0) "
-    "ELSE cpu_core_seconds END), "
-    "SUM(CASE WHEN hour_ts < :ws THEN gpu_seconds * ((hour_ts + 3600 - :ws) / 3600.0) "
-    "ELSE gpu_seconds END) "
-    "FROM afhub_usage_hourly "
-    "WHERE group_id IN :gids AND hour_ts > :first_hour_after AND hour_ts <= :last_hour "
-    "GROUP BY group_id"
-).bindparams(
-    bindparam("gids", expanding=True),
-    bindparam("ws", type_=Float),
-    # integers, so that PostgreSQL compares bigint to bigint and uses the primary key
-    bindparam("first_hour_after", type_=BigInteger),
-    bindparam("last_hour", type_=BigInteger),
-)
+    f"SELECT h.group_id, {rollup_sums(':ws')} FROM afhub_usage_hourly h "  # noqa: S608
+    "WHERE h.group_id IN :gids AND h.hour_ts > :first_hour_after AND h.hour_ts <= :last_hour "
+    "GROUP BY h.group_id"
+).bindparams(*typed("gids", "ws", "first_hour_after", "last_hour"))
 
 
 def _budget_params(gids: list[int], ws: float, now_ts: float) -> dict[str, object]:
@@ -65,45 +52,33 @@ def _budget_params(gids: list[int], ws: float, now_ts: float) -> dict[str, objec
 
 
 # holdings of open intervals, and what running ones accrued since their last checkpoint
-# (inside the window)
 _OPEN = text(
-    "SELECT c.ancestor_id, "
-    "SUM(CASE WHEN l.kind = 'server' THEN 1 ELSE 0 END), SUM(l.gpus), "
-    "SUM(CASE WHEN l.kind = 'dask' THEN l.cpu_cores ELSE 0.0 END), "
-    "SUM(l.cpu_cores * (CASE WHEN l.state = 'running' AND l.checkpoint_ts < :now THEN "
-    ":now - CASE WHEN l.checkpoint_ts > :ws THEN l.checkpoint_ts ELSE :ws END ELSE 0.0 END)), "
-    "SUM(l.gpus * (CASE WHEN l.state = 'running' AND l.checkpoint_ts < :now THEN "
-    ":now - CASE WHEN l.checkpoint_ts > :ws THEN l.checkpoint_ts ELSE :ws END ELSE 0.0 END)) "
+    f"SELECT c.ancestor_id, {open_sums(':ws')} "  # noqa: S608 (as above)
     "FROM afhub_ledger l JOIN afhub_group_closure c ON c.descendant_id = l.group_id "
     "WHERE l.state IN ('pending', 'running') AND c.ancestor_id IN :gids "
     "GROUP BY c.ancestor_id"
-).bindparams(
-    bindparam("gids", expanding=True),
-    bindparam("ws", type_=Float),
-    bindparam("now", type_=Float),
-)
+).bindparams(*typed("gids", "ws", "now"))
 
 #: a node of a chain: (group id, path, limits)
 Node = tuple[int, str, Limits]
 
 
+def node(row) -> Node:
+    """(id, path, limits) from a row that starts with (id, path, the quota's six columns)."""
+    gid, path, gpu_h, cpu_h, servers, gpus, dask, period = row[:8]
+    limits = Limits(
+        gpu_hours=gpu_h,
+        cpu_core_hours=cpu_h,
+        max_servers=servers,
+        max_gpus=gpus,
+        max_dask_cores=dask,
+        period=period or DEFAULT_PERIOD,
+    )
+    return gid, path, limits
+
+
 def _nodes(rows) -> list[Node]:
-    """(id, path, limits) from rows of (id, path, the quota's six columns)."""
-    return [
-        (
-            gid,
-            path,
-            Limits(
-                gpu_hours=gpu_h,
-                cpu_core_hours=cpu_h,
-                max_servers=servers,
-                max_gpus=gpus,
-                max_dask_cores=dask,
-                period=period or DEFAULT_PERIOD,
-            ),
-        )
-        for gid, path, gpu_h, cpu_h, servers, gpus, dask, period in rows
-    ]
+    return [node(row) for row in rows]
 
 
 class _Rollups:
@@ -166,16 +141,13 @@ def _states(
 
 
 def chain_states(
-    session: Session, group_id: int, now: datetime, *, lock: bool = False, full: bool = False
+    session: Session, group_id: int, now: datetime, *, full: bool = False
 ) -> list[NodeState]:
     """The charged group's chain, root first, with limits and rolled-up usage.
 
-    With ``lock`` on PostgreSQL the chain's group rows are locked root first (``FOR
-    UPDATE``) so that concurrent admissions under a common ancestor run one at a time.
-    Usage is computed only where a limit needs it, unless ``full``.
+    Usage is computed only where a limit needs it, unless ``full``. (An admission on
+    PostgreSQL locks the chain and reads it in one statement: decision_read.py.)
     """
-    if lock and session.get_bind().dialect.name == "postgresql":
-        session.execute(_LOCK_CHAIN, {"gid": group_id}).all()
     nodes = _nodes(session.execute(_CHAIN, {"gid": group_id}).all())
     if not nodes:
         raise NotFound(f"group id {group_id} does not exist")

@@ -18,16 +18,20 @@ import math
 from datetime import datetime
 from functools import cache
 
-from sqlalchemy import BigInteger, Float, Integer, String, bindparam, text
-from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy import text
+from sqlalchemy.engine import Connection, Dialect, Result
 
 from afhub.quotas.decisions import NodeState
-from afhub.quotas.limits import Holdings, Limits, Usage
+from afhub.quotas.limits import Holdings, Usage
 from afhub.quotas.periods import DEFAULT_PERIOD, parse_period
+from afhub.stores.ledger.chains import node
 from afhub.stores.ledger.records import HOUR, to_ts
+from afhub.stores.ledger.window_sql import TYPES, open_sums, rollup_sums, typed
 
+DECISION_PARAMS = ("gid", "name", "now", "month_start", "month_after", "last_hour")
+# S608: the fragments (window_sql.py) are this package's constants; every value is bound
 DECISION_READ = text(
-    "WITH chain AS ("
+    "WITH chain AS ("  # noqa: S608
     " SELECT g.id, g.path, g.depth, q.gpu_hours, q.cpu_core_hours, q.max_servers, q.max_gpus,"
     " q.max_dask_cores, q.period,"
     # the window's span in seconds, 0 for the calendar month; periods are validated on write
@@ -41,28 +45,15 @@ DECISION_READ = text(
     " (SELECT u.default_group_id FROM afhub_users u WHERE u.name = :name))"
     "), w AS ("
     " SELECT id, CASE WHEN span = 0 THEN :month_start ELSE :now - span END AS ws,"
-    " CASE WHEN span = 0 THEN :month_after ELSE :now_floor - 3600 - span END AS after"
+    " CASE WHEN span = 0 THEN :month_after ELSE :last_hour - 3600 - span END AS after"
     " FROM chain"
     "), budget AS ("
-    # the first hour of a rolling window counts pro rata
-    " SELECT h.group_id AS id,"
-    " SUM(CASE WHEN h.hour_ts < w.ws"
-    " THEN h.cpu_core_seconds * ((h.hour_ts + 3600 - w.ws) / 3600.0)"
-    " ELSE h.cpu_core_seconds END) AS cpu_s,"
-    " SUM(CASE WHEN h.hour_ts < w.ws"
-    " THEN h.gpu_seconds * ((h.hour_ts + 3600 - w.ws) / 3600.0) ELSE h.gpu_seconds END) AS gpu_s"
+    f" SELECT h.group_id AS id, {rollup_sums('w.ws')}"
     " FROM w JOIN afhub_usage_hourly h ON h.group_id = w.id"
-    " AND h.hour_ts > w.after AND h.hour_ts <= :now_floor"
+    " AND h.hour_ts > w.after AND h.hour_ts <= :last_hour"
     " GROUP BY h.group_id"
     "), held AS ("
-    " SELECT c.ancestor_id AS id,"
-    " SUM(CASE WHEN l.kind = 'server' THEN 1 ELSE 0 END) AS servers, SUM(l.gpus) AS gpus,"
-    " SUM(CASE WHEN l.kind = 'dask' THEN l.cpu_cores ELSE 0.0 END) AS dask,"
-    # what running intervals accrued since their last checkpoint, inside the node's window
-    " SUM(l.cpu_cores * (CASE WHEN l.state = 'running' AND l.checkpoint_ts < :now THEN :now - "
-    "CASE WHEN l.checkpoint_ts > w.ws THEN l.checkpoint_ts ELSE w.ws END ELSE 0.0 END)) AS cpu_s,"
-    " SUM(l.gpus * (CASE WHEN l.state = 'running' AND l.checkpoint_ts < :now THEN :now - "
-    "CASE WHEN l.checkpoint_ts > w.ws THEN l.checkpoint_ts ELSE w.ws END ELSE 0.0 END)) AS gpu_s"
+    f" SELECT c.ancestor_id AS id, {open_sums('w.ws')}"
     " FROM w JOIN afhub_group_closure c ON c.ancestor_id = w.id"
     " JOIN afhub_ledger l ON l.group_id = c.descendant_id"
     " WHERE l.state IN ('pending', 'running')"
@@ -73,59 +64,49 @@ DECISION_READ = text(
     " held.servers, held.gpus, held.dask, held.cpu_s, held.gpu_s"
     " FROM chain LEFT JOIN budget ON budget.id = chain.id LEFT JOIN held ON held.id = chain.id"
     " ORDER BY chain.depth"
-).bindparams(
-    bindparam("gid", type_=Integer),
-    bindparam("name", type_=String),
-    bindparam("now", type_=Float),
-    bindparam("month_start", type_=Float),
-    # integers, so that PostgreSQL compares bigint to bigint and uses the primary key
-    bindparam("month_after", type_=BigInteger),
-    bindparam("now_floor", type_=BigInteger),
-)
+).bindparams(*typed(*DECISION_PARAMS))
 
 
-# PostgreSQL plans the statement once per connection (a prepared statement): planning this
-# CTE costs about as much as running it
-_PREPARED = "afhub_decision_read"
-_PG_TYPES = {
-    "gid": "integer",
-    "name": "text",
-    "now": "float8",
-    "month_start": "float8",
-    "month_after": "bigint",
-    "now_floor": "bigint",
+# the chain's group rows, root first, locked for an admission; the last is the charged group
+LOCK_CHAIN = text(
+    "SELECT g.id, g.path FROM afhub_group_closure c JOIN afhub_groups g ON g.id = c.ancestor_id"
+    " WHERE c.descendant_id = COALESCE(:gid,"
+    " (SELECT u.default_group_id FROM afhub_users u WHERE u.name = :name))"
+    " ORDER BY g.depth FOR UPDATE OF g"
+).bindparams(*typed("gid", "name"))
+
+# PostgreSQL plans each statement once per connection (a prepared statement): planning the
+# decision's CTE costs about as much as running it
+_STATEMENTS = {
+    "afhub_decision_read": (DECISION_READ, DECISION_PARAMS),
+    "afhub_lock_chain": (LOCK_CHAIN, ("gid", "name")),
 }
 
 
 @cache
-def _prepare_sql(dialect: Dialect) -> str:
-    sql = str(DECISION_READ.compile(dialect=dialect))
-    for number, (name, pg_type) in enumerate(_PG_TYPES.items(), start=1):
-        sql = sql.replace(f"%({name})s", f"${number}::{pg_type}")
-    return f"PREPARE {_PREPARED} ({', '.join(_PG_TYPES.values())}) AS {sql}"
+def _prepare_sql(name: str, dialect: Dialect) -> str:
+    clause, params = _STATEMENTS[name]
+    sql = str(clause.compile(dialect=dialect))
+    pg_types = [TYPES[param]().compile(dialect=dialect) for param in params]
+    for number, (param, pg_type) in enumerate(zip(params, pg_types, strict=True), start=1):
+        sql = sql.replace(f"%({param})s", f"${number}::{pg_type}")
+    return f"PREPARE {name} ({', '.join(pg_types)}) AS {sql}"
 
 
-def _execute(connection: Connection, params: dict[str, object]):
+def _execute(connection: Connection, name: str, params: dict[str, object]) -> Result:
+    clause, names = _STATEMENTS[name]
     if connection.dialect.name != "postgresql":
-        return connection.execute(DECISION_READ, params)
-    if not connection.info.get(_PREPARED):
-        connection.exec_driver_sql(_prepare_sql(connection.dialect))
-        connection.info[_PREPARED] = True
-    names = ", ".join(f"%({name})s" for name in _PG_TYPES)
-    return connection.exec_driver_sql(f"EXECUTE {_PREPARED} ({names})", params)
+        return connection.execute(clause, params)
+    if not connection.info.get(name):
+        connection.exec_driver_sql(_prepare_sql(name, connection.dialect))
+        connection.info[name] = True
+    values = ", ".join(f"%({param})s" for param in names)
+    return connection.exec_driver_sql(f"EXECUTE {name} ({values})", params)
 
 
 def _node_state(row) -> tuple[int, NodeState]:
-    (gid, path, gpu_h, cpu_h, servers, gpus, dask, period) = row[:8]
+    gid, path, limits = node(row)
     budget_cpu, budget_gpu, held_servers, held_gpus, held_dask, open_cpu, open_gpu = row[8:]
-    limits = Limits(
-        gpu_hours=gpu_h,
-        cpu_core_hours=cpu_h,
-        max_servers=servers,
-        max_gpus=gpus,
-        max_dask_cores=dask,
-        period=period or DEFAULT_PERIOD,
-    )
     cpu_s = float(budget_cpu or 0.0) + max(0.0, float(open_cpu or 0.0))
     gpu_s = float(budget_gpu or 0.0) + max(0.0, float(open_gpu or 0.0))
     holdings = Holdings(int(held_servers or 0), int(held_gpus or 0), float(held_dask or 0.0))
@@ -134,11 +115,28 @@ def _node_state(row) -> tuple[int, NodeState]:
 
 
 def read_decision_chain(
-    connection: Connection, now: datetime, *, group_id: int | None = None, user: str = ""
+    connection: Connection,
+    now: datetime,
+    *,
+    group_id: int | None = None,
+    user: str = "",
+    lock: bool = False,
 ) -> tuple[int, str, list[NodeState]] | None:
     """(charged group id, its path, its chain root first with full usage), for ``group_id``
     or else ``user``'s default group; ``None`` when there is no such group (the caller then
-    resolves the charge target the slow way, which says why)."""
+    resolves the charge target the slow way, which says why).
+
+    With ``lock`` (an admission's write transaction on PostgreSQL; SQLite's writers run one
+    at a time already) the chain's group rows are locked first, root first, so that
+    admissions under a common ancestor run one at a time. The read is a statement of its
+    own after the lock: under READ COMMITTED it sees what the admission before it committed,
+    where a lock inside the read would keep the snapshot taken before the wait.
+    """
+    if lock and connection.dialect.name == "postgresql":
+        locked = _execute(connection, "afhub_lock_chain", {"gid": group_id, "name": user}).all()
+        if not locked:
+            return None
+        group_id = locked[-1][0]
     now_ts = to_ts(now)
     month_start = parse_period(DEFAULT_PERIOD).window(now).start.timestamp()
     params = {
@@ -147,9 +145,9 @@ def read_decision_chain(
         "now": now_ts,
         "month_start": month_start,
         "month_after": math.floor(month_start - HOUR),
-        "now_floor": math.floor(now_ts),
+        "last_hour": math.floor(now_ts),
     }
-    nodes = [_node_state(row) for row in _execute(connection, params)]
+    nodes = [_node_state(row) for row in _execute(connection, "afhub_decision_read", params)]
     if not nodes:
         return None
     gid, target = nodes[-1]

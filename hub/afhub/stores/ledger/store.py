@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from afhub.groups import tree
@@ -54,6 +55,27 @@ from afhub.stores.ledger.usage import subtree_intervals
 from afhub.stores.models import CLOSED, FAILED, OPEN_STATES, PENDING, RUNNING, LedgerInterval
 
 
+def _decision_chain(
+    connection: Connection,
+    session: Session,
+    user: str,
+    group: str | None,
+    now: datetime,
+    *,
+    lock: bool = False,
+) -> tuple[int, str, list[NodeState]]:
+    """(charged group id, path, chain states) read in one statement on PostgreSQL
+    (``connection``, after the chain's row locks with ``lock``); the default group is found
+    inside the statement, any other target (or a missing default) through ``session``."""
+    found = read_decision_chain(connection, now, user=user, lock=lock) if group is None else None
+    if found is None:
+        group_id = charge_target(session, user, group)[0]  # says why when there is none
+        found = read_decision_chain(connection, now, group_id=group_id, lock=lock)
+    if found is None:
+        raise NotFound(f"group {group or ''} of {user} no longer exists")
+    return found
+
+
 class LedgerStore:
     """Admission, the ledger's life cycle, checkpoints, reconciliation and reports."""
 
@@ -86,8 +108,14 @@ class LedgerStore:
         """
         now = self._now(now)
         with self.db.write() as session:
-            target = charge_target(session, user, group)
-            states = chain_states(session, target[0], now, lock=True)
+            if self.db.is_postgresql:
+                # the chain's row locks, then its state in one statement
+                gid, path, states = _decision_chain(
+                    session.connection(), session, user, group, now, lock=True
+                )
+            else:
+                gid, path = charge_target(session, user, group)
+                states = chain_states(session, gid, now)
             key = {"user": user, "kind": charge.kind.value, "server": server_name}
             existing = session.execute(EXISTING_OPEN, key).scalar()
             if existing is not None:
@@ -102,8 +130,8 @@ class LedgerStore:
                 insert(LedgerInterval)
                 .values(
                     user_name=user,
-                    group_id=target[0],
-                    group_path=target[1],
+                    group_id=gid,
+                    group_path=path,
                     kind=charge.kind.value,
                     resource=charge.resource,
                     server_name=server_name,
@@ -115,7 +143,7 @@ class LedgerStore:
                 )
                 .returning(LedgerInterval.id)
             ).scalar_one()
-            return Admission(interval_id, target[1], decision)
+            return Admission(interval_id, path, decision)
 
     def preview(
         self, *, user: str, charge: Charge, group: str | None = None, now: datetime | None = None
@@ -130,15 +158,8 @@ class LedgerStore:
                 return decide(chain_states(session, target[0], now), charge, now)
         # one statement, one snapshot: no BEGIN/ROLLBACK round trips
         connection = self.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        with connection:
-            found = read_decision_chain(connection, now, user=user) if group is None else None
-            if found is None:
-                with Session(bind=connection) as session:
-                    group_id = charge_target(session, user, group)[0]
-                found = read_decision_chain(connection, now, group_id=group_id)
-            if found is None:
-                raise NotFound(f"group {group or ''} of {user} no longer exists")
-            return decide(found[2], charge, now)
+        with connection, Session(bind=connection) as session:
+            return decide(_decision_chain(connection, session, user, group, now)[2], charge, now)
 
     def all_states(self, now: datetime | None = None) -> list[NodeState]:
         """Every group's limits and rolled-up usage, sorted by path."""
