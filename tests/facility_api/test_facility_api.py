@@ -230,6 +230,36 @@ def test_invitation_refusals_over_http(facility):
     assert "token" not in listed[0]
 
 
+def test_who_joined_is_read_only_by_who_may_manage_the_invitation(facility):
+    root, hana = facility.user("root", admin=True), facility.user("hana")
+    created = root("POST", "api/groups/atlas/higgs/students/-/invitations", json={"uses": 3}).json()
+    assert created["joined"] == []
+    for name in ("sam", "<b>zoe</b>"):
+        facility.stores.groups.ensure_user(name)
+        redeemed = facility.user(name)(
+            "POST", "api/invitations/redeem", json={"token": created["token"]}
+        )
+        assert redeemed.status_code == 200, redeemed.text
+    detail = f"api/invitations/{created['id']}"
+    listing = "api/groups/atlas/higgs/students/-/invitations"
+    # the facility admin and the admin of a group up the tree, in listing and detail
+    for reader in (root, hana):
+        (listed,) = reader("GET", listing).json()["invitations"]
+        assert [j["user"] for j in listed["joined"]] == ["sam", "<b>zoe</b>"]  # oldest first
+        assert listed["joined"][0]["at"] <= listed["joined"][1]["at"]
+        assert datetime.fromisoformat(listed["joined"][0]["at"]) <= datetime.now(UTC)
+        assert reader("GET", detail).json()["joined"] == listed["joined"]
+    # nobody else: a member who joined by it, another group's admin, no token, forged token
+    assert root("PUT", "api/groups/atlas/top/-/members/tom", json={"role": "admin"}).ok
+    for outsider in (facility.user("sam"), facility.user("tom")):
+        error_of(outsider("GET", listing), 403)
+        assert "does not exist" in error_of(outsider("GET", detail), 404)
+    for stranger in (facility.client(None), facility.client("forged-token")):
+        error_of(stranger("GET", listing), 401)
+        error_of(stranger("GET", detail), 401)
+    error_of(root("GET", "api/invitations/" + "Z" * 22), 404)
+
+
 def test_delete_with_running_servers_is_refused(facility):
     facility.stores.groups.add_member("atlas/top", "tom")
     facility.stores.ledger.admit(user="tom", charge=Charge("server", 1))

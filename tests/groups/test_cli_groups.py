@@ -101,6 +101,7 @@ def test_groups_quota_invite_round_trip(afhub):
     stores.close()
     status, out, _ = afhub("invite", "list", "atlas")
     used = next(line for line in out.splitlines() if "\tused\t" in line)
+    assert used.endswith("\tsam"), out  # who joined by it
     invitation_id = used.split("\t")[0]
     assert len(invitation_id) == 22, out  # random, not 1, 2, ...
     assert invitation_id.isalnum(), out

@@ -16,6 +16,7 @@ from afhub.stores.errors import (
     StoreError,
 )
 from afhub.stores.facade import Stores
+from afhub.stores.invitations import Joined
 
 T0 = datetime(2026, 11, 10, 8, 0, tzinfo=UTC)
 
@@ -73,6 +74,8 @@ def test_invitation_redeem_once(tree):
         tree.invitations.redeem(created.token, user="sue", now=T0 + timedelta(hours=1))
     (listed,) = tree.invitations.list("atlas/higgs/students", actor=hana)
     assert listed.status(T0) == "used"
+    assert listed.joined == (Joined("sam", T0 + timedelta(hours=1)),)
+    assert tree.invitations.get(listed.id, actor=hana).joined == listed.joined
 
 
 def test_invitation_refusals(tree):

@@ -52,9 +52,11 @@ def cmd_invite(args: argparse.Namespace, settings: Any = None) -> int:
             print_invitation(created, settings)
         elif args.invite_command == "list":
             for info in invitations.list(args.path, include_subgroups=True):
+                joined = ",".join(j.user for j in info.joined) or "-"
                 print(
                     f"{info.id}\t{info.group}\t{info.status()}\t{info.email or '-'}\t"
-                    f"{info.uses_left}/{info.max_uses}\t{info.expires_at:%Y-%m-%d %H:%M}"
+                    f"{info.uses_left}/{info.max_uses}\t{info.expires_at:%Y-%m-%d %H:%M}\t"
+                    f"{joined}"
                 )
         else:
             info = invitations.revoke(args.id)
@@ -80,7 +82,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--uses", type=int, default=1, metavar="N", help="how many people may join (default 1)"
     )
     p.add_argument("--role", choices=["member", "admin"], default="member", help=ROLE_HELP)
-    p = isub.add_parser("list", help="invitations to a group and its subgroups")
+    p = isub.add_parser(
+        "list",
+        help="invitations to a group and its subgroups: id, group, status, email, uses "
+        "left, expiry (UTC) and who joined by it",
+    )
     p.add_argument("path", metavar="PATH", help="the group, e.g. atlas")
     p = isub.add_parser("revoke", help="revoke an invitation")
     p.add_argument("id", metavar="ID", help="the invitation's id, as `afhub invite list` shows it")

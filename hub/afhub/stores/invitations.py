@@ -12,10 +12,12 @@ import re
 import secrets
 import string
 import unicodedata
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Row, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -78,6 +80,17 @@ def validate_email(email: object) -> str:
 
 
 @dataclass(frozen=True)
+class Joined:
+    """One person who joined by an invitation, and when."""
+
+    user: str
+    at: datetime
+
+    def to_dict(self) -> dict[str, str]:
+        return {"user": self.user, "at": self.at.isoformat()}
+
+
+@dataclass(frozen=True)
 class InvitationInfo:
     id: str
     group: str
@@ -89,6 +102,8 @@ class InvitationInfo:
     revoked_at: datetime | None
     created_by: str | None
     created_at: datetime
+    #: who redeemed it, oldest first (only those who may manage the invitation read it)
+    joined: tuple[Joined, ...] = ()
 
     def status(self, now: datetime | None = None) -> str:
         now = now or datetime.now(UTC)
@@ -113,6 +128,7 @@ class InvitationInfo:
             "created_by": self.created_by,
             "created_at": self.created_at.isoformat(),
             "status": self.status(now),
+            "joined": [j.to_dict() for j in self.joined],
         }
 
 
@@ -124,7 +140,7 @@ class CreatedInvitation:
     token: str
 
 
-def _info(row: Invitation, path: str) -> InvitationInfo:
+def _info(row: Invitation, path: str, joined: tuple[Joined, ...] = ()) -> InvitationInfo:
     return InvitationInfo(
         id=row.public_id or "",
         group=path,
@@ -136,7 +152,24 @@ def _info(row: Invitation, path: str) -> InvitationInfo:
         revoked_at=row.revoked_at,
         created_by=row.created_by,
         created_at=row.created_at,
+        joined=joined,
     )
+
+
+def _with_joined(session: Session, found: Iterable[Row]) -> list[InvitationInfo]:
+    """The invitations of ``(row, group path)`` pairs, each with who joined by it (one
+    query for all of them)."""
+    found = list(found)
+    joined: dict[int, list[Joined]] = defaultdict(list)
+    if found:
+        redemptions = session.execute(
+            select(InvitationRedemption)
+            .where(InvitationRedemption.invitation_id.in_([row.id for row, _ in found]))
+            .order_by(InvitationRedemption.redeemed_at, InvitationRedemption.id)
+        ).scalars()
+        for r in redemptions:
+            joined[r.invitation_id].append(Joined(r.user_name, r.redeemed_at))
+    return [_info(row, path, tuple(joined[row.id])) for row, path in found]
 
 
 class InvitationStore:
@@ -201,7 +234,7 @@ class InvitationStore:
                 )
             else:
                 query = query.where(Group.id == group.id)
-            return [_info(row, p) for row, p in session.execute(query.order_by(Invitation.id))]
+            return _with_joined(session, session.execute(query.order_by(Invitation.id)))
 
     def get(self, invitation_id: str, *, actor: Actor | None = None) -> InvitationInfo:
         """The invitation with public id ``invitation_id``; with ``actor``, only one they may
@@ -214,7 +247,7 @@ class InvitationStore:
                 .join(Group, Group.id == Invitation.group_id)
                 .where(Invitation.public_id == invitation_id)
             ).first()
-            info = _info(*found) if found is not None else None
+            info = _with_joined(session, [found])[0] if found is not None else None
         if info is None:
             raise not_found(invitation_id)
         if actor is not None:

@@ -1,4 +1,5 @@
-"""Invitations: create, list and revoke (group admins); redeem (anyone logged in)."""
+"""Invitations: create, list, read and revoke (group admins, facility admins), each with
+who joined by it; redeem (anyone logged in)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ def join_pages() -> str:
 
 class GroupInvitationsHandler(FacilityHandler):
     async def get(self, path: str) -> None:
+        """The invitations of the group and its subgroups, each with who joined by it."""
         invitations = await self.call(
             self.stores.invitations.list, path, actor=self.actor, include_subgroups=True
         )
@@ -49,6 +51,11 @@ class GroupInvitationsHandler(FacilityHandler):
 
 
 class InvitationHandler(FacilityHandler):
+    async def get(self, invitation_id: str) -> None:
+        """One invitation and who joined by it (404 also for one the caller may not manage)."""
+        info = await self.call(self.stores.invitations.get, invitation_id, actor=self.actor)
+        self.send(info.to_dict())
+
     async def delete(self, invitation_id: str) -> None:
         """Revoke an invitation."""
         info = await self.call(self.stores.invitations.revoke, invitation_id, actor=self.actor)
