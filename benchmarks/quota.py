@@ -4,7 +4,9 @@
    1,000,000 ledger rows (``tests.support.scale.seed_scale``), on SQLite and, when
    ``AFHUB_TEST_POSTGRES_URL`` names a server, on PostgreSQL. Timed: the read-only quota
    decision (``LedgerStore.preview``) and a full admission (decision plus ledger write,
-   ``admit`` then ``close``), for random users, p50/p95.
+   ``admit``, then ``close`` untimed), for random users, p50/p95. On PostgreSQL both read
+   the chain in one prepared statement (the admission after the chain's row locks, in its
+   write transaction); ``--profile`` times each SQL statement of both.
 2. Spawns: two local facilities in the same run, one with quotas (admission, ledger
    interval, the accountant) and one with ``AfhubLocalSpawner.charging = False``; spawns
    alternate between them. The ratio is the cost of quotas on a spawn.
@@ -55,6 +57,20 @@ def profile_statements(engine) -> dict[str, list[float]]:
     return times
 
 
+def print_statements(what: str, statements: dict[str, list[float]] | None) -> None:
+    """Print and forget what ``profile_statements`` gathered (nothing when not profiling)."""
+    if statements is None:
+        return
+    print(f"{what}, per statement (ms):")
+    for statement, values in statements.items():
+        s = summary(values)
+        print(
+            f"  {len(values):5d}x p50 {s['median']:.2f} p95 {s['p95']:.2f} "
+            f"total {sum(values):.0f}  {statement}"
+        )
+    statements.clear()
+
+
 def time_decisions(
     url: str, scale: dict, samples: int, profile: bool = False
 ) -> dict[str, dict[str, float]]:
@@ -73,21 +89,14 @@ def time_decisions(
             t = time.perf_counter()
             stores.ledger.preview(user=user, charge=CHARGE)
             decide_ms.append((time.perf_counter() - t) * 1000)
-        if statements is not None:
-            print(f"{len(decide_ms)} decisions, per statement (ms):")
-            for statement, values in statements.items():
-                s = summary(values)
-                print(
-                    f"  {len(values):5d}x p50 {s['median']:.2f} p95 {s['p95']:.2f} "
-                    f"total {sum(values):.0f}  {statement}"
-                )
-            statements.clear()
+        print_statements(f"{len(decide_ms)} decisions", statements)
         for i in range(samples // 2):
             user = rng.choice(users)
             t = time.perf_counter()
             admission = stores.ledger.admit(user=user, charge=CHARGE, server_name=f"bench{i}")
             admit_ms.append((time.perf_counter() - t) * 1000)
             stores.ledger.close(admission.interval_id)
+        print_statements(f"{len(admit_ms)} admissions (and their closes)", statements)
         return {
             "decision": summary(decide_ms),
             "admission": summary(admit_ms),
@@ -126,7 +135,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=400, help="decisions timed per backend")
     parser.add_argument("--spawns", type=int, default=10, help="spawns per facility")
     parser.add_argument(
-        "--profile", action="store_true", help="time each SQL statement of the decisions"
+        "--profile",
+        action="store_true",
+        help="time each SQL statement of the decisions and admissions",
     )
     parser.add_argument("--no-write", action="store_true", help="do not update the docs")
     args = parser.parse_args()
