@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import requests
 
+from afhub.stores.facade import Stores
 from tests.web.conftest import log_in
 
 pytestmark = [pytest.mark.facility, pytest.mark.browser]
@@ -136,6 +137,7 @@ def test_group_admin_manages_a_group_in_the_browser(facility, world, browser):
     alice.shot("group")
     page.goto(pages(facility) + f"groups/{top}/a")
     assert "student@example.org" in page.locator("#afhub-invitations").inner_text()
+    assert page.locator("#afhub-invitations td.afhub-joined").inner_text() == "nobody yet"
     page.click("form[data-action=revoke] button")
     page.wait_for_selector("#afhub-invitations")
     assert "revoked" in page.locator("#afhub-invitations").inner_text()
@@ -212,7 +214,7 @@ def test_member_sees_usage_resources_and_joins_by_link(facility, world, browser)
     assert "8 / 8" in row  # free now / total
     assert f"{world.top}/b" in row  # through his group
     bob.shot("resources")
-    created = world.api("POST", f"groups/{world.top}/-/invitations", json={"uses": 1}).json()
+    created = world.api("POST", f"groups/{world.top}/-/invitations", json={"uses": 2}).json()
     assert created["join_url"].startswith("/services/afhub/join/")
     page.goto(facility.url + created["join_url"].lstrip("/"))
     assert (
@@ -224,6 +226,24 @@ def test_member_sees_usage_resources_and_joins_by_link(facility, world, browser)
     assert again.status in (404, 409, 410), again.status
     assert page.locator("h1").inner_text() == "Invitation not accepted"
     assert [e for e in bob.errors if not e.startswith(FAILED_LOAD)] == []
+    # the group's admin sees who joined by it, and when; a name with HTML in it as text
+    evil = "<img src=x onerror=alert(1)>"
+    stores = Stores.open(f"sqlite:///{facility.home / 'afhub.sqlite'}", migrate=False)
+    try:
+        stores.groups.ensure_user(evil)  # as a login with such a name would
+        stores.invitations.redeem(created["token"], user=evil)
+    finally:
+        stores.close()
+    admin = log_in(browser, facility, "admin", facility.admin_password)
+    dialogs: list[str] = []
+    admin.page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    admin.page.goto(pages(facility) + f"groups/{world.top}")
+    joined = admin.page.locator(f"tr[data-invitation='{created['id']}'] td.afhub-joined")
+    assert joined.locator(".afhub-joined-user").all_inner_texts() == [world.bob[0], evil]
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", joined.inner_text())
+    assert joined.locator("img").count() == 0
+    assert dialogs == []
+    assert admin.errors == []
 
 
 def test_no_404_from_the_hubs_service_checks(facility):
