@@ -1,8 +1,10 @@
 """The usage ledger and quota admission.
 
 ``records`` (what callers get back), ``rollup`` (usage per group and hour), ``chains``
-(limits and usage of a chain or of every group: what a decision reads), ``usage`` (usage
-reports) and ``store`` (:class:`LedgerStore`, the operations).
+(limits and usage of a chain or of every group: what a decision reads), ``decision_read``
+(the same for one chain in one statement: PostgreSQL's previews and admissions),
+``window_sql`` (the SQL that both count usage with), ``usage`` (usage reports) and
+``store`` (:class:`LedgerStore`, the operations).
 """
 
 from afhub.stores.ledger.chains import all_group_states, chain_states
