@@ -351,6 +351,17 @@ class FacilitySettings(Configurable):
     _default_gateway_port = from_env(
         "gateway_port", "AFHUB_GATEWAY_PORT", from_port_base(84), port_number
     )
+    dashboards_kernel_pool = Integer(
+        help="""Kernels the dashboards service keeps started and warmed ahead of page views
+        (each serves one page view of one viewer, then a new one is prepared); 0: none,
+        every page view waits for a kernel of its own. Env:
+        ``AFHUB_DASHBOARDS_KERNEL_POOL``.""",
+    ).tag(config=True)
+
+    _default_dashboards_kernel_pool = from_env(
+        "dashboards_kernel_pool", "AFHUB_DASHBOARDS_KERNEL_POOL", 2, whole(0)
+    )
+
 
     gateway_proxy_port = Integer(
         help="""Port of the Dask Gateway's proxy: the gateway's HTTP API and dashboards

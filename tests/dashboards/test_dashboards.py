@@ -380,3 +380,79 @@ def test_dashboard_draws_in_chromium(dash, who, name, charts):
         assert "No fits yet" in text
         assert "sig_400_0" in text  # the table
         assert "Exclusion (CLs < 0.05)" in text  # the contour's title
+
+
+# --- prepared kernels (afhub.web.dashboards.pool; the service's pool_size is 2) ------------
+
+PREPARED = re.compile(
+    r"prepared kernel ([0-9a-f-]{36}) ready \((\d+) ready\)|page view on prepared"
+)
+#: run in a page view's kernel: was it started without a viewer (a prepared kernel: its
+#: process's own environment has no JUPYTERHUB_ variable), who it acts as, its folder
+ORIGIN_CHECK = """
+import os
+started_with = open("/proc/self/environ", "rb").read().decode(errors="replace").split("\\0")
+print(any(v.startswith("JUPYTERHUB_") for v in started_with))
+print(os.environ["JUPYTERHUB_USER"], os.environ["QUERY_STRING"], os.path.basename(os.getcwd()))
+print(os.environ["JUPYTERHUB_API_TOKEN"] == {token!r})
+print(any(v in s for v in {secrets!r} for s in list(os.environ.values()) + started_with))
+"""
+
+
+def _pool_events(dash) -> list[re.Match]:
+    return list(PREPARED.finditer(dash.fac.log_path.read_text(errors="replace")))
+
+
+def _wait_for_full_pool(dash, timeout: float = 120) -> str:
+    """Until the service's last pool event is a second kernel ready; that kernel's id."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        events = _pool_events(dash)
+        if events and events[-1].group(2) == "2":
+            return events[-1].group(1)
+        time.sleep(0.5)
+    raise AssertionError(f"the kernel pool did not fill:\n{dash.fac.log_tail()}")
+
+
+def _service_secrets(dash) -> list[str]:
+    """The dashboards service's own tokens, from its process (the same Unix user)."""
+    import psutil
+
+    secrets = []
+    for proc in psutil.Process(dash.fac.process.pid).children(recursive=True):
+        if "afhub.web.dashboards" in proc.cmdline():
+            secrets += [v for k, v in proc.environ().items() if k.endswith("TOKEN") and v]
+    return secrets
+
+
+def test_page_views_take_prepared_kernels_that_act_as_their_viewer(dash):
+    waiting = _wait_for_full_pool(dash)
+    # a prepared kernel belongs to nobody: no one reaches it
+    with pytest.raises(Exception, match="403"):
+        _run(dash, dash.student, waiting, "print(1)")
+    secrets = _service_secrets(dash)
+    assert secrets, "the dashboards service's token was not found"
+    kernels = []
+    for who in (dash.student, dash.prov):
+        page = _page(dash, who, "fitting", f"?seen_by={who.name}")
+        assert page.status_code == 200
+        kernel = KERNEL_ID.search(page.text).group(1)
+        kernels.append(kernel)
+        check = ORIGIN_CHECK.format(token=who.token, secrets=secrets)
+        had_viewer, acts_as, own_token, leaked = _run(dash, who, kernel, check).splitlines()
+        assert had_viewer == "False"  # started without a viewer: from the pool
+        assert acts_as == f"{who.name} seen_by={who.name} voila-apps"
+        assert own_token == "True"
+        assert leaked == "False"  # nothing of the service's token, then or now
+    assert kernels[0] != kernels[1]
+    assert waiting in kernels  # the one that waited was handed out, to one viewer
+    with pytest.raises(Exception, match="403"):
+        _run(dash, dash.student, kernels[1], "print(1)")
+
+    # the pool refills: a third page view again gets a prepared kernel
+    _wait_for_full_pool(dash)
+    page = _page(dash, dash.lead, "fitting")
+    third = KERNEL_ID.search(page.text).group(1)
+    check = ORIGIN_CHECK.format(token=dash.lead.token, secrets=secrets)
+    assert _run(dash, dash.lead, third, check).splitlines()[0] == "False"
+    assert third not in kernels

@@ -34,7 +34,12 @@ def configure(c: Config, settings: FacilitySettings) -> None:
     service = {
         "name": DASHBOARDS_SERVICE,
         "url": f"http://127.0.0.1:{settings.dashboards_port}",
-        "command": [sys.executable, "-m", "afhub.web.dashboards"],
+        "command": [
+            sys.executable,
+            "-m",
+            "afhub.web.dashboards",
+            f"--ViewerKernelManager.pool_size={settings.dashboards_kernel_pool}",
+        ],
         "environment": {
             "AFHUB_FACILITY_URL": f"{root}services/facility/",
             "AFHUB_FITTING_URL": f"{root}services/fitting/",
