@@ -1,11 +1,13 @@
 """The registry and ledger of the dashboards' tests: two providers, their resources, and
-closed charges on them in the last days (written straight into the facility database)."""
+closed charges on them in the last days (written straight into the facility database, and
+folded into the contribution rollup as closing them would)."""
 
 from __future__ import annotations
 
 import time
 
 from afhub.stores.facade import Stores
+from afhub.stores.ledger.rollup import add_contributions
 from afhub.stores.models import CLOSED, LedgerInterval
 
 HOUR = 3600.0
@@ -70,23 +72,25 @@ def seed_ledger(db_url: str, now: float | None = None) -> list[dict]:
     stores = Stores.open(db_url, migrate=False)
     try:
         with stores.db.write() as session:
-            for r in rows:
-                session.add(
-                    LedgerInterval(
-                        user_name=r["user_name"],
-                        group_path=r["group_path"],
-                        kind=r["kind"],
-                        resource=r["resource"],
-                        server_name="",
-                        cpu_cores=r["cpu_cores"],
-                        gpus=r["gpus"],
-                        state=CLOSED,
-                        admitted_ts=r["start"],
-                        start_ts=r["start"],
-                        stop_ts=r["start"] + r["hours"] * HOUR,
-                        checkpoint_ts=r["start"] + r["hours"] * HOUR,
-                    )
+            charged = [
+                LedgerInterval(
+                    user_name=r["user_name"],
+                    group_path=r["group_path"],
+                    kind=r["kind"],
+                    resource=r["resource"],
+                    server_name="",
+                    cpu_cores=r["cpu_cores"],
+                    gpus=r["gpus"],
+                    state=CLOSED,
+                    admitted_ts=r["start"],
+                    start_ts=r["start"],
+                    stop_ts=r["start"] + r["hours"] * HOUR,
+                    checkpoint_ts=r["start"] + r["hours"] * HOUR,
                 )
+                for r in rows
+            ]
+            session.add_all(charged)
+            add_contributions(session, charged)
     finally:
         stores.close()
     return rows

@@ -116,3 +116,124 @@ def test_totals_count_each_user_once(stores):
         "gpu_hours": 0.0,
         "core_hours": 0.0,
     }
+
+
+def _random_ledger(stores, rng):
+    """Charges of random length (none, minutes, days) through the ledger's own life cycle:
+    closed, closed by reconcile at their last checkpoint, failed, and still running."""
+    from datetime import UTC, datetime
+
+    from afhub.quotas.limits import Charge
+
+    def at(ts):
+        return datetime.fromtimestamp(ts, UTC)
+
+    for group in ("atlas", "cms"):
+        stores.groups.create(group)
+        for user in ("ann", "bob", "cy", "dee"):
+            stores.groups.add_member(group, user)
+    ids = []
+    for i in range(60):
+        kind = rng.choice(["server", "server", "fit", "dask"])
+        charge = Charge(
+            kind,
+            cpu_cores=rng.choice([1.0, 2.5, 8.0]),
+            gpus=rng.choice([0, 0, 1, 4]),
+            resource=rng.choice(["r1", "r2", "r3"]),
+        )
+        start = NOW - rng.choice([300, 40, 3, 1]) * DAY * rng.random()
+        stop = start + rng.choice([0.0, 600.0, 5 * HOUR, 3 * DAY]) * rng.random()
+        user, group = rng.choice(["ann", "bob", "cy", "dee"]), rng.choice(["atlas", "cms"])
+        admitted = stores.ledger.admit(
+            user=user, charge=charge, group=group, server_name=f"s{i}", now=at(start)
+        )
+        ids.append(admitted.interval_id)
+        if i % 10 == 9:
+            continue  # failed: never started
+        stores.ledger.mark_running(admitted.interval_id, at=at(start))
+        if kind == "dask":  # closed by the reconcile below, at its last checkpoint
+            stores.ledger.checkpoint(now=at(min(stop, NOW - HOUR)))
+        elif stop < NOW - HOUR and i % 7:
+            stores.ledger.close(admitted.interval_id, at=at(stop))
+    stores.ledger.reconcile([], now=at(NOW), kind="dask")
+    for interval_id in ids[9::10]:
+        stores.ledger.fail(interval_id)
+    return [stores.ledger.get(i) for i in ids]
+
+
+def _direct_sums(infos, period, bucket):
+    """The report summed in Python straight from the ledger's intervals."""
+    from collections import defaultdict
+
+    from afhub.stores.ledger.rollup import split_at
+
+    sums = defaultdict(lambda: [0.0, 0.0, set(), 0])
+    timeline = defaultdict(lambda: [0.0, 0.0])
+    for info in infos:
+        if info.state not in ("running", "closed"):
+            continue
+        start = info.start.timestamp()
+        stop = info.stop.timestamp() if info.stop else period.now
+        if not (start < period.until and (info.stop is None or stop > period.since)):
+            continue
+        lo, hi = max(start, period.since), min(stop, period.until)
+        for key in (("resource", info.resource), ("group", info.resource, info.group)):
+            sums[key][2].add(info.user)
+            sums[key][3] += info.kind == "fit"
+        for slot, seconds in split_at(lo, hi, DAY):
+            for key in (
+                ("resource", info.resource),
+                ("group", info.resource, info.group),
+                ("user", info.user),
+            ):
+                sums[key][0] += info.gpus * seconds / HOUR
+                sums[key][1] += info.cpu_cores * seconds / HOUR
+            cell = timeline[(info.resource, int(slot // bucket * bucket))]
+            cell[0] += info.gpus * seconds / HOUR
+            cell[1] += info.cpu_cores * seconds / HOUR
+    return sums, timeline
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_rollup_report_equals_a_direct_sum_over_the_ledger(stores, seed):
+    import random
+
+    rng = random.Random(seed)
+    infos = _random_ledger(stores, rng)
+    store = ContributionStore(stores.db)
+    periods = [
+        (NOW - 365 * DAY, NOW, 7 * DAY),  # whole weeks, days and both partial days
+        (NOW - 30 * DAY, NOW + 2 * DAY, DAY),  # until after now: running charges end now
+        (NOW // DAY * DAY - 3 * DAY, NOW // DAY * DAY, DAY),  # midnight to midnight
+        (NOW - 1.5 * DAY, NOW - 1.2 * DAY, DAY),  # inside one day
+        (NOW - 2.6 * DAY - rng.random() * DAY, NOW - 0.3 * DAY, DAY),  # over one midnight
+    ]
+    approx = pytest.approx
+    for since, until, bucket in periods:
+        period = Period(since, until, NOW)
+        report = store.report(["r1", "r2", "r3"], period, top=100, bucket=bucket)
+        sums, timeline = _direct_sums(infos, period, bucket)
+        got = {("resource", r["resource"]): r for r in report["resources"]}
+        got |= {("group", g["resource"], g["group"]): g for g in report["groups"]}
+        got |= {("user", u["user"]): u for u in report["top_users"]}
+        assert set(got) == set(sums), (since, until)
+        for key, (gpu, cores, users, fits) in sums.items():
+            row = got[key]
+            assert (row["gpu_hours"], row["core_hours"]) == approx((gpu, cores), abs=2e-3), key
+            if key[0] != "user":
+                assert row["distinct_users"] == len(users), key
+            if key[0] == "resource":
+                assert row["fits"] == fits, key
+        got_timeline = {
+            (t["resource"], t["start"]): (t["gpu_hours"], t["core_hours"])
+            for t in report["timeline"]
+            if t["gpu_hours"] or t["core_hours"]
+        }
+        expected = {k: v for k, v in timeline.items() if round(v[0], 3) or round(v[1], 3)}
+        assert set(got_timeline) == set(expected), (since, until)
+        for key, value in expected.items():
+            assert got_timeline[key] == approx(value, abs=2e-3), key
+        totals = store.totals(["r1", "r2", "r3"], period)
+        assert totals["distinct_users"] == len(
+            set().union(*(v[2] for k, v in sums.items() if k[0] == "resource"))
+        )

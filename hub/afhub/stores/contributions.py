@@ -3,7 +3,17 @@ day, in SQL (``GROUP BY``), for the contributions dashboard and its REST resourc
 
 A charge counts for the part of its run that lies inside the period: from
 ``max(start_ts, since)`` to ``min(stop_ts or now, until)``. The timeline's buckets (UTC days,
-or weeks from the epoch) hold a charge by that clipped start.
+or weeks from the epoch) hold the seconds delivered inside them: a charge that runs past
+midnight counts in both days. A charge (and a fit) is counted once, in the period's first
+span it ran in.
+
+Where the sums come from (one ``UNION ALL`` of pieces, summed in SQL):
+
+- whole days inside the period, and whole weeks when the buckets are weeks: the
+  contribution rollup (:class:`ContributionRollup`), written when a charge closes;
+- the partial days at the period's edges: the closed charges of those days, read from the
+  ledger by ``(resource, start_ts)`` from the earliest start the rollup keeps for that day;
+- running charges: the ledger, cut at UTC midnights.
 """
 
 from __future__ import annotations
@@ -13,12 +23,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Integer, case, cast, func, literal, or_, select
+from sqlalchemy import BigInteger, Float, and_, case, cast, func, literal, select, union_all
 
 from afhub.stores.database import Database
-from afhub.stores.models import CLOSED, RUNNING, LedgerInterval, ProviderRow, User
+from afhub.stores.models import (
+    CLOSED,
+    RUNNING,
+    ContributionRollup,
+    LedgerInterval,
+    ProviderRow,
+    User,
+)
 
 DAY = 86400.0
+WEEK = 7 * DAY
 #: the ledger kind of a fit job's charge
 FIT_KIND = "fit"
 
@@ -32,45 +50,174 @@ class Period:
     now: float
 
 
-def _clipped_seconds(period: Period):
-    """SQL: seconds of a charge inside the period (0 when it lies outside)."""
-    ledger = LedgerInterval
-    low = case((ledger.start_ts > period.since, ledger.start_ts), else_=literal(period.since))
-    end = func.coalesce(ledger.stop_ts, literal(period.now))
-    high = case((end < period.until, end), else_=literal(period.until))
-    return low, case((high > low, high - low), else_=literal(0.0))
+@dataclass(frozen=True)
+class Cuts:
+    """How a period is read: ``[since, day_lo)`` and ``[day_hi, until)`` are partial days
+    (the ledger); ``[week_lo, week_hi)`` whole weeks and the rest of ``[day_lo, day_hi)``
+    whole days (the rollup)."""
+
+    day_lo: float
+    week_lo: float
+    week_hi: float
+    day_hi: float
+
+    @classmethod
+    def of(cls, period: Period, weeks: bool) -> Cuts:
+        """The cuts of ``period``; whole weeks only when ``weeks`` (weekly buckets)."""
+        day_lo, day_hi = -(-period.since // DAY) * DAY, period.until // DAY * DAY
+        if day_lo > day_hi:  # inside one day: all of it from the ledger
+            day_lo = day_hi = period.until
+        week_lo, week_hi = -(-day_lo // WEEK) * WEEK, day_hi // WEEK * WEEK
+        if not weeks or week_lo >= week_hi:
+            week_lo = week_hi = day_hi
+        return cls(day_lo, week_lo, week_hi, day_hi)
 
 
-def _overlapping(resources: Sequence[str], period: Period) -> list:
-    """SQL ``WHERE``: charges on ``resources`` that ran at some time inside the period."""
-    ledger = LedgerInterval
-    return [
-        ledger.resource.in_(list(resources)),
-        ledger.state.in_((RUNNING, CLOSED)),
-        ledger.start_ts.is_not(None),
-        ledger.start_ts < period.until,
-        or_(ledger.stop_ts.is_(None), ledger.stop_ts > period.since),
-    ]
+def _greatest(a, b):
+    return case((a > b, a), else_=b)
+
+
+def _least(a, b):
+    return case((a < b, a), else_=b)
+
+
+def _piece(ledger, low, high, *, ts=None, fits=None):
+    """The columns of one piece of a ledger charge: ``[low, high)`` of it."""
+    seconds = case((high > low, high - low), else_=literal(0.0))
+    counted = ledger.kind == FIT_KIND if fits is None else and_(ledger.kind == FIT_KIND, fits)
+    return (
+        ledger.resource.label("resource"),
+        ledger.group_path.label("group_path"),
+        ledger.user_name.label("user_name"),
+        (low if ts is None else ts).label("ts"),
+        (seconds * ledger.gpus).label("gpu_seconds"),
+        (seconds * ledger.cpu_cores).label("core_seconds"),
+        case((counted, 1), else_=0).label("fits"),
+    )
+
+
+def _closed(ledger):
+    """``state = 'closed'``, written so that no planner picks the ledger's state index for
+    it: the ``(resource, start_ts)`` index is the narrow one here, and SQLite (no
+    statistics) would otherwise read every closed charge."""
+    return func.coalesce(ledger.state, "") == CLOSED
+
+
+class _Pieces:
+    """The SQL of the pieces a period's sums are made of (see the module's docstring)."""
+
+    def __init__(self, db: Database, session, resources: Sequence[str], period: Period):
+        self.db, self.session = db, session
+        self.resources, self.period = list(resources), period
+
+    def select(self, bucket: float):
+        cuts = Cuts.of(self.period, weeks=bucket % WEEK == 0)
+        parts = [
+            self._rollup(7, cuts.week_lo, cuts.week_hi),
+            self._rollup(1, cuts.day_lo, cuts.week_lo),
+            self._rollup(1, cuts.week_hi, cuts.day_hi),
+            self._running(),
+        ]
+        parts += self._edges(cuts)
+        return union_all(*parts).subquery("pieces")
+
+    def _rollup(self, days: int, lo: float, hi: float):
+        r = ContributionRollup
+        columns = (r.resource, r.group_path, r.user_name, r.start_ts.label("ts"))
+        return select(*columns, r.gpu_seconds, r.core_seconds, r.fits).where(
+            r.span_days == days, r.resource.in_(self.resources), r.start_ts >= lo, r.start_ts < hi
+        )
+
+    def _first_start(self, day: float) -> float | None:
+        """The earliest start of the closed charges that ran on ``day`` (their rollup)."""
+        r = ContributionRollup
+        return self.session.scalar(
+            select(func.min(r.first_start_ts)).where(
+                r.span_days == 1, r.resource.in_(self.resources), r.start_ts == day
+            )
+        )
+
+    def _edges(self, cuts: Cuts) -> list:
+        """Closed charges in the partial days: from ``since`` to the first midnight (those
+        that began before it are counted here), and from the last midnight to ``until``
+        (counted when they began after it)."""
+        ledger, period, parts = LedgerInterval, self.period, []
+        edges = [(period.since, cuts.day_lo, False), (cuts.day_hi, period.until, True)]
+        for index, (lo, hi, after) in enumerate(edges):
+            first = self._first_start(lo // DAY * DAY)
+            if first is None or (index == 1 and lo >= hi):
+                continue
+            start = ledger.start_ts
+            parts.append(
+                select(
+                    *_piece(
+                        ledger,
+                        _greatest(start, literal(lo)),
+                        _least(ledger.stop_ts, literal(hi)),
+                        fits=start >= lo if after else None,
+                    )
+                ).where(
+                    _closed(ledger),
+                    ledger.resource.in_(self.resources),
+                    start >= first,
+                    start < hi,
+                    ledger.stop_ts > lo,
+                )
+            )
+        return parts
+
+    def _running(self):
+        """Running charges from ``max(start, since)`` to ``min(now, until)``, cut at UTC
+        midnights (a recursive query over the few running rows)."""
+        ledger, period = LedgerInterval, self.period
+        low = _greatest(ledger.start_ts, literal(period.since))
+        high = literal(min(period.now, period.until))
+        runs = (
+            select(ledger.id.label("id"), low.label("t"), high.label("t1"))
+            .where(
+                ledger.state == RUNNING,
+                ledger.resource.in_(self.resources),
+                ledger.start_ts.is_not(None),
+                ledger.start_ts < period.until,
+            )
+            .cte("runs", recursive=True)
+        )
+        midnight = cast((self.floor(runs.c.t / DAY) + 1) * int(DAY), Float)
+        runs = runs.union_all(select(runs.c.id, midnight, runs.c.t1).where(midnight < runs.c.t1))
+        midnight = cast((self.floor(runs.c.t / DAY) + 1) * int(DAY), Float)
+        return select(
+            *_piece(
+                ledger,
+                runs.c.t,
+                _least(runs.c.t1, midnight),
+                fits=runs.c.t == low,
+            )
+        ).join_from(runs, ledger, ledger.id == runs.c.id)
+
+    def floor(self, value):
+        """SQL: ``floor(value)`` as an integer (CAST truncates on SQLite, where the times
+        are after the epoch, and rounds on PostgreSQL)."""
+        if self.db.is_sqlite:
+            return cast(value, BigInteger)
+        return cast(func.floor(value), BigInteger)
 
 
 class _Sums:
-    """The SQL of one report: GPU-hours and core-hours inside the period (the last two
-    columns of every row), grouped as each query asks."""
+    """GPU-hours and core-hours (the last two columns of every row) of the pieces, grouped
+    as each query asks."""
 
-    def __init__(self, period: Period, resources: Sequence[str]) -> None:
-        ledger = LedgerInterval
-        self.low, seconds = _clipped_seconds(period)
-        self.where = _overlapping(resources, period)
-        self.gpu = func.sum(seconds * ledger.gpus) / 3600.0
-        self.cores = func.sum(seconds * ledger.cpu_cores) / 3600.0
-        self.weight = func.sum(seconds * (ledger.gpus + ledger.cpu_cores))
-        self.users = func.count(func.distinct(ledger.user_name))
-        self.fits = func.sum(case((ledger.kind == FIT_KIND, 1), else_=0))
+    def __init__(self, pieces) -> None:
+        self.pieces = p = pieces
+        self.gpu = func.sum(p.c.gpu_seconds) / 3600.0
+        self.cores = func.sum(p.c.core_seconds) / 3600.0
+        self.weight = func.sum(p.c.gpu_seconds + p.c.core_seconds)
+        self.users = func.count(func.distinct(p.c.user_name))
+        self.fits = func.sum(p.c.fits)
 
     def rows(self, session, names, columns, *, group_by, order_by=(), limit=None):
         """``SELECT columns, gpu, cores ... GROUP BY group_by`` as dicts keyed by
         ``names`` plus ``gpu_hours`` and ``core_hours``."""
-        query = select(*columns, self.gpu, self.cores).where(*self.where).group_by(*group_by)
+        query = select(*columns, self.gpu, self.cores).group_by(*group_by)
         if order_by:
             query = query.order_by(*order_by)
         if limit is not None:
@@ -109,32 +256,37 @@ class ContributionStore:
         self, resources: Sequence[str], period: Period, *, top: int = 10, bucket: float = DAY
     ) -> dict[str, Any]:
         """Delivered hours on ``resources`` in ``period``: per resource, per resource and
-        group, the ``top`` users, and per resource and time bucket of ``bucket`` seconds
-        (``timeline``: each bucket's ``start``, seconds since the epoch)."""
+        group, the ``top`` users, and per resource and time bucket of ``bucket`` seconds, a
+        whole number of days (``timeline``: each bucket's ``start``, seconds since the
+        epoch)."""
+        if bucket <= 0 or bucket % DAY:
+            raise ValueError("a timeline bucket is a whole number of days")
         if not resources:
             return {"resources": [], "groups": [], "top_users": [], "timeline": []}
-        sums = _Sums(period, resources)
-        day = self._bucket(sums.low, bucket)
         with self.db.read() as session:
+            pieces = _Pieces(self.db, session, resources, period)
+            sums = _Sums(pieces.select(bucket))
+            p = sums.pieces.c
+            slot = pieces.floor(p.ts / bucket)
             return {
                 "resources": sums.rows(
                     session,
                     ("resource", "distinct_users", "fits"),
-                    [LedgerInterval.resource, sums.users, sums.fits],
-                    group_by=[LedgerInterval.resource],
+                    [p.resource, sums.users, sums.fits],
+                    group_by=[p.resource],
                 ),
                 "groups": sums.rows(
                     session,
                     ("resource", "group", "distinct_users"),
-                    [LedgerInterval.resource, LedgerInterval.group_path, sums.users],
-                    group_by=[LedgerInterval.resource, LedgerInterval.group_path],
+                    [p.resource, p.group_path, sums.users],
+                    group_by=[p.resource, p.group_path],
                 ),
                 "top_users": sums.rows(
                     session,
                     ("user",),
-                    [LedgerInterval.user_name],
-                    group_by=[LedgerInterval.user_name],
-                    order_by=[sums.weight.desc(), LedgerInterval.user_name],
+                    [p.user_name],
+                    group_by=[p.user_name],
+                    order_by=[sums.weight.desc(), p.user_name],
                     limit=top,
                 ),
                 "timeline": [
@@ -142,9 +294,9 @@ class ContributionStore:
                     for row in sums.rows(
                         session,
                         ("resource", "start"),
-                        [LedgerInterval.resource, day],
-                        group_by=[LedgerInterval.resource, day],
-                        order_by=[day, LedgerInterval.resource],
+                        [p.resource, slot],
+                        group_by=[p.resource, slot],
+                        order_by=[slot, p.resource],
                     )
                 ],
             }
@@ -155,19 +307,12 @@ class ContributionStore:
         would count them again)."""
         if not resources:
             return {"distinct_users": 0, "fits": 0, "gpu_hours": 0.0, "core_hours": 0.0}
-        sums = _Sums(period, resources)
         with self.db.read() as session:
+            sums = _Sums(_Pieces(self.db, session, resources, period).select(WEEK))
             rows = sums.rows(
                 session, ("distinct_users", "fits"), [sums.users, sums.fits], group_by=[]
             )
             return rows[0]
-
-    def _bucket(self, low, bucket: float):
-        """SQL: the number of the ``bucket``-long slice of time holding ``low`` (floor;
-        CAST truncates on SQLite, rounds on PostgreSQL)."""
-        if self.db.is_sqlite:
-            return cast(low / bucket, Integer)
-        return cast(func.floor(low / bucket), Integer)
 
 
 def _contacts(entry_json: str) -> set[str]:

@@ -244,6 +244,8 @@ class LedgerInterval(Base):
         ),
         Index("ix_afhub_ledger_group_start", "group_id", "start_ts"),
         Index("ix_afhub_ledger_owner", "user_name", "kind", "server_name", "state"),
+        # the contributions report's partial days at a period's edges
+        Index("ix_afhub_ledger_resource_start", "resource", "start_ts"),
     )
 
 
@@ -260,6 +262,32 @@ class UsageHourly(Base):
     hour_ts: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     cpu_core_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class ContributionRollup(Base):
+    """What closed charges delivered, per resource, group and user, by UTC day
+    (``span_days`` 1) and by week from the epoch (``span_days`` 7, the contributions
+    timeline's weeks). Written when a charge closes; read by the contributions report,
+    which takes partial days at a period's edges and running charges from the ledger."""
+
+    __tablename__ = "afhub_contribution_rollup"
+
+    #: 1 (a UTC day) or 7 (a week: ``start_ts`` a multiple of 7 days from the epoch)
+    span_days: Mapped[int] = mapped_column(Integer, primary_key=True)
+    resource: Mapped[str] = mapped_column(String(255), primary_key=True)
+    #: start of the day or week, seconds since the epoch
+    start_ts: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    group_path: Mapped[str] = mapped_column(String(255), primary_key=True)
+    user_name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    #: core-seconds and GPU-seconds delivered inside the span
+    core_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    #: charges (and fit charges among them) that started inside the span
+    charges: Mapped[int] = mapped_column(Integer, default=0)
+    fits: Mapped[int] = mapped_column(Integer, default=0)
+    #: the earliest start of the charges that ran in the span (bounds the ledger rows a
+    #: partial day must read)
+    first_start_ts: Mapped[float] = mapped_column(Float)
 
 
 # --- fitting (afhub.stores.fitting) ---------------------------------------------------

@@ -50,7 +50,7 @@ from afhub.stores.ledger.records import (
     interval_info,
     to_ts,
 )
-from afhub.stores.ledger.rollup import accrue, refund
+from afhub.stores.ledger.rollup import accrue, add_contributions, refund
 from afhub.stores.ledger.usage import subtree_intervals
 from afhub.stores.models import CLOSED, FAILED, OPEN_STATES, PENDING, RUNNING, LedgerInterval
 
@@ -217,6 +217,7 @@ class LedgerStore:
                 row.state = CLOSED
                 row.stop_ts = max(at_ts, row.start_ts or at_ts)
                 row.note = note[:255]
+                add_contributions(session, [row])
             return interval_info(row)
 
     def fail(self, interval_id: int, note: str = "spawn failed") -> IntervalInfo:
@@ -313,6 +314,7 @@ class LedgerStore:
                     row.stop_ts = row.checkpoint_ts if row.checkpoint_ts is not None else now_ts
                     row.note = "gone at reconcile; closed at last checkpoint"
                     report.closed.append(row.id)
+                    add_contributions(session, [row])
             report.unknown = sorted(alive - seen)
         return report
 
