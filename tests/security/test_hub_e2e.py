@@ -175,5 +175,10 @@ def test_invitation_ids_are_random_and_refusals_name_no_group(fac, admin):
     assert theirs.status_code == missing.status_code == 404
     assert message(theirs).replace(ids[0], "ID") == message(missing).replace("Z" * 22, "ID")
     assert "atlas" not in theirs.text
+    # who joined by an invitation: the same 404 to an outsider, the list to the admin
+    peek = requests.get(f"{base}invitations/{ids[0]}", headers=headers, timeout=30)
+    assert peek.status_code == 404
+    assert "joined" not in peek.text
+    assert admin("GET", f"invitations/{ids[0]}").json()["joined"] == []
     listed = admin("GET", "groups/atlas/-/invitations").json()["invitations"]
     assert {i["status"] for i in listed} == {"active"}
