@@ -6,8 +6,12 @@ charges of ``--users`` users over the last 365 days on a provider's four resourc
 (bulk inserts); a provider contact logged in to headless Chromium opens
 ``/services/dashboards/contributions?period=year`` and the time until its five charts are
 drawn is measured. In the same run, on the same facility: the hub's own ``/hub/home`` in the
-same browser, and the plain way of the same aggregation (read every charge of the year and
-sum in Python). Writes its section of docs/benchmarks.md.
+same browser, the plain way of the same aggregation (read every charge of the year and
+sum in Python), and the contributions store alone (``ContributionStore.report`` for the
+year, no browser, no kernel). Writes its section of docs/benchmarks.md.
+
+``--store-only`` times the store alone and the plain way on both databases, prints them and
+writes nothing (no facility, no browser: a minute or two).
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ from pathlib import Path
 import requests
 from sqlalchemy import insert, select, text
 
+from afhub.stores.contributions import ContributionStore, Period
 from afhub.stores.database import Database
-from afhub.stores.migrate import upgrade
+from afhub.stores.migrate import downgrade, upgrade
 from afhub.stores.models import CLOSED, LedgerInterval
 from benchmarks.report import summary, write_section
 from tests.browser import CHROMIUM_ARGS, chromium_path
@@ -47,10 +52,20 @@ CHARTS = 5
 ROUND_TIMEOUT = 120
 
 
-def fill_ledger(url: str, rows: int, users: int, now: float, chunk: int = 50_000) -> float:
-    """``rows`` closed charges of ``users`` users in 50 groups over the last year; seconds."""
+#: the revision before the contribution rollup: the ledger is filled there, and upgrading
+#: to the head backfills the rollup as it would on a facility that already has charges
+BEFORE_ROLLUP = "0005_identities"
+
+
+def fill_ledger(
+    url: str, rows: int, users: int, now: float, chunk: int = 50_000
+) -> tuple[float, float]:
+    """``rows`` closed charges of ``users`` users in 50 groups over the last year, then the
+    migration that backfills the contribution rollup from them; seconds of each."""
     rng = random.Random(0)
     names = [r["name"] for r in RESOURCES]
+    upgrade(url)
+    downgrade(url, BEFORE_ROLLUP)
     db = Database(url)
     started = time.perf_counter()
     with db.engine.begin() as conn:
@@ -79,9 +94,25 @@ def fill_ledger(url: str, rows: int, users: int, now: float, chunk: int = 50_000
                     }
                 )
             conn.execute(insert(LedgerInterval.__table__), batch)
-        if db.is_postgresql:
+    filled = time.perf_counter() - started
+    upgrade(url)
+    if db.is_postgresql:
+        with db.engine.begin() as conn:
             conn.execute(text("ANALYZE afhub_ledger"))
+            conn.execute(text("ANALYZE afhub_contribution_rollup"))
     db.dispose()
+    return filled, time.perf_counter() - started - filled
+
+
+def store_alone(url: str, now: float) -> float:
+    """The contributions store's report of the year (the dashboard's query), alone; seconds."""
+    db = Database(url)
+    started = time.perf_counter()
+    report = ContributionStore(db).report(
+        [r["name"] for r in RESOURCES], Period(now - YEAR, now, now), bucket=7 * 86400.0
+    )
+    db.dispose()
+    assert len(report["resources"]) == len(RESOURCES)
     return time.perf_counter() - started
 
 
@@ -165,10 +196,17 @@ def browser_times(fac: Facility, user: str, password: str, rounds: int) -> dict[
 
 def run_backend(name: str, url: str, home: Path, args) -> dict:
     now = time.time()
-    upgrade(url)
-    fill = fill_ledger(url, args.rows, args.users, now)
-    print(f"{name}: {args.rows} charges inserted in {fill:.1f} s", flush=True)
+    fill, backfill = fill_ledger(url, args.rows, args.users, now)
+    print(
+        f"{name}: {args.rows} charges inserted in {fill:.1f} s, rollup backfilled in "
+        f"{backfill:.1f} s",
+        flush=True,
+    )
     plain = [plain_aggregation(url, now) for _ in range(3)]
+    store = [store_alone(url, now) for _ in range(args.rounds)]
+    print(f"{name}: store alone {store}, plain {plain}", flush=True)
+    if args.store_only:
+        return {"store": summary(store), "plain": summary(plain)}
     fac = Facility(home, env={"AFHUB_DB_URL": url}).start()
     try:
         wait_for_dashboards(fac)
@@ -182,6 +220,7 @@ def run_backend(name: str, url: str, home: Path, args) -> dict:
         "fill": fill,
         "stalled": stalled,
         "plain": summary(plain),
+        "store": summary(store),
         **{k: summary(v or [float("nan")]) for k, v in times.items()},
     }
 
@@ -197,18 +236,19 @@ def section(results: dict[str, dict], args, load: tuple[float, ...]) -> str:
         f"from navigation until its {CHARTS} charts are drawn (kernel start, the facility "
         "API's SQL aggregation, rendering), after one warm-up. Upstream ways in the same run: "
         "the hub's own `/hub/home` in the same browser, and the same sums done the plain way "
-        "(read every charge, sum in Python).",
+        "(read every charge, sum in Python). Store alone: `ContributionStore.report` for the "
+        "year (the dashboard's query, no kernel, no browser; median of the rounds).",
         "",
         "| database | dashboard median (s) | p95 (s) | /hub/home median (s) | plain read + sum (s) "
-        "| dashboard / plain read | page views stalled |",
-        "|---|---|---|---|---|---|---|",
+        "| dashboard / plain read | store alone (s) | page views stalled |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         ratio = r["dashboard"]["median"] / r["plain"]["median"]
         lines.append(
             f"| {name} | {r['dashboard']['median']:.2f} | {r['dashboard']['p95']:.2f} | "
             f"{r['home']['median']:.2f} | {r['plain']['median']:.2f} | {ratio:.2f} | "
-            f"{r['stalled']} of {args.rounds} |"
+            f"{r['store']['median']:.2f} | {r['stalled']} of {args.rounds} |"
         )
     lines += [
         "",
@@ -226,8 +266,11 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--no-write", action="store_true", help="do not update the docs")
+    parser.add_argument(
+        "--store-only", action="store_true", help="time the store alone; print, write nothing"
+    )
     args = parser.parse_args()
-    if chromium_path() is None:
+    if chromium_path() is None and not args.store_only:
         sys.exit("Chromium is missing (apt-get install chromium)")
     load = os.getloadavg()
     results: dict[str, dict] = {}
@@ -241,6 +284,9 @@ def main() -> None:
         else:
             url = stack.enter_context(postgres_database(server))
             results["PostgreSQL"] = run_backend("PostgreSQL", url, Path(tmp) / "pg", args)
+    if args.store_only:
+        print(load, results)
+        return
     body = section(results, args, load)
     print(body)
     if not args.no_write:
