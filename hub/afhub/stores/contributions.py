@@ -19,6 +19,7 @@ Where the sums come from (one ``UNION ALL`` of pieces, summed in SQL):
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -122,7 +123,9 @@ class _Pieces:
         return union_all(*parts).subquery("pieces")
 
     def _rollup(self, days: int, lo: float, hi: float):
-        r = ContributionRollup
+        """Rollup rows of ``days`` whose span starts in ``[lo, hi)`` (whole numbers: a
+        float bound would make PostgreSQL compare as numeric, past the index)."""
+        r, lo, hi = ContributionRollup, math.ceil(lo), math.ceil(hi)
         columns = (r.resource, r.group_path, r.user_name, r.start_ts.label("ts"))
         return select(*columns, r.gpu_seconds, r.core_seconds, r.fits).where(
             r.span_days == days, r.resource.in_(self.resources), r.start_ts >= lo, r.start_ts < hi
@@ -133,7 +136,7 @@ class _Pieces:
         r = ContributionRollup
         return self.session.scalar(
             select(func.min(r.first_start_ts)).where(
-                r.span_days == 1, r.resource.in_(self.resources), r.start_ts == day
+                r.span_days == 1, r.resource.in_(self.resources), r.start_ts == int(day)
             )
         )
 
