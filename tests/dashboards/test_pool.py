@@ -119,3 +119,41 @@ def test_a_page_views_kernel_has_its_viewer_and_request_only(service_env):
         "JUPYTERHUB_USER": "ann",
         "JUPYTERHUB_API_TOKEN": "ann-token",
     }
+
+
+def test_a_prepared_kernel_is_not_culled_and_ends_with_the_server():
+    """One real kernel, prepared by the dashboards' kernel manager (no hub needed)."""
+    import asyncio
+
+    import psutil
+
+    from afhub.web.dashboards.viewer import ViewerKernelManager
+
+    def children() -> set[int]:
+        return {child.pid for child in psutil.Process().children(recursive=True)}
+
+    async def scenario() -> tuple[bool, bool, set[int]]:
+        before = children()
+        km = ViewerKernelManager(root_dir=str(APPS), pool_size=1, cull_idle_timeout=1)
+        km.refill_pool()
+        for _ in range(600):
+            if len(km.pool):
+                break
+            await asyncio.sleep(0.1)
+        kernel_id = next(iter(km.pool.ready))
+        await asyncio.sleep(1.5)  # idle longer than cull_idle_timeout
+        await km.cull_kernels()
+        kept = kernel_id in km and kernel_id in km.pool
+        km.pool.discard(kernel_id)  # as if handed out: now the culler may end it
+        await km.cull_kernels()
+        culled = kernel_id not in km
+        km.refill_pool()  # another one, being prepared when the server stops
+        await asyncio.sleep(0.5)
+        await km.shutdown_all()
+        await asyncio.sleep(0.5)
+        return kept, culled, children() - before
+
+    kept, culled, left = asyncio.run(scenario())
+    assert kept
+    assert culled
+    assert left == set()  # no kernel process left behind
