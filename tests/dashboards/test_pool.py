@@ -157,3 +157,24 @@ def test_a_prepared_kernel_is_not_culled_and_ends_with_the_server():
     assert kept
     assert culled
     assert left == set()  # no kernel process left behind
+
+
+def test_only_a_default_kernel_in_the_apps_folder_comes_from_the_pool():
+    import asyncio
+
+    from afhub.web.dashboards.viewer import ViewerKernelManager
+
+    async def fits() -> list[bool]:
+        km = ViewerKernelManager(root_dir=str(APPS), pool_size=2)
+        off = ViewerKernelManager(root_dir=str(APPS), pool_size=0)
+        km.pool.close()  # nothing is started here
+        return [
+            km._poolable("", None),
+            km._poolable("", km.default_kernel_name),
+            km._poolable("onboarding", None),  # another folder: the kernel's cwd differs
+            km._poolable("", "ir"),
+            km._poolable(None, None),
+            off._poolable("", None),
+        ]
+
+    assert asyncio.run(fits()) == [True, True, False, False, False, False]
