@@ -7,9 +7,10 @@ else (no JupyterLab, no terminals). Voila starts one kernel per page view; befor
 :func:`.viewer.prelaunch` takes the viewer's own OAuth token from the request and
 :class:`.viewer.ViewerKernelManager` starts the kernel with that token as its
 ``JUPYTERHUB_API_TOKEN`` and with none of the service's own secrets, so the kernel calls the
-facility API and the fitting service over HTTP as the viewer. :class:`.viewer.ViewerAuthorizer`
-lets a viewer talk only to the kernels of their own page views. Why it is built this way:
-``docs/dashboards.md``.
+facility API and the fitting service over HTTP as the viewer; the kernel is usually one
+prepared ahead without any token or viewer (:mod:`.pool`) and handed its viewer then.
+:class:`.viewer.ViewerAuthorizer` lets a viewer talk only to the kernels of their own page
+views. Why it is built this way: ``docs/dashboards.md``.
 """
 
 from pathlib import Path
