@@ -233,6 +233,14 @@ class FacilitySettings(Configurable):
     def _absolute_home(self, proposal: Any) -> str:
         return str(Path(proposal["value"]).expanduser().resolve())
 
+    facility_name = Unicode(
+        help="""The facility's name as people know it, on the title page of the providers'
+        public reports (``.../contributions/public/<provider>/report.pdf``). Env:
+        ``AFHUB_FACILITY_NAME``.""",
+    ).tag(config=True)
+
+    _default_facility_name = from_env("facility_name", "AFHUB_FACILITY_NAME", "afhub")
+
     ip = Unicode(
         help="Address the public proxy listens on. Env: ``AFHUB_IP``.",
     ).tag(config=True)

@@ -8,6 +8,7 @@ One facility for the module; its registry and ledger are seeded by tests/dashboa
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import re
 import time
@@ -164,6 +165,46 @@ def test_public_report_only_when_published_and_without_names(dash):
         assert "publishes no report" in refused.json()["error"]
     bad = requests.get(public + "beta", params={"period": "decade"}, timeout=60)
     assert bad.status_code == 400
+
+
+def _pdf_text(pdf: bytes) -> str:
+    from pypdf import PdfReader
+
+    return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
+
+
+def test_public_report_as_pdf(dash):
+    public = dash.api + "contributions/public/"
+    forged = {"Authorization": f"token {uuid.uuid4().hex}"}  # ignored: the report is public
+    pdf = requests.get(public + "beta/report.pdf", headers=forged, timeout=120)
+    assert pdf.status_code == 200, pdf.text
+    assert pdf.headers["Content-Type"] == "application/pdf"
+    assert pdf.content.startswith(b"%PDF")
+    text = _pdf_text(pdf.content)
+    # beta's month: carl's 16 cores for 3 h, one user, on 2 x 32 cores for 30 days
+    for expected in ("Beta <i>Lab</i>", "48.0", "Distinct users", "0.1 %", "no user is named"):
+        assert expected in text
+    assert "carl" not in text
+    page = requests.get(public + "beta", params={"format": "html", "period": "week"}, timeout=60)
+    assert "<a href='beta/report.pdf?period=week'>" in page.text
+    for provider in ("alpha", "nope"):  # not published, unknown: as the JSON and the page
+        refused = requests.get(public + provider + "/report.pdf", timeout=60)
+        assert refused.status_code == 404
+        assert "publishes no report" in refused.json()["error"]
+    bad = requests.get(public + "beta/report.pdf", params={"period": "decade"}, timeout=60)
+    assert bad.status_code == 400
+    assert "period must be one of week, month, quarter, year" in bad.json()["error"]
+
+    admin = {"Authorization": f"token {dash.admin.token}"}
+    opted_in = {**PROVIDERS["beta"], "public_report": "with_users"}
+    requests.put(dash.api + "providers/beta", json=opted_in, headers=admin).raise_for_status()
+    try:
+        named = requests.get(public + "beta/report.pdf", timeout=120)
+        assert "carl" in _pdf_text(named.content)
+    finally:
+        requests.put(
+            dash.api + "providers/beta", json=PROVIDERS["beta"], headers=admin
+        ).raise_for_status()
 
 
 # --- pages and kernels ----------------------------------------------------------------------

@@ -120,6 +120,7 @@ def configure_groups_and_quotas(c: Config, settings: FacilitySettings) -> None:
         "AFHUB_DB_URL": settings.db_url,
         "AFHUB_CHECKPOINT_INTERVAL": str(settings.checkpoint_interval),
         "AFHUB_GRACE_PERIOD": str(settings.grace_period),
+        "AFHUB_FACILITY_NAME": settings.facility_name,
         "JUPYTERHUB_COOKIE_OPTIONS": SERVICE_COOKIE_OPTIONS,
     }
     c.JupyterHub.services = [

@@ -24,6 +24,7 @@ from afhub.services.facility_api.contributions import (
     ContributionProvidersHandler,
     ContributionsHandler,
     PublicContributionsHandler,
+    PublicReportPdfHandler,
 )
 from afhub.services.facility_api.groups import GroupHandler, GroupsHandler
 from afhub.services.facility_api.invitations import (
@@ -87,6 +88,7 @@ def routes(prefix: str) -> list[tuple]:
             (r"contributions", ContributionsHandler),
             (r"contributions/providers", ContributionProvidersHandler),
             (r"contributions/public/(?P<provider>[^/]+)", PublicContributionsHandler),
+            (r"contributions/public/(?P<provider>[^/]+)/report\.pdf", PublicReportPdfHandler),
         ],
         [
             (r"metrics", MetricsHandler),
@@ -105,10 +107,12 @@ def make_app(
     hub_auth: HubOAuth | None = None,
     cookie_secret: bytes | None = None,
     has_account: Callable[[str], bool] | None = None,
+    facility_name: str = "afhub",
 ) -> web.Application:
     """The tornado application. ``prefix`` defaults to ``$JUPYTERHUB_SERVICE_PREFIX``;
     ``has_account(name)`` says whether a person who never logged in has a local account (a
-    member may be added by name only when they logged in once or have one)."""
+    member may be added by name only when they logged in once or have one);
+    ``facility_name`` heads the providers' public reports."""
     prefix = service_prefix(prefix, "/services/facility/")
     return service_application(
         routes(prefix),
@@ -117,6 +121,7 @@ def make_app(
         afhub_stores=stores,
         afhub_prefix=prefix,
         afhub_has_account=has_account,
+        afhub_facility_name=facility_name,
     )
 
 
@@ -124,8 +129,12 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s %(name)s] %(message)s")
     stores = Stores.open()
     url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
-    hub_db_url = FacilitySettings(config=Config()).hub_db_url
-    app = make_app(stores, has_account=functools.partial(has_account, hub_db_url))
+    settings = FacilitySettings(config=Config())
+    app = make_app(
+        stores,
+        has_account=functools.partial(has_account, settings.hub_db_url),
+        facility_name=settings.facility_name,
+    )
     app.listen(url.port or 80, url.hostname or "127.0.0.1")
     logging.getLogger("afhub.facility_api").info("facility API on %s", url.geturl())
     run_until_stopped("the facility API", on_stop=stores.close)

@@ -13,6 +13,7 @@ import html
 import io
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode
 
 from afhub.services.facility_api.base import FacilityHandler
 from afhub.services.kit.errors import ApiError
@@ -207,46 +208,77 @@ class ContributionProvidersHandler(ContributionsHandler):
 class PublicContributionsHandler(ContributionsHandler):
     """``/api/contributions/public/{provider}``: the aggregated report a provider publishes
     (its registry entry's ``public_report``), without login: no user names unless the
-    provider chose ``with_users``; ``format=html`` is a page to send on."""
+    provider chose ``with_users``; ``format=html`` is a page to send on, linking the PDF."""
 
     anonymous = True
 
     async def get(self, provider: str) -> None:  # type: ignore[override]
+        public = await self.public_report(provider)
+        fmt = self.get_query_argument("format", "json")
+        if fmt not in ("json", "html"):
+            raise ApiError(400, "format must be json or html")
+        if fmt == "html":
+            self.set_header("Content-Type", "text/html; charset=utf-8")
+            self.finish(public_page(public, pdf_link(provider, self.request.query)))
+            return
+        self.send(public)
+
+    async def public_report(self, provider: str) -> dict[str, Any]:
+        """The published report of ``provider`` for the asked period; 404 when the
+        provider publishes none (or is unknown), then 400 for a bad period."""
         entry = await self.call(self.stores.registry.get_provider, provider)
         published = (entry or {}).get("public_report", "off")
         if published == "off":
             raise ApiError(404, f"provider {provider!r} publishes no report")
         period = self.period()
-        fmt = self.get_query_argument("format", "json")
-        if fmt not in ("json", "html"):
-            raise ApiError(400, "format must be json or html")
         entries = [
             r["entry"]
             for r in await self.call(self.stores.registry.resource_records)
             if r["entry"]["provider"] == provider
         ]
-        report = await self.call(
-            self.contributions.report, [e["name"] for e in entries], period, top=10
-        )
+        names = [e["name"] for e in entries]
+        report = await self.call(self.contributions.report, names, period, top=10)
         public = {
             "provider": provider,
             "institution": entry.get("institution"),
+            "facility": self.settings.get("afhub_facility_name") or "afhub",
             "since": _iso(period.since),
             "until": _iso(period.until),
+            "generated": _iso(period.now),
+            "totals": await self.call(self.contributions.totals, names, period),
             "resources": self.resource_rows(entries, report["resources"], period),
             "groups": report["groups"],
+            "timeline": report["timeline"],
         }
         if published == "with_users":
             public["top_users"] = report["top_users"]
-        if fmt == "html":
-            self.set_header("Content-Type", "text/html; charset=utf-8")
-            self.finish(public_page(public))
-            return
-        self.send(public)
+        return public
 
 
-def public_page(report: dict[str, Any]) -> str:
-    """A plain page of the public report; every name escaped."""
+class PublicReportPdfHandler(PublicContributionsHandler):
+    """``/api/contributions/public/{provider}/report.pdf``: the same report, period and
+    refusals as a PDF (:mod:`afhub.services.facility_api.public_report_pdf`)."""
+
+    async def get(self, provider: str) -> None:  # type: ignore[override]
+        public = await self.public_report(provider)
+        # matplotlib takes about a second to import: only this page pays for it
+        from afhub.services.facility_api.public_report_pdf import render_pdf
+
+        pdf = await self.call(render_pdf, public)
+        self.set_header("Content-Type", "application/pdf")
+        filename = f"{provider}-contributions-{public['since'][:10]}-{public['until'][:10]}.pdf"
+        self.set_header("Content-Disposition", f'inline; filename="{filename}"')
+        self.finish(pdf)
+
+
+def pdf_link(provider: str, query: str) -> str:
+    """The PDF of the report a page of ``.../public/<provider>?query`` shows (relative)."""
+    kept = [(k, v) for k, v in parse_qsl(query) if k in ("period", "since", "until")]
+    return f"{quote(provider)}/report.pdf" + (f"?{urlencode(kept)}" if kept else "")
+
+
+def public_page(report: dict[str, Any], pdf_href: str) -> str:
+    """A plain page of the public report, with a link to its PDF; every name escaped."""
     columns = CSV_TABLES["resources"][:-3]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     rows = "".join(
@@ -258,5 +290,6 @@ def public_page(report: dict[str, Any]) -> str:
     return (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title></head>"
         f"<body><h1>Contributions of {title}</h1><p>{period}</p>"
+        f"<p><a href='{html.escape(pdf_href)}'>This report as a PDF</a></p>"
         f"<table border='1'><tr>{head}</tr>{rows}</table></body></html>"
     )
