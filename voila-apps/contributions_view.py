@@ -8,9 +8,11 @@ facility admins every provider's, anyone else the API's 403.
 from __future__ import annotations
 
 import csv
+import html
 import io
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import dashboard_kit as kit
 import ipywidgets as widgets
@@ -60,6 +62,7 @@ def report_view(params: dict[str, str]) -> widgets.Widget:
         title,
         kit.table([_shown(r) for r in report["resources"]], RESOURCE_COLUMNS),
         kit.download("Download CSV", "contributions.csv", _csv(report["resources"]), "text/csv"),
+        public_links(report["providers"], params["period"]),
     ]
     delivered = sum(r["gpu_hours"] + r["core_hours"] for r in report["resources"])
     if not delivered:
@@ -67,6 +70,23 @@ def report_view(params: dict[str, str]) -> widgets.Widget:
         return widgets.VBox(parts)
     parts += [kit.figure(fig) for fig in charts(report)]
     return widgets.VBox(parts)
+
+
+def public_links(providers: list[str], period: str) -> widgets.HTML:
+    """A link to the public report (PDF) of each shown provider that publishes one."""
+    published = {
+        p["name"]
+        for p in kit.facility("providers")["providers"]
+        if p.get("public_report", "off") != "off"
+    }
+    base = kit.service_url("facility") + "api/contributions/public/"
+    links = [
+        f'<a href="{html.escape(base + quote(name))}/report.pdf?period={quote(period)}" '
+        f'target="_blank">Public report of {html.escape(name)} (PDF)</a>'
+        for name in providers
+        if name in published
+    ]
+    return widgets.HTML(" | ".join(links))
 
 
 def _csv(rows: list[dict[str, Any]]) -> bytes:

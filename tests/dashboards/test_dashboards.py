@@ -297,6 +297,20 @@ def test_a_student_gets_403_from_page_and_kernel_alike(dash):
     ]
 
 
+def test_contributions_page_links_the_published_pdf_only(dash):
+    kernel = KERNEL_ID.search(_page(dash, dash.prov, "contributions").text).group(1)
+    code = "from contributions_view import public_links\n"
+    code += "print(public_links(['alpha', 'beta'], 'week').value)"
+    links = re.findall(r'href="([^"]+)"', _run(dash, dash.prov, kernel, code))
+    # alpha publishes nothing: no link to a 404
+    assert links == [
+        dash.fac.url + "services/facility/api/contributions/public/beta/report.pdf?period=week"
+    ]
+    pdf = requests.get(links[0], timeout=120)
+    assert pdf.status_code == 200
+    assert pdf.content.startswith(b"%PDF")
+
+
 def test_kernels_are_per_page_view_and_private_to_their_viewer(dash):
     first = KERNEL_ID.search(_page(dash, dash.student, "fitting").text).group(1)
     second = KERNEL_ID.search(_page(dash, dash.student, "fitting").text).group(1)
