@@ -50,7 +50,8 @@ def _user(fac: Facility, name: str) -> SimpleNamespace:
 
 @pytest.fixture(scope="module")
 def dash(tmp_path_factory):
-    fac = Facility(tmp_path_factory.mktemp("dashboards"))
+    # the facility's name reaches the facility API (the public report's PDF)
+    fac = Facility(tmp_path_factory.mktemp("dashboards"), env={"AFHUB_FACILITY_NAME": "Test AF"})
     fac.start()
     try:
         _wait_until_routed(fac)
@@ -182,7 +183,14 @@ def test_public_report_as_pdf(dash):
     assert pdf.content.startswith(b"%PDF")
     text = _pdf_text(pdf.content)
     # beta's month: carl's 16 cores for 3 h, one user, on 2 x 32 cores for 30 days
-    for expected in ("Beta <i>Lab</i>", "48.0", "Distinct users", "0.1 %", "no user is named"):
+    for expected in (
+        "Test AF",
+        "Beta <i>Lab</i>",
+        "48.0",
+        "Distinct users",
+        "0.1 %",
+        "no user is named",
+    ):
         assert expected in text
     assert "carl" not in text
     page = requests.get(public + "beta", params={"format": "html", "period": "week"}, timeout=60)

@@ -17,7 +17,6 @@ from urllib.parse import urlparse
 
 from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler
 from tornado import web
-from traitlets.config import Config
 
 from afhub.auth.accounts import has_account
 from afhub.services.facility_api.contributions import (
@@ -47,7 +46,7 @@ from afhub.services.facility_api.users import MeHandler, UserHandler
 from afhub.services.kit.app import service_application, service_prefix, service_routes
 from afhub.services.kit.handlers import pages_redirect
 from afhub.services.kit.lifecycle import run_until_stopped
-from afhub.settings import FacilitySettings
+from afhub.settings import FacilitySettings, load_config_file
 from afhub.stores.facade import Stores
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
@@ -129,7 +128,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s %(name)s] %(message)s")
     stores = Stores.open()
     url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
-    settings = FacilitySettings(config=Config())
+    # afhub.yaml (the chart's ConfigMap) where it sets a value, else the environment
+    settings = FacilitySettings(config=load_config_file())
     app = make_app(
         stores,
         has_account=functools.partial(has_account, settings.hub_db_url),
