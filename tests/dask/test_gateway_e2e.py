@@ -117,10 +117,20 @@ with warnings.catch_warnings(record=True) as caught:
     cluster.scale(5)
 print("WARN", " | ".join(str(w.message) for w in caught))
 print("WORKERS", len(client.scheduler_info()["workers"]))
+# a refused new_cluster leaves a half-made client object whose __del__, if the garbage
+# collector runs it on the client's IO thread, deadlocks the next call (dask-gateway
+# 2026.3 client: Gateway.__del__ -> close -> sync on its own loop); keep them to the end
+refused = []
+try:
+    gateway.new_cluster()  # the group's 3 Dask cores are all held
+except Exception as exc:
+    print("FULL", type(exc).__name__, exc)
+    refused.append(exc)
 try:
     gateway.new_cluster(worker_cores=8)
 except Exception as exc:
     print("REFUSED", type(exc).__name__, exc)
+    refused.append(exc)
 print("NAME", cluster.name)
 print("DASHBOARD", cluster.dashboard_link)
 cluster.shutdown_on_close = False  # the test goes on with it after the kernel ends
@@ -135,9 +145,16 @@ def test_student_cluster_from_notebook_computes_hits_limit_and_is_charged(facili
     assert lines["SUM"] == "4000000", out
     # scaling past the group's limit is capped, with the reason
     assert "runs 2 workers instead" in lines["WARN"], out
-    assert STUDENTS in lines["WARN"], out
-    assert "concurrent Dask cores" in lines["WARN"], out
+    # ... in the plain words of the spawn form (afhub.quotas.refusals.explain)
+    full = f"Group '{STUDENTS}' is at its limit of 3 concurrent Dask cores: 3 of 3 in use."
+    assert full in lines["WARN"], out
+    assert "You can wait until Dask workers charged to it stop" in lines["WARN"], out
+    assert "to raise the limit." in lines["WARN"], out
     assert lines["WORKERS"] == "2", out
+    # a new cluster while the group's cores are all held: refused, the same words
+    assert f"You cannot start this Dask cluster. {full}" in lines["FULL"], out
+    assert "wait until Dask workers charged to it stop" in lines["FULL"], out
+    assert "ask the facility's administrators to raise the limit." in lines["FULL"], out
     # options beyond the group's limit: a clear error and no cluster
     assert lines["REFUSED"].startswith("ValueError"), out
     assert "worker_cores=8" in lines["REFUSED"], out

@@ -164,6 +164,9 @@ def test_replicas_capped_and_ledger_charged_from_the_phases(backend, stores):
     granted, notice = asyncio.run(backend.capped(NAME, 10))
     assert granted == 4
     assert "runs 4 workers instead" in notice
+    # the refusal in plain words, as it reads once the 4 run (explain, what="Dask cluster")
+    assert "Group 'cms/students' is at its limit of 5 concurrent Dask cores: 5 of 5" in notice
+    assert "You can wait until Dask workers charged to it stop" in notice
     assert asyncio.run(backend.capped(NAME, 3)) == (3, "")
     # the gateway wrote 4 replicas and the scheduler runs: four worker intervals, started
     _seen(backend, _object("ann", replicas=4, phase="Running"))

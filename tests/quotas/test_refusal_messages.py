@@ -11,7 +11,7 @@ import pytest
 
 from afhub.quotas.decisions import NodeState, decide
 from afhub.quotas.limits import Charge, Holdings, Limits, Usage
-from afhub.quotas.refusals import explain
+from afhub.quotas.refusals import after_granting, explain
 from afhub.quotas.remaining import describe, full_label, remaining
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
@@ -105,6 +105,22 @@ def test_dask_refusal_speaks_of_the_cluster():
     text = explain(dask, what="Dask cluster").text
     assert text.startswith("You cannot start this Dask cluster.")
     assert "wait until Dask workers charged to it stop" in text
+
+
+def test_capped_scale_reads_as_after_the_workers_that_fit_start():
+    # 1 of 5 cores held (the scheduler); of 4 more 2-core workers, 2 fit: the refusal of 3
+    worker = Charge("dask", 2)
+    three = refusal([node("g", Limits(max_dask_cores=5), dask_cores=1)], Charge("dask", 6))
+    assert (three.used, three.requested) == (1, 6)
+    after = after_granting(three, worker, 2)
+    assert (after.used, after.requested) == (5, 2)
+    text = explain(after, what="Dask cluster", admins=["ann"], opening=False).text
+    assert text == (
+        "Group 'g' is at its limit of 5 concurrent Dask cores: 5 of 5 in use. You can wait "
+        "until Dask workers charged to it stop or ask an admin of 'g' (ann) to raise the limit."
+    )
+    spent = refusal([node("g", Limits(cpu_core_hours=1), cpu_core_hours=2)], worker)
+    assert after_granting(spent, worker, 3) == spent  # a budget's use is time spent
 
 
 def test_quota_line_says_what_is_left_of_each_limit_and_when_a_group_is_full():

@@ -17,11 +17,11 @@ or an admin. The facts (admins, groups with room) are passed in; nothing is look
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from afhub.quotas.decisions import Refusal, format_amount, format_time
-from afhub.quotas.limits import LimitName
+from afhub.quotas.limits import Charge, LimitName
 from afhub.quotas.periods import RollingWindow, parse_period
 
 #: what a limit of 0 leaves no allowance for, per limit
@@ -118,18 +118,31 @@ def _wait(refusal: Refusal) -> tuple[list[str], str | None]:
     return [f"wait while older usage drops out of the {days} window"], None
 
 
+def after_granting(refusal: Refusal, per_unit: Charge, granted: int) -> Refusal:
+    """``refusal`` of ``granted + 1`` units of a request (workers of a scaled Dask cluster,
+    say) as it reads once the ``granted`` units that fit hold their room: a concurrency
+    limit then has their share more in use, and only one more unit is asked for. A budget's
+    refusal is unchanged (its use is time already spent)."""
+    if refusal.limit.is_budget:
+        return refusal
+    share = per_unit.holdings.get(refusal.limit)
+    return replace(refusal, used=refusal.used + share * granted, requested=share)
+
+
 def explain(
     refusal: Refusal,
     *,
     what: str = "server",
     admins: Sequence[str] = (),
     alternatives: Sequence[str] = (),
+    opening: bool = True,
 ) -> Advice:
     """``refusal`` for the person who asked to start ``what`` (a server, a Dask cluster).
 
     ``admins``: the admins of the refusing group (or of the nearest group above it that
     has any); ``alternatives``: the person's other groups that have room for the same
-    request now."""
+    request now. ``opening=False`` leaves out the first sentence ("You cannot start this
+    ..."), for a refusal that follows a sentence of its own (a capped scale request)."""
     options = []
     if alternatives:
         options.append(f"charge it to another of your groups with room: {_names(alternatives)}")
@@ -146,8 +159,7 @@ def explain(
     if len(options) > 1:
         options[-1] = f"or {options[-1]}"
     joiner = ", " if len(options) > 2 else " "
-    text = (
-        f"You cannot start this {what}. {limit_reached(refusal, what)} "
-        f"You can {joiner.join(options)}."
-    )
+    text = f"{limit_reached(refusal, what)} You can {joiner.join(options)}."
+    if opening:
+        text = f"You cannot start this {what}. {text}"
     return Advice(text=text, resets_at=refusal.resets_at, reset_text=reset_text)

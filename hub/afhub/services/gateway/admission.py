@@ -17,8 +17,9 @@ from datetime import UTC, datetime
 from dask_gateway_server.backends.base import PublicException
 from dask_gateway_server.backends.db_base import JobStatus, timestamp
 
-from afhub.dask.policy import scale_notice, scheduler_charge, worker_charge, workers_that_fit
+from afhub.dask.policy import scheduler_charge, worker_charge, workers_that_fit
 from afhub.services.gateway.middleware import tell_the_scaler
+from afhub.services.gateway.refusals import cluster_refused, scale_capped
 from afhub.services.gateway.workers import WorkerRefused, WorkerSpec
 from afhub.stores.errors import StoreError
 
@@ -53,7 +54,9 @@ class AdmissionMixin:
         except StoreError as exc:  # e.g. no longer a member of the group
             raise PublicException(f"no cluster started: {exc}") from None
         if not decision.allowed:
-            raise PublicException(f"no cluster started: {decision.message}")
+            raise PublicException(
+                await asyncio.to_thread(cluster_refused, self.stores, user.name, charge, decision)
+            )
         cluster = self.db.create_cluster(user.name, options, config.to_dict())
         try:
             await asyncio.to_thread(
@@ -63,13 +66,14 @@ class AdmissionMixin:
                 group=group,
                 server_name=scheduler_key(cluster.name),
             )
-        except StoreError as exc:
+        except StoreError as exc:  # a concurrent admission took the room, say
             self.db.update_cluster(
                 cluster, status=JobStatus.FAILED, target=JobStatus.FAILED, stop_time=timestamp()
             )
             cluster.ready.set()
             cluster.shutdown.set()
-            raise PublicException(f"no cluster started: {exc}") from None
+            refused = await asyncio.to_thread(cluster_refused, self.stores, user.name, charge, exc)
+            raise PublicException(refused) from None
         self.log.info(
             "Created cluster %s for user %s, charged to %s", cluster.name, user.name, group
         )
@@ -89,15 +93,27 @@ class AdmissionMixin:
             return {}
         return {STARTED_BY: server, SERVER_INTERVAL: interval.id}
 
-    async def _fit(self, cluster, extra: int) -> tuple[int, str]:
-        """How many of ``extra`` more workers of ``cluster`` fit its group's limits and
-        (GPU workers) the free device slots now, and why no more."""
+    async def _scale_notice(self, cluster, requested: int, extra: int) -> tuple[int, str]:
+        """Of ``extra`` more workers of ``cluster`` (``requested`` in all), how many fit its
+        group's limits and (GPU workers) the free device slots now, and the notice when not
+        all ('' when all): the refusal in plain words."""
         chain = await asyncio.to_thread(self.stores.ledger.status, cluster.options["charge_to"])
         spec = WorkerSpec.from_options(cluster.options, cluster.config)
         per_worker = worker_charge(spec.worker_cores, spec.worker_gpus, spec.gpu_resource)
         fit, why = workers_that_fit(chain, per_worker, extra, datetime.now(UTC))
         capped, reason = await asyncio.to_thread(self.workers.cap, spec, fit)
-        return capped, (reason if capped < fit else why.message)
+        if capped >= extra:
+            return capped, ""
+        notice = await asyncio.to_thread(
+            scale_capped,
+            self.stores,
+            requested,
+            requested - extra + capped,
+            reason if capped < fit else why,
+            per_worker,
+            fit,
+        )
+        return capped, notice
 
     async def forward_message_to_scheduler(self, cluster, msg):
         if msg.get("op") == "scale":
@@ -105,10 +121,9 @@ class AdmissionMixin:
             held = len(record.active_workers())
             extra = int(msg["count"]) - held
             if extra > 0:
-                fit, why = await self._fit(record, extra)
+                fit, notice = await self._scale_notice(record, int(msg["count"]), extra)
                 if fit < extra:
                     granted = held + fit
-                    notice = scale_notice(int(msg["count"]), granted, why)
                     self.log.info("Cluster %s: %s", cluster.name, notice)
                     self._notices[cluster.name] = notice
                     tell_the_scaler(notice)
@@ -120,14 +135,15 @@ class AdmissionMixin:
         if extra <= 0 or cluster.worker_start_failure_count >= self.worker_start_failure_limit:
             await super()._check_cluster_scale(cluster)
             return
-        fit, why_message = await self._fit(cluster, extra)
+        fit, capped_notice = await self._scale_notice(cluster, cluster.count, extra)
         admitted, refusal = await self._admit_workers(cluster, fit)
         if admitted < extra:
             granted = len(cluster.active_workers())
-            notice = (
-                f"cluster {cluster.name} runs {granted} of {cluster.count} workers: "
-                f"{refusal or why_message}"
-            )
+            notice = capped_notice
+            if refusal is not None:  # a concurrent admission took the room
+                notice = (
+                    f"cluster {cluster.name} runs {granted} of {cluster.count} workers: {refusal}"
+                )
             if self._notices.get(cluster.name) != notice:
                 self.log.info("%s", notice)
                 self._notices[cluster.name] = notice

@@ -26,7 +26,7 @@ from dask_gateway_server.backends.base import PublicException
 from dask_gateway_server.backends.kubernetes import KubeBackend
 from dask_gateway_server.models import ClusterStatus
 
-from afhub.dask.policy import scale_notice, scheduler_charge, worker_charge, workers_that_fit
+from afhub.dask.policy import scheduler_charge, worker_charge, workers_that_fit
 from afhub.services.gateway.budgets import BudgetMixin
 from afhub.services.gateway.facility import FacilityMixin, pages_root
 from afhub.services.gateway.kube_ledger import (
@@ -38,6 +38,7 @@ from afhub.services.gateway.kube_ledger import (
     state_of,
 )
 from afhub.services.gateway.middleware import json_answers, safe_headers, tell_the_scaler
+from afhub.services.gateway.refusals import cluster_refused, scale_capped
 from afhub.services.gateway.workers import WorkerCharging, WorkerRefused, WorkerSpec
 from afhub.stores.errors import StoreError
 from afhub.stores.facade import Stores
@@ -111,16 +112,18 @@ class AfhubKubeBackend(FacilityMixin, BudgetMixin, KubeBackend):
         except WorkerRefused as exc:
             raise PublicException(f"no cluster started: {exc}") from None
         name = f"{config.namespace}.{obj['metadata']['name']}"
+        charge = scheduler_charge(self.policy)
         try:
             admission = await asyncio.to_thread(
                 self.stores.ledger.admit,
                 user=user.name,
-                charge=scheduler_charge(self.policy),
+                charge=charge,
                 group=group,
                 server_name=f"{name}/scheduler",
             )
         except StoreError as exc:  # over the limits, or no longer a member
-            raise PublicException(f"no cluster started: {exc}") from None
+            refused = await asyncio.to_thread(cluster_refused, self.stores, user.name, charge, exc)
+            raise PublicException(refused) from None
         self.log.info("Creating cluster %s for user %s, charged to %s", name, user.name, group)
         try:
             await self.custom_client.create_namespaced_custom_object(
@@ -149,7 +152,10 @@ class AfhubKubeBackend(FacilityMixin, BudgetMixin, KubeBackend):
         fit, why = workers_that_fit(chain, per_worker, count - held, datetime.now(UTC))
         if held + fit == count:
             return count, ""
-        return held + fit, scale_notice(count, held + fit, why)
+        notice = await asyncio.to_thread(
+            scale_capped, self.stores, count, held + fit, why, per_worker, fit
+        )
+        return held + fit, notice
 
     async def forward_message_to_scheduler(self, cluster, msg):
         if msg.get("op") == "scale":
