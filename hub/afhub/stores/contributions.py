@@ -82,15 +82,16 @@ def _least(a, b):
     return case((a < b, a), else_=b)
 
 
-def _piece(ledger, low, high, *, ts=None, fits=None):
-    """The columns of one piece of a ledger charge: ``[low, high)`` of it."""
+def _piece(ledger, low, high, *, fits=None):
+    """The columns of one piece of a ledger charge: ``[low, high)`` of it, its fit counted
+    where ``fits`` (always when ``None``)."""
     seconds = case((high > low, high - low), else_=literal(0.0))
     counted = ledger.kind == FIT_KIND if fits is None else and_(ledger.kind == FIT_KIND, fits)
     return (
         ledger.resource.label("resource"),
         ledger.group_path.label("group_path"),
         ledger.user_name.label("user_name"),
-        (low if ts is None else ts).label("ts"),
+        low.label("ts"),
         (seconds * ledger.gpus).label("gpu_seconds"),
         (seconds * ledger.cpu_cores).label("core_seconds"),
         case((counted, 1), else_=0).label("fits"),
@@ -146,9 +147,10 @@ class _Pieces:
         (counted when they began after it)."""
         ledger, period, parts = LedgerInterval, self.period, []
         edges = [(period.since, cuts.day_lo, False), (cuts.day_hi, period.until, True)]
-        for index, (lo, hi, after) in enumerate(edges):
-            first = self._first_start(lo // DAY * DAY)
-            if first is None or (index == 1 and lo >= hi):
+        for lo, hi, after in edges:
+            # the first edge is read even when empty: it counts the charges running at since
+            first = None if after and lo >= hi else self._first_start(lo // DAY * DAY)
+            if first is None:
                 continue
             start = ledger.start_ts
             parts.append(
