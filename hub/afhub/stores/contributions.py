@@ -270,9 +270,11 @@ class ContributionStore:
             return {"resources": [], "groups": [], "top_users": [], "timeline": []}
         with self.db.read() as session:
             pieces = _Pieces(self.db, session, resources, period)
-            sums = _Sums(pieces.select(bucket))
-            p = sums.pieces.c
-            slot = pieces.floor(p.ts / bucket)
+            # whole weeks wherever they fit, except for a timeline of days
+            sums = _Sums(pieces.select(WEEK))
+            by_bucket = sums if bucket % WEEK == 0 else _Sums(pieces.select(bucket))
+            p, b = sums.pieces.c, by_bucket.pieces.c
+            slot = pieces.floor(b.ts / bucket)
             return {
                 "resources": sums.rows(
                     session,
@@ -296,12 +298,12 @@ class ContributionStore:
                 ),
                 "timeline": [
                     {**row, "start": int(row["start"]) * int(bucket)}
-                    for row in sums.rows(
+                    for row in by_bucket.rows(
                         session,
                         ("resource", "start"),
-                        [p.resource, slot],
-                        group_by=[p.resource, slot],
-                        order_by=[slot, p.resource],
+                        [b.resource, slot],
+                        group_by=[b.resource, slot],
+                        order_by=[slot, b.resource],
                     )
                 ],
             }
