@@ -370,7 +370,6 @@ class FacilitySettings(Configurable):
         "dashboards_kernel_pool", "AFHUB_DASHBOARDS_KERNEL_POOL", 2, whole(0)
     )
 
-
     gateway_proxy_port = Integer(
         help="""Port of the Dask Gateway's proxy: the gateway's HTTP API and dashboards
         (``/services/dask-gateway/``, behind the hub's proxy) and the TLS connections of

@@ -378,6 +378,8 @@ def test_static_paths_refuse_traversal(dash, path):
 
 #: (viewer, dashboard, plotly charts it draws with the seeded data)
 PAGES = [("prov", "contributions", 5), ("lead", "quota", 2), ("student", "fitting", 0)]
+#: page views tried before a dashboard that never draws fails the test
+VIEWS = 3
 
 
 def _console_errors(messages: list[str], failed: list[str]) -> list[str]:
@@ -411,17 +413,21 @@ def test_dashboard_draws_in_chromium(dash, who, name, charts):
             f"document.querySelectorAll('.js-plotly-plot').length >= {charts}"
             " && document.querySelectorAll('.jupyter-widgets').length > 0"
         )
-        try:
-            page.wait_for_function(drawn, timeout=90_000)
-        except PlaywrightTimeout:
-            # Known, not yet understood: now and then Voila's page stops streaming before
-            # its last cells (seen about once in three full runs; the same page draws on a
-            # reload). Reloaded once, said aloud; a page that stalls twice fails.
-            warnings.warn(f"dashboard {name} for {who} stalled; reloaded once", stacklevel=1)
-            messages.clear()  # the reload aborts the stalled page's requests
+        for view in range(1, VIEWS + 1):
+            try:
+                page.wait_for_function(drawn, timeout=60_000)
+                break
+            except PlaywrightTimeout:
+                if view == VIEWS:
+                    raise
+            # Known, root cause not found (see docs/dashboards.md, "Known problem"): now and
+            # then the Voila server waits forever for a kernel message that the idle kernel
+            # has sent (reproduced with plain GETs, about one page view in ten under load;
+            # server and kernel both idle in py-spy). A new view draws. Said aloud.
+            warnings.warn(f"dashboard {name} for {who} stalled in view {view}", stacklevel=1)
+            messages.clear()  # the new view aborts the stalled page's requests
             failed.clear()
-            page.reload()
-            page.wait_for_function(drawn, timeout=120_000)
+            page.goto(page.url, wait_until="commit", timeout=60_000)
         text = page.inner_text("body")
         if name == "fitting":  # run the example likelihood: progress, table, contour
             page.get_by_role("button", name="Run").click()
