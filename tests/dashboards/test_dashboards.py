@@ -13,7 +13,6 @@ import json
 import re
 import time
 import uuid
-import warnings
 from types import SimpleNamespace
 from urllib.parse import urljoin, urlparse
 
@@ -319,6 +318,21 @@ def test_contributions_page_links_the_published_pdf_only(dash):
     assert pdf.content.startswith(b"%PDF")
 
 
+#: page views in a row in the test below; before the wakeful kernel clients about one page
+#: view in eight (3 to 15) never finished (docs/dashboards.md)
+VIEWS_IN_A_ROW = 12
+
+
+def test_page_views_in_a_row_all_finish_with_their_dashboard(dash):
+    """Each page view finishes (no read waits 30 s) with its dashboard's widget in it."""
+    for view in range(VIEWS_IN_A_ROW):
+        who, name = (dash.lead, "quota") if view % 2 else (dash.prov, "contributions")
+        url = dash.fac.url + f"services/dashboards/voila/render/{name}.ipynb"
+        page = requests.get(url, headers={"Authorization": f"token {who.token}"}, timeout=30)
+        assert page.status_code == 200, (view, name)
+        assert "application/vnd.jupyter.widget-view+json" in page.text, (view, name)
+
+
 def test_kernels_are_per_page_view_and_private_to_their_viewer(dash):
     first = KERNEL_ID.search(_page(dash, dash.student, "fitting").text).group(1)
     second = KERNEL_ID.search(_page(dash, dash.student, "fitting").text).group(1)
@@ -378,8 +392,6 @@ def test_static_paths_refuse_traversal(dash, path):
 
 #: (viewer, dashboard, plotly charts it draws with the seeded data)
 PAGES = [("prov", "contributions", 5), ("lead", "quota", 2), ("student", "fitting", 0)]
-#: page views tried before a dashboard that never draws fails the test
-VIEWS = 3
 
 
 def _console_errors(messages: list[str], failed: list[str]) -> list[str]:
@@ -392,7 +404,6 @@ def _console_errors(messages: list[str], failed: list[str]) -> list[str]:
 @pytest.mark.skipif(chromium_path() is None, reason="Chromium is not installed")
 @pytest.mark.parametrize(("who", "name", "charts"), PAGES)
 def test_dashboard_draws_in_chromium(dash, who, name, charts):
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     viewer = getattr(dash, who)
@@ -413,21 +424,7 @@ def test_dashboard_draws_in_chromium(dash, who, name, charts):
             f"document.querySelectorAll('.js-plotly-plot').length >= {charts}"
             " && document.querySelectorAll('.jupyter-widgets').length > 0"
         )
-        for view in range(1, VIEWS + 1):
-            try:
-                page.wait_for_function(drawn, timeout=60_000)
-                break
-            except PlaywrightTimeout:
-                if view == VIEWS:
-                    raise
-            # Known, root cause not found (see docs/dashboards.md, "Known problem"): now and
-            # then the Voila server waits forever for a kernel message that the idle kernel
-            # has sent (reproduced with plain GETs, about one page view in ten under load;
-            # server and kernel both idle in py-spy). A new view draws. Said aloud.
-            warnings.warn(f"dashboard {name} for {who} stalled in view {view}", stacklevel=1)
-            messages.clear()  # the new view aborts the stalled page's requests
-            failed.clear()
-            page.goto(page.url, wait_until="commit", timeout=60_000)
+        page.wait_for_function(drawn, timeout=60_000)
         text = page.inner_text("body")
         if name == "fitting":  # run the example likelihood: progress, table, contour
             page.get_by_role("button", name="Run").click()

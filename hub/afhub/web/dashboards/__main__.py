@@ -29,6 +29,9 @@ def arguments(apps: str) -> list[str]:
     return [
         f"--ServerApp.root_dir={apps}",
         f"--ServerApp.kernel_manager_class={viewer}.ViewerKernelManager",
+        # kernel clients that do not hang on a missed ZeroMQ wake-up (page views that
+        # never finished): afhub.web.dashboards.channels
+        "--AsyncKernelManager.client_class=afhub.web.dashboards.channels.WakefulKernelClient",
         f"--ServerApp.authorizer_class={viewer}.ViewerAuthorizer",
         "--ServerApp.terminals_enabled=False",
         f"--MappingKernelManager.cull_idle_timeout={KERNEL_IDLE_SECONDS}",
