@@ -192,6 +192,9 @@ def test_dashboards_deployment(rendered):
     assert container["image"] == "registry.example.org/afhub/notebook-cpu:2026.12.1"
     assert container["imagePullPolicy"] == "Always"
     assert container["command"] == ["python", "-m", "afhub.web.dashboards"]
+    assert container["args"] == ["--ViewerKernelManager.pool_size=4"]
+    minimal = find(rendered["minimal"], "Deployment", "afhub-dashboards")["spec"]["template"]
+    assert minimal["spec"]["containers"][0]["args"] == ["--ViewerKernelManager.pool_size=2"]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert "AFHUB_DB_URL" not in env
     assert env["JUPYTERHUB_SERVICE_NAME"] == "dashboards"
