@@ -27,7 +27,6 @@ from tornado import web
 from traitlets import Bool, Float, HasTraits, Unicode, default
 
 from afhub.groups.names import InvalidGroupName, validate_path
-from afhub.groups.tree import Role
 from afhub.quotas.decisions import Refusal
 from afhub.quotas.limits import Charge, ChargeKind
 from afhub.quotas.refusals import explain
@@ -165,18 +164,11 @@ class FacilitySpawner(HasTraits):
         return True
 
     def group_admins(self, group: str) -> list[str]:
-        """The admins of ``group``, else of the nearest group above it that has any."""
-        path: str | None = group
-        while path:
-            try:
-                members = self.stores.groups.members(path)
-            except StoreError:
-                return []
-            admins = [m.user for m in members if m.role == Role.ADMIN]
-            if admins:
-                return admins
-            path = path.rpartition("/")[0] or None
-        return []
+        """Whom to ask about ``group``'s quota (:meth:`GroupStore.nearest_admins`)."""
+        try:
+            return self.stores.groups.nearest_admins(group)
+        except StoreError:
+            return []
 
     def groups_with_room(self, charge: Charge, refused: str | None) -> list[str]:
         """The user's groups other than ``refused`` that would admit ``charge`` now."""

@@ -7,7 +7,6 @@ here, only when something is refused. Blocking: call in a thread."""
 from __future__ import annotations
 
 from afhub.dask.policy import scale_notice
-from afhub.groups.tree import Role
 from afhub.quotas.decisions import Decision
 from afhub.quotas.limits import Charge
 from afhub.quotas.refusals import after_granting, explain
@@ -19,17 +18,12 @@ WHAT = "Dask cluster"
 
 
 def nearest_admins(stores: Stores, group: str) -> list[str]:
-    """The admins of ``group``, else of the nearest group above it that has any."""
-    path = group
-    while path:
-        try:
-            admins = [m.user for m in stores.groups.members(path) if m.role == Role.ADMIN]
-        except StoreError:
-            return []
-        if admins:
-            return admins
-        path = path.rpartition("/")[0]
-    return []
+    """Whom to ask about ``group``'s quota (:meth:`GroupStore.nearest_admins`); [] when
+    the group cannot be read."""
+    try:
+        return stores.groups.nearest_admins(group)
+    except StoreError:
+        return []
 
 
 def groups_with_room(stores: Stores, user: str, charge: Charge, refused: str) -> list[str]:
