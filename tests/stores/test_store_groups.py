@@ -122,22 +122,6 @@ def test_memberships_roles_and_default_group(stores):
         stores.groups.remove_member("atlas/top", "hana")
 
 
-def test_nearest_admins_walk_up_the_tree(stores):
-    make_tree(stores)
-    assert stores.groups.nearest_admins("atlas/higgs/students") == []  # none anywhere
-    stores.groups.add_member("atlas", "ada", role="admin")
-    stores.groups.add_member("atlas", "bob", role="admin")
-    stores.groups.add_member("atlas/higgs", "mo")  # a member, not an admin
-    assert stores.groups.nearest_admins("atlas/higgs/students") == ["ada", "bob"]
-    stores.groups.add_member("atlas/higgs", "hana", role="admin")
-    assert stores.groups.nearest_admins("atlas/higgs/students") == ["hana"]
-    assert stores.groups.nearest_admins("atlas/higgs") == ["hana"]
-    assert stores.groups.nearest_admins("atlas/top") == ["ada", "bob"]
-    assert stores.groups.nearest_admins("cms") == []
-    with pytest.raises(NotFound):
-        stores.groups.nearest_admins("atlas/nosuch")
-
-
 def test_group_admin_permissions_are_enforced(stores):
     make_tree(stores)
     stores.groups.add_member("atlas/higgs", "hana", role="admin")

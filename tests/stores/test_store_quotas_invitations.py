@@ -168,3 +168,20 @@ def test_single_use_invitation_under_concurrent_redemption(tree, db_url):
     assert len(winners) == 1
     assert all(isinstance(r, InvitationUsedUp) for r in results if isinstance(r, Exception))
     assert list(tree.groups.members("atlas/top")) == [winners[0]]
+
+
+def test_admins_to_ask_walk_up_the_tree(stores):
+    for path in ["atlas", "atlas/higgs", "atlas/higgs/students", "atlas/top", "cms"]:
+        stores.groups.create(path)
+    assert stores.quotas.admins_to_ask("atlas/higgs/students") == []  # none anywhere
+    stores.groups.add_member("atlas", "ada", role="admin")
+    stores.groups.add_member("atlas", "bob", role="admin")
+    stores.groups.add_member("atlas/higgs", "mo")  # a member, not an admin
+    assert stores.quotas.admins_to_ask("atlas/higgs/students") == ["ada", "bob"]
+    stores.groups.add_member("atlas/higgs", "hana", role="admin")
+    assert stores.quotas.admins_to_ask("atlas/higgs/students") == ["hana"]
+    assert stores.quotas.admins_to_ask("atlas/higgs") == ["hana"]
+    assert stores.quotas.admins_to_ask("atlas/top") == ["ada", "bob"]
+    assert stores.quotas.admins_to_ask("cms") == []
+    with pytest.raises(NotFound):
+        stores.quotas.admins_to_ask("atlas/nosuch")

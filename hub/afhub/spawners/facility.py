@@ -164,9 +164,9 @@ class FacilitySpawner(HasTraits):
         return True
 
     def group_admins(self, group: str) -> list[str]:
-        """Whom to ask about ``group``'s quota (:meth:`GroupStore.nearest_admins`)."""
+        """Whom to ask about ``group``'s quota (:meth:`QuotaStore.admins_to_ask`)."""
         try:
-            return self.stores.groups.nearest_admins(group)
+            return self.stores.quotas.admins_to_ask(group)
         except StoreError:
             return []
 

@@ -359,26 +359,6 @@ class GroupStore:
             )
             return [MemberInfo(path, name, Role(role), source) for name, role, source in rows]
 
-    def nearest_admins(self, path: str) -> list[str]:
-        """The admins of group ``path``, else of the nearest group above it that has any
-        (whom a person refused for that group's quota can ask); [] when none has any."""
-        paths = [path]
-        while "/" in paths[-1]:
-            paths.append(paths[-1].rpartition("/")[0])
-        with self.db.read() as session:
-            group_row(session, path)  # NotFound for no such group
-            rows = session.execute(
-                select(Group.path, User.name)
-                .join(Membership, Membership.group_id == Group.id)
-                .join(User, User.id == Membership.user_id)
-                .where(Group.path.in_(paths), Membership.role == Role.ADMIN.value)
-                .order_by(User.name)
-            )
-            admins: dict[str, list[str]] = {}
-            for group, name in rows:
-                admins.setdefault(group, []).append(name)
-        return next((admins[p] for p in paths if p in admins), [])
-
     def roles_of(self, user: str) -> dict[str, Role]:
         with self.db.read() as session:
             return roles_of(session, user)

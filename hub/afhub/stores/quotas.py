@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 
 from afhub.groups import tree
-from afhub.groups.tree import Action, Actor
+from afhub.groups.tree import Action, Actor, Role
 from afhub.quotas.limits import InvalidQuota, Limits, ceiling_of, check_within, parse_limits
 from afhub.stores.database import Database
 from afhub.stores.groups import chain_rows, group_row
-from afhub.stores.models import Group, Quota
+from afhub.stores.models import Group, Membership, Quota, User
 
 
 def quota_limits(quota: Quota | None) -> Limits:
@@ -84,6 +84,22 @@ class QuotaStore:
             row = session.get(Quota, group.id)
             if row is not None:
                 session.delete(row)
+
+    def admins_to_ask(self, path: str) -> list[str]:
+        """Whom a person refused by group ``path``'s quota can ask: its admins, else those
+        of the nearest group above it that has any; [] when none has any."""
+        with self.db.read() as session:
+            chain = [g.id for g in chain_rows(session, group_row(session, path).id)]
+            rows = session.execute(
+                select(Membership.group_id, User.name)
+                .join(User, User.id == Membership.user_id)
+                .where(Membership.group_id.in_(chain), Membership.role == Role.ADMIN.value)
+                .order_by(User.name)
+            ).all()
+        for group_id in reversed(chain):  # the group itself first, then up to the root
+            if admins := [name for owner, name in rows if owner == group_id]:
+                return admins
+        return []
 
     def all(self) -> dict[str, Limits]:
         """Every group that has limits, by path."""

@@ -18,10 +18,10 @@ WHAT = "Dask cluster"
 
 
 def nearest_admins(stores: Stores, group: str) -> list[str]:
-    """Whom to ask about ``group``'s quota (:meth:`GroupStore.nearest_admins`); [] when
+    """Whom to ask about ``group``'s quota (:meth:`QuotaStore.admins_to_ask`); [] when
     the group cannot be read."""
     try:
-        return stores.groups.nearest_admins(group)
+        return stores.quotas.admins_to_ask(group)
     except StoreError:
         return []
 
