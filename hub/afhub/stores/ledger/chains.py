@@ -21,6 +21,7 @@ from afhub.stores.errors import NotFound
 from afhub.stores.groups import resolve_charge_group_in
 from afhub.stores.ledger.records import HOUR, to_ts
 from afhub.stores.ledger.window_sql import open_sums, rollup_sums, typed
+from afhub.stores.models import OPEN_PREDICATE
 
 # The decision's queries, as plain SQL that SQLite and PostgreSQL both run: they are on the
 # hot path of every spawn, and building them with the expression language cost more than
@@ -55,7 +56,7 @@ def _budget_params(gids: list[int], ws: float, now_ts: float) -> dict[str, objec
 _OPEN = text(
     f"SELECT c.ancestor_id, {open_sums(':ws')} "  # noqa: S608 (as above)
     "FROM afhub_ledger l JOIN afhub_group_closure c ON c.descendant_id = l.group_id "
-    "WHERE l.state IN ('pending', 'running') AND c.ancestor_id IN :gids "
+    f"WHERE l.{OPEN_PREDICATE} AND c.ancestor_id IN :gids "
     "GROUP BY c.ancestor_id"
 ).bindparams(*typed("gids", "ws", "now"))
 
@@ -176,8 +177,8 @@ def all_group_states(session: Session, now: datetime) -> list[NodeState]:
 
 
 EXISTING_OPEN = text(
-    "SELECT id FROM afhub_ledger WHERE user_name = :user AND kind = :kind "
-    "AND server_name = :server AND state IN ('pending', 'running')"
+    "SELECT id FROM afhub_ledger WHERE user_name = :user AND kind = :kind "  # noqa: S608 (a constant)
+    f"AND server_name = :server AND {OPEN_PREDICATE}"
 )
 DEFAULT_TARGET = text(
     "SELECT g.id, g.path FROM afhub_users u JOIN afhub_groups g ON g.id = u.default_group_id "

@@ -27,6 +27,7 @@ from afhub.quotas.periods import DEFAULT_PERIOD, parse_period
 from afhub.stores.ledger.chains import node
 from afhub.stores.ledger.records import HOUR, to_ts
 from afhub.stores.ledger.window_sql import TYPES, open_sums, rollup_sums, typed
+from afhub.stores.models import OPEN_PREDICATE
 
 DECISION_PARAMS = ("gid", "name", "now", "month_start", "month_after", "last_hour")
 # S608: the fragments (window_sql.py) are this package's constants; every value is bound
@@ -56,7 +57,7 @@ DECISION_READ = text(
     f" SELECT c.ancestor_id AS id, {open_sums('w.ws')}"
     " FROM w JOIN afhub_group_closure c ON c.ancestor_id = w.id"
     " JOIN afhub_ledger l ON l.group_id = c.descendant_id"
-    " WHERE l.state IN ('pending', 'running')"
+    f" WHERE l.{OPEN_PREDICATE}"
     " GROUP BY c.ancestor_id"
     ")"
     " SELECT chain.id, chain.path, chain.gpu_hours, chain.cpu_core_hours, chain.max_servers,"
