@@ -15,7 +15,7 @@ REGISTRY ?= ghcr.io/afhub
 TAG ?= dev
 IMAGES := hub notebook-cpu notebook-gpu notebook-fpga fitting-worker
 
-.PHONY: up demo install test lint format chart images bench bench-spawn bench-batched bench-fitting bench-quota bench-profiles bench-dask bench-spawn-form clean
+.PHONY: up demo install lock test lint format chart images bench bench-spawn bench-batched bench-fitting bench-quota bench-profiles bench-dask bench-spawn-form clean
 
 up: install
 	$(BIN)/afhub up
@@ -27,10 +27,12 @@ demo: install
 
 install: $(STAMP) $(CHP) $(HELM) $(LAB_EXT)/package.json
 
-$(STAMP): pyproject.toml
+# constraints.txt pins every distribution (make lock writes it): a fresh machine gets the
+# environment the tests passed in, not whatever the index has released since
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --upgrade pip -c constraints.txt
+	$(BIN)/pip install --quiet -e '.[dev]' -c constraints.txt
 	# an editable install skips data_files (setuptools #3399): enable afhub_server here
 	install -m 644 -D extensions/jupyter_server_config.d/afhub_server.json \
 	  $(VENV)/etc/jupyter/jupyter_server_config.d/afhub_server.json
@@ -83,6 +85,13 @@ lint: install
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# after upgrading .venv on purpose (pip install -U ...): record it as the environment a fresh
+# machine builds, and compile the images' pins from it; commit both (docs/deploy.md)
+lock:
+	{ sed -n '1,3p' constraints.txt; $(BIN)/pip freeze --all --exclude-editable; } > constraints.new
+	mv constraints.new constraints.txt
+	$(BIN)/python images/pin.py
 
 bench: bench-spawn bench-quota bench-batched bench-fitting bench-profiles bench-dask bench-spawn-form
 

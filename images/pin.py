@@ -1,7 +1,8 @@
 """Compile each image's loose ``requirements.in`` into a pinned ``requirements.txt``.
 
 The pins are the versions installed in the environment this runs in, which is the one
-``make test`` tests (``make install``): the images carry exactly what the tests used.
+``make test`` tests (``make install``, locked by ``constraints.txt``): the images carry exactly
+what the tests used.
 Dependencies are followed through the installed packages' metadata (environment markers
 evaluated for Linux, CPython 3.11), so the file is complete. ``--check`` says whether every
 ``requirements.txt`` is up to date (exit 1 if not), which the image tests do.

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from importlib import metadata
 
 import pytest
+from packaging.utils import canonicalize_name
 
 from tests.chart.conftest import ROOT
 
@@ -58,6 +60,32 @@ def test_non_root_and_pinned_base(image):
     bases = [line.split("=", 1)[1] for line in lines if line.startswith("ARG BASE=")]
     assert bases, image
     assert all(":" in base and not base.endswith(":latest") for base in bases)
+
+
+def _locked() -> dict[str, str]:
+    lines = (ROOT / "constraints.txt").read_text().splitlines()
+    pins = (line.split("==", 1) for line in lines if line and not line.startswith("#"))
+    return {canonicalize_name(name): version for name, version in pins}
+
+
+def test_environment_is_the_locked_one():
+    """make install builds the environment constraints.txt pins, no more and no less.
+
+    Without the lock a fresh machine installs whatever the index released since (idna 3.21
+    came out between two runs and the images' pins no longer matched CI's environment).
+    """
+    locked = _locked()
+    installed = {
+        canonicalize_name(d.metadata["Name"]): d.version
+        for d in metadata.distributions()
+        if canonicalize_name(d.metadata["Name"]) != "afhub"
+    }
+    differ = {
+        name: (locked.get(name), installed.get(name))
+        for name in locked.keys() | installed.keys()
+        if locked.get(name) != installed.get(name)
+    }
+    assert not differ, f"(locked, installed): {differ}; rebuild .venv or run `make lock`"
 
 
 def test_requirements_compiled_from_loose_ones():
