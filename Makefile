@@ -86,11 +86,10 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# after upgrading .venv on purpose (pip install -U ...): record it as the environment a fresh
-# machine builds, and compile the images' pins from it; commit both (docs/deploy.md)
+# after upgrading .venv on purpose (pip install -U ...): record what afhub[dev] needs from it
+# as the environment a fresh machine builds, and the images' pins; commit both (docs/deploy.md)
 lock:
-	{ sed -n '1,3p' constraints.txt; $(BIN)/pip freeze --all --exclude-editable; } > constraints.new
-	mv constraints.new constraints.txt
+	$(BIN)/python images/pin.py --lock
 	$(BIN)/python images/pin.py
 
 bench: bench-spawn bench-quota bench-batched bench-fitting bench-profiles bench-dask bench-spawn-form

@@ -5,10 +5,16 @@ The pins are the versions installed in the environment this runs in, which is th
 what the tests used.
 Dependencies are followed through the installed packages' metadata (environment markers
 evaluated for Linux, CPython 3.11), so the file is complete. ``--check`` says whether every
-``requirements.txt`` is up to date (exit 1 if not), which the image tests do.
+``requirements.txt`` and ``constraints.txt`` is up to date (exit 1 if not), which the image
+tests do.
 
     .venv/bin/python images/pin.py          # rewrite images/*/requirements.txt
     .venv/bin/python images/pin.py --check
+    .venv/bin/python images/pin.py --lock   # rewrite constraints.txt (``make lock``)
+
+``--lock`` writes the test environment's own lock, ``constraints.txt``, the same way: what
+``afhub[dev]`` and pip need as installed here, so a tool installed into ``.venv`` by hand
+(a profiler, say) stays out of it.
 """
 
 from __future__ import annotations
@@ -22,6 +28,12 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 IMAGES = Path(__file__).resolve().parent
+LOCK = IMAGES.parent / "constraints.txt"
+LOCK_HEAD = [
+    "# The Python environment make install builds (make up, make test): every distribution",
+    "# pinned, so a clean checkout tests what was tested here and images/pin.py compiles the",
+    "# images' pins from it. Written by `make lock`; commit it with images/*/requirements.txt.",
+]
 #: the images' platform (docker-stacks: Ubuntu, CPython 3.11)
 TARGET = {**default_environment(), "sys_platform": "linux", "platform_system": "Linux"}
 
@@ -68,11 +80,21 @@ def compiled(source: Path) -> str:
     return "\n".join([*head, *(f"{n}=={v}" for n, v in sorted(pins.items()))]) + "\n"
 
 
+def lock() -> str:
+    """``constraints.txt``: every distribution ``afhub[dev]`` and pip need, as installed."""
+    pins = closure([Requirement("afhub[dev]"), Requirement("pip")])
+    pins.pop("afhub")
+    return "\n".join([*LOCK_HEAD, *(f"{n}=={v}" for n, v in sorted(pins.items()))]) + "\n"
+
+
 def sources() -> list[Path]:
     return sorted(IMAGES.glob("*/requirements.in"))
 
 
 def main(argv: list[str]) -> int:
+    if "--lock" in argv:
+        LOCK.write_text(lock())
+        return 0
     stale = []
     for source in sources():
         target = source.with_suffix(".txt")
@@ -83,6 +105,8 @@ def main(argv: list[str]) -> int:
         if "--check" not in argv:
             target.write_text(text)
     if "--check" in argv:
+        if not LOCK.exists() or LOCK.read_text() != lock():
+            stale.append(LOCK)
         for target in stale:
             print(f"{target} is out of date: run images/pin.py", file=sys.stderr)
         return 1 if stale else 0
