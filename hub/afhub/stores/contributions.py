@@ -24,7 +24,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, Float, and_, case, cast, func, literal, select, union_all
+from sqlalchemy import (
+    BigInteger,
+    Float,
+    String,
+    and_,
+    case,
+    cast,
+    func,
+    literal,
+    null,
+    select,
+    union_all,
+)
 
 from afhub.stores.database import Database
 from afhub.stores.models import (
@@ -215,7 +227,6 @@ class _Sums:
         self.pieces = p = pieces
         self.gpu = func.sum(p.c.gpu_seconds) / 3600.0
         self.cores = func.sum(p.c.core_seconds) / 3600.0
-        self.weight = func.sum(p.c.gpu_seconds + p.c.core_seconds)
         self.users = func.count(func.distinct(p.c.user_name))
         self.fits = func.sum(p.c.fits)
 
@@ -270,32 +281,12 @@ class ContributionStore:
             return {"resources": [], "groups": [], "top_users": [], "timeline": []}
         with self.db.read() as session:
             pieces = _Pieces(self.db, session, resources, period)
-            # whole weeks wherever they fit, except for a timeline of days
-            sums = _Sums(pieces.select(WEEK))
-            by_bucket = sums if bucket % WEEK == 0 else _Sums(pieces.select(bucket))
-            p, b = sums.pieces.c, by_bucket.pieces.c
+            by_bucket = _Sums(pieces.select(bucket))
+            b = by_bucket.pieces.c
             slot = pieces.floor(b.ts / bucket)
             return {
-                "resources": sums.rows(
-                    session,
-                    ("resource", "distinct_users", "fits"),
-                    [p.resource, sums.users, sums.fits],
-                    group_by=[p.resource],
-                ),
-                "groups": sums.rows(
-                    session,
-                    ("resource", "group", "distinct_users"),
-                    [p.resource, p.group_path, sums.users],
-                    group_by=[p.resource, p.group_path],
-                ),
-                "top_users": sums.rows(
-                    session,
-                    ("user",),
-                    [p.user_name],
-                    group_by=[p.user_name],
-                    order_by=[sums.weight.desc(), p.user_name],
-                    limit=top,
-                ),
+                # whole weeks wherever they fit, except for a timeline of days
+                **_per_user_parts(session, pieces.select(WEEK), top),
                 "timeline": [
                     {**row, "start": int(row["start"]) * int(bucket)}
                     for row in by_bucket.rows(
@@ -320,6 +311,83 @@ class ContributionStore:
                 session, ("distinct_users", "fits"), [sums.users, sums.fits], group_by=[]
             )
             return rows[0]
+
+
+#: the parts of a report made from the per-user sums, in the order of their rows
+PARTS = ("resources", "groups", "top_users")
+#: each part's keys (before its hours), and the statement's column of a key named otherwise
+SHOWN = {
+    "resources": ("resource", "distinct_users", "fits"),
+    "groups": ("resource", "group", "distinct_users"),
+    "top_users": ("user",),
+}
+COLUMN = {"group": "group_path", "user": "user_name"}
+
+
+def _per_user_parts(session, pieces, top: int) -> dict[str, list[dict[str, Any]]]:
+    """The report's ``resources``, ``groups`` and ``top_users`` in one statement: the pieces
+    are summed once per resource, group and user (a few thousand rows where the pieces are
+    hundreds of thousands), and the three parts are sums of those sums."""
+    p = pieces.c
+    per_user = (
+        select(
+            p.resource,
+            p.group_path,
+            p.user_name,
+            func.sum(p.gpu_seconds).label("gpu_seconds"),
+            func.sum(p.core_seconds).label("core_seconds"),
+            func.sum(p.fits).label("fits"),
+        )
+        .group_by(p.resource, p.group_path, p.user_name)
+        .cte("per_user")
+    )
+    u = per_user.c
+    # typed NULLs: PostgreSQL types a bare NULL in a subquery as text
+    none, no_count = cast(null(), String), cast(null(), BigInteger)
+    users, fits = func.count(func.distinct(u.user_name)), func.sum(u.fits)
+    gpu, cores = func.sum(u.gpu_seconds), func.sum(u.core_seconds)
+
+    def part(index: int, resource, group, user, *, n_users=no_count, n_fits=no_count):
+        return (
+            literal(index).label("part"),
+            resource.label("resource"),
+            group.label("group_path"),
+            user.label("user_name"),
+            n_users.label("distinct_users"),
+            n_fits.label("fits"),
+            gpu.label("gpu_seconds"),
+            cores.label("core_seconds"),
+        )
+
+    top_users = (
+        select(*part(2, none, none, u.user_name))
+        .group_by(u.user_name)
+        .order_by((gpu + cores).desc(), u.user_name)
+        .limit(top)
+        .subquery("top")
+    )
+    statement = union_all(
+        select(*part(0, u.resource, none, none, n_users=users, n_fits=fits)).group_by(u.resource),
+        select(*part(1, u.resource, u.group_path, none, n_users=users)).group_by(
+            u.resource, u.group_path
+        ),
+        select(top_users),
+    )
+    found: dict[str, list[dict[str, Any]]] = {name: [] for name in PARTS}
+    for row in session.execute(statement).mappings():
+        name = PARTS[row["part"]]
+        shown = {key: row[COLUMN.get(key, key)] for key in SHOWN[name]}
+        for key in ("distinct_users", "fits"):
+            if key in shown:
+                shown[key] = int(shown[key] or 0)
+        shown.update(
+            gpu_hours=_num(float(row["gpu_seconds"] or 0.0) / 3600.0),
+            core_hours=_num(float(row["core_seconds"] or 0.0) / 3600.0),
+        )
+        found[name].append(shown)
+    found["resources"].sort(key=lambda r: r["resource"])
+    found["groups"].sort(key=lambda r: (r["resource"], r["group"]))
+    return found
 
 
 def _contacts(entry_json: str) -> set[str]:
