@@ -237,3 +237,28 @@ def test_rollup_report_equals_a_direct_sum_over_the_ledger(stores, seed):
         assert totals["distinct_users"] == len(
             set().union(*(v[2] for k, v in sums.items() if k[0] == "resource"))
         )
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_report_settings_hold_for_the_report_only(stores):
+    """PostgreSQL: the report's work_mem and JIT settings are its transaction's (SET LOCAL),
+    never left on the pooled connection for the next query, even by a transaction that
+    commits (a plain SET would be)."""
+    from sqlalchemy import text
+
+    from afhub.stores.contributions import REPORT_SETTINGS
+
+    store = ContributionStore(stores.db)
+    with stores.db.read() as session:
+        pid = session.scalar(text("SELECT pg_backend_pid()"))
+        before = {name: session.scalar(text(f"SHOW {name}")) for name in REPORT_SETTINGS}
+    assert before != REPORT_SETTINGS
+    with stores.db.write() as session:
+        assert session.scalar(text("SELECT pg_backend_pid()")) == pid
+        store._settings(session)
+        inside = {name: session.scalar(text(f"SHOW {name}")) for name in REPORT_SETTINGS}
+    assert inside == REPORT_SETTINGS
+    with stores.db.read() as session:
+        assert session.scalar(text("SELECT pg_backend_pid()")) == pid
+        after = {name: session.scalar(text(f"SHOW {name}")) for name in REPORT_SETTINGS}
+    assert after == before
