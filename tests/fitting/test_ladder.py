@@ -132,8 +132,8 @@ def test_where_the_batched_engine_gives_up_pyhf_certifies():
     bkg, patches = one_sided_zero_yield()
     task = FitTask(workspace=bkg, patches=tuple(patches))
     (batched,) = _batched(task)
-    # December 2026: the batched engine does not converge here (should it learn to, the
-    # ladder still must certify pyhf's value, recorded after the batched attempt)
+    # the batched engine gave up here until December 2026 and certifies it since; the
+    # ladder, handed its attempt, must still certify pyhf's value, recorded after it
     result = run_ladder(task, 0, [batched])
     assert result.status == "converged"
     assert result.provenance["rung"] == "pyhf-scipy"

@@ -11,7 +11,7 @@ import pytest
 
 from afhub.fitting.pyhf_engine import PyhfEngine
 from afhub.fitting.types import FitTask
-from tests.fitting.hard_cases import one_sided_zero_yield, zero_yield_bins
+from tests.fitting.hard_cases import one_sided_zero_yield, pinned_at_bound, zero_yield_bins
 from tests.fitting_service.conftest import results, shared_dir, submit, user_token, wait_job
 
 pytestmark = [pytest.mark.facility, pytest.mark.slow]
@@ -116,3 +116,25 @@ def test_not_converged_is_stored_only_with_every_rung(facility, dora):
     # and pyhf alone does not converge on it either
     alone = PyhfEngine().run_one(FitTask(workspace=bkg, patches=tuple(patches)), 0)
     assert alone.status != "converged"
+
+
+def test_a_fit_no_rung_may_finish_climbs_every_rung_and_is_stored_not_converged(facility, dora):
+    """The service's whole ladder, whatever the engine has learnt: one iteration (``maxiter``
+    applies to every rung) lets no method finish, so the batched engine's attempt is followed
+    by every pyhf rung, each recorded with its reason, before ``not_converged`` is stored."""
+    bkg, patches = pinned_at_bound()
+    settings = {"engine": "batched", "maxiter": 1}
+    job = submit(facility, dora, {"workspace": bkg, "patches": patches, "settings": settings})
+    assert wait_job(facility, dora, job["id"], timeout=600)["state"] == "done"
+    (result,) = results(facility, dora, job["id"])
+    assert result["status"] == "not_converged"
+    assert result["values"] == {}
+    ladder = result["provenance"]["ladder"]
+    assert [(a["rung"], a["status"]) for a in ladder] == [
+        ("batched", "not_converged"),
+        ("pyhf-scipy", "not_converged"),
+        ("pyhf-scipy-tight", "not_converged"),
+        ("pyhf-minuit", "not_converged"),
+    ]
+    assert all("limit" in a["diagnostics"]["reason"] for a in ladder[1:])
+    assert "no method converged" in result["diagnostics"]["reason"]
