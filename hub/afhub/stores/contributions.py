@@ -387,6 +387,11 @@ def _per_user_parts(session, pieces, top: int) -> dict[str, list[dict[str, Any]]
         ),
         select(top_users),
     )
+    return _read_parts(session, statement)
+
+
+def _read_parts(session, statement) -> dict[str, list[dict[str, Any]]]:
+    """The rows of :func:`_per_user_parts`'s statement, each as its part shows it."""
     found: dict[str, list[dict[str, Any]]] = {name: [] for name in PARTS}
     for row in session.execute(statement).mappings():
         name = PARTS[row["part"]]
