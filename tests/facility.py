@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -30,20 +31,56 @@ from afhub.hubconfig.ports import port_settings
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
+#: the lowest port :func:`free_ports` hands out; the ports below the kernel's ephemeral range
+#: (``ip_local_port_range``) are shared out among the pytest-xdist workers
+FIRST_PORT = 10_000
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     return free_ports(1)[0]
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def _port_span() -> range:
+    """This pytest-xdist worker's own share of the ports below the ephemeral range."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    size = (_ephemeral_low() - FIRST_PORT) // max(workers, 1)
+    start = FIRST_PORT + int(worker or 0) * size
+    return range(start, start + size)
+
+
 def free_ports(count: int) -> list[int]:
     """``count`` different TCP ports on 127.0.0.1 that nothing listens on right now (all
     bound at once: ports picked one after the other can repeat, and a facility given the
-    same port twice refuses to start)."""
-    sockets = [socket.socket() for _ in range(count)]
+    same port twice refuses to start).
+
+    The ports lie below the kernel's ephemeral range, in this test worker's own share of it:
+    a port a facility is given stays free until its service binds it, where a port from the
+    ephemeral range (``bind(0)``) could meanwhile be taken by anything else that binds port
+    0, such as a Jupyter kernel picking its ZeroMQ ports (a dashboards service once found its
+    port held by another facility's kernel and exited).
+    """
+    span, sockets, ports = _port_span(), [], []
     try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
+        while len(ports) < count:
+            port = random.choice(span)
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                s.close()
+                continue
+            sockets.append(s)
+            ports.append(port)
+        return ports
     finally:
         for s in sockets:
             s.close()

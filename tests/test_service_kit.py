@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from traitlets.config import Configurable
 
 from afhub.services.kit.lifecycle import ParentWatch
 from afhub.settings import from_env, integer, whole
+from tests.facility import free_port
 
 #: a service that runs until it is stopped; its atexit hook is the interpreter's tear-down
 SERVICE = """
@@ -60,9 +60,7 @@ def service_env(tmp_path_factory):
     home = tmp_path_factory.mktemp("services")
     url = f"sqlite:///{home / 'afhub.sqlite'}"
     Stores.open(url).close()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     return {
         **os.environ,
         "AFHUB_HOME": str(home),

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 
-from tests.facility import PROJECT_ROOT, Facility
+from tests.facility import PROJECT_ROOT, Facility, free_port
 
 
 def run_up(fac: Facility, **env: str) -> subprocess.CompletedProcess:
@@ -118,6 +118,4 @@ def test_a_restart_after_a_crash_waits_for_the_services_left_behind():
 
 
 def free_hub_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return free_port()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 
 import pytest
@@ -21,6 +20,7 @@ from tornado.ioloop import IOLoop
 
 from afhub.services.facility_api.app import make_app
 from afhub.stores.facade import Stores
+from tests.facility import free_port
 from tests.support.databases import fresh_sqlite, sqlite_template
 
 PREFIX = "/services/facility/"
@@ -43,9 +43,7 @@ class ServiceUnderTest:
     def __init__(self, stores: Stores):
         self.stores = stores
         self.tokens: dict[str, dict] = {}
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}{PREFIX}"
         self._loop: IOLoop | None = None
         self._ready = threading.Event()
