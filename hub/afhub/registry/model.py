@@ -60,7 +60,8 @@ PROVIDER_FIELDS = {"name", "institution", "contacts", "public_report"}
 #: what a provider publishes without login: nothing, the aggregated contributions, or those
 #: with the names of the top users too (/services/facility/api/contributions/public/<name>)
 PUBLIC_REPORTS = ("off", "aggregate", "with_users")
-RESOURCE_FIELDS = {
+#: the fields of a resource every user who may use it sees (``/api/resources``), in order
+PUBLIC_RESOURCE_FIELDS = (
     "name",
     "provider",
     "site",
@@ -71,15 +72,19 @@ RESOURCE_FIELDS = {
     "cpu_per_node",
     "memory_per_node",
     "memory_choices",
+    "image",
+    "images",
+    "description",
+)
+#: the fields only facility admins see: how a resource is scheduled and who may use it
+ADMIN_RESOURCE_FIELDS = (
     "node_selector",
     "tolerations",
     "extended_resource",
-    "image",
-    "images",
     "image_pattern",
     "allowed_groups",
-    "description",
-}
+)
+RESOURCE_FIELDS = {*PUBLIC_RESOURCE_FIELDS, *ADMIN_RESOURCE_FIELDS}
 
 
 class RegistryError(ValueError):

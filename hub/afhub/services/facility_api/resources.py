@@ -9,32 +9,27 @@ are changed in that file.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from afhub.groups.tree import PermissionDenied
-from afhub.registry.model import Registry, expand_groups
+from afhub.registry.model import PUBLIC_RESOURCE_FIELDS, Registry, expand_groups
 from afhub.services.facility_api.base import FacilityHandler
 from afhub.services.kit.errors import ApiError
 from afhub.stores.registry import API, SOURCES
 
 #: a whole registry document (PUT /api/registry): a few hundred resources
 MAX_DOCUMENT_BYTES = 1024 * 1024
-#: what every user sees of a resource they may use
-PUBLIC_FIELDS = (
-    "name",
-    "provider",
-    "site",
-    "kind",
-    "accelerator",
-    "count_per_node",
-    "node_count",
-    "cpu_per_node",
-    "memory_per_node",
-    "memory_choices",
-    "image",
-    "images",
-    "description",
-)
+
+
+def admin_view(record: dict[str, Any]) -> dict[str, Any]:
+    """What a facility admin sees of a registry entry: the whole entry, where it comes from
+    and when it was added and last changed."""
+    view = dict(record["entry"])
+    view["source"] = record["source"]
+    view["created_at"] = record["created_at"].isoformat()
+    view["updated_at"] = record["updated_at"].isoformat()
+    return view
 
 
 class RegistryHandler(FacilityHandler):
@@ -47,6 +42,20 @@ class RegistryHandler(FacilityHandler):
     def json_body(self, *, required: bool = True) -> dict[str, Any]:
         """The body as a JSON object (required here), within the base's limits."""
         return super().json_body(required=required)
+
+    async def put_entry(
+        self, name: str, kind: str, get: Callable[..., Any], add: Callable[..., Any]
+    ) -> tuple[Any, int]:
+        """Create or replace the ``kind`` named ``name`` in the URL, from the whole entry in
+        the body (its ``name``, when given, must be the URL's): what ``add`` stored, and
+        200 (replaced) or 201 (created)."""
+        self.require_admin(f"change {kind}s")
+        entry = self.json_body()
+        if entry.setdefault("name", name) != name:
+            raise ApiError(400, f"field 'name' is {entry['name']!r} but the URL names {name!r}")
+        existed = await self.call(get, name) is not None
+        stored = await self.call(add, entry, source=API, replace=True)
+        return stored, 200 if existed else 201
 
     def source_argument(self) -> str | None:
         source = self.get_query_argument("source", None)
@@ -75,13 +84,10 @@ class RegistryHandler(FacilityHandler):
         entry = record["entry"]
         name = entry.get("name")
         if self.actor.is_facility_admin:
-            view = dict(entry)
-            view["source"] = record["source"]
-            view["created_at"] = record["created_at"].isoformat()
-            view["updated_at"] = record["updated_at"].isoformat()
+            view = admin_view(record)
             view["servers_running"] = running.get(name, 0)
         else:
-            view = {k: entry[k] for k in PUBLIC_FIELDS if k in entry}
+            view = {k: entry[k] for k in PUBLIC_RESOURCE_FIELDS if k in entry}
             mine = expand_groups(set(self.actor.roles))
             view["usable_through"] = sorted(mine & set(entry.get("allowed_groups") or []))
         resource = registry.resources.get(name)
@@ -130,13 +136,11 @@ class ResourceHandler(RegistryHandler):
 
     async def put(self, name: str) -> None:
         """Create or replace resource ``name``; the body is its whole entry."""
-        self.require_admin("change resources")
-        entry = self.json_body()
-        if entry.setdefault("name", name) != name:
-            raise ApiError(400, f"field 'name' is {entry['name']!r} but the URL names {name!r}")
-        existed = await self.call(self.stores.registry.get_resource, name) is not None
-        await self.call(self.stores.registry.add_resource, entry, source=API, replace=True)
-        self.send(await self.one_view(name), status=200 if existed else 201)
+        registry = self.stores.registry
+        _, status = await self.put_entry(
+            name, "resource", registry.get_resource, registry.add_resource
+        )
+        self.send(await self.one_view(name), status=status)
 
     async def delete(self, name: str) -> None:
         """Remove a resource; refused (409) while servers run on it."""
@@ -149,14 +153,7 @@ class ProvidersHandler(RegistryHandler):
     async def get(self) -> None:
         records = await self.call(self.stores.registry.provider_records)
         admin = self.actor.is_facility_admin
-        providers = []
-        for record in records:
-            view = dict(record["entry"])
-            if admin:
-                view["source"] = record["source"]
-                view["created_at"] = record["created_at"].isoformat()
-                view["updated_at"] = record["updated_at"].isoformat()
-            providers.append(view)
+        providers = [admin_view(r) if admin else dict(r["entry"]) for r in records]
         self.send({"providers": providers})
 
     async def post(self) -> None:
@@ -176,13 +173,11 @@ class ProviderHandler(RegistryHandler):
 
     async def put(self, name: str) -> None:
         """Create or replace provider ``name``."""
-        self.require_admin("change providers")
-        entry = self.json_body()
-        if entry.setdefault("name", name) != name:
-            raise ApiError(400, f"field 'name' is {entry['name']!r} but the URL names {name!r}")
-        existed = await self.call(self.stores.registry.get_provider, name) is not None
-        stored = await self.call(self.stores.registry.add_provider, entry, source=API, replace=True)
-        self.send(stored, status=200 if existed else 201)
+        registry = self.stores.registry
+        stored, status = await self.put_entry(
+            name, "provider", registry.get_provider, registry.add_provider
+        )
+        self.send(stored, status=status)
 
     async def delete(self, name: str) -> None:
         """Remove a provider; refused (409) while resources reference it."""
