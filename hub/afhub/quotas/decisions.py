@@ -153,6 +153,17 @@ _HOLDING_LIMITS = (LimitName.MAX_SERVERS, LimitName.MAX_GPUS, LimitName.MAX_DASK
 _BUDGET_LIMITS = (LimitName.GPU_HOURS, LimitName.CPU_CORE_HOURS)
 
 
+def _spent_budgets(node: NodeState, charge: Charge, now: datetime) -> list[Refusal]:
+    """The budgets of one node that ``charge`` consumes and that are spent."""
+    return [
+        _budget_refusal(node, name, now)
+        for name in _BUDGET_LIMITS
+        if (limit := node.limits.get(name)) is not None
+        and charge.rate(name) > 0
+        and node.usage.get(name) >= limit
+    ]
+
+
 def node_refusals(node: NodeState, charge: Charge, now: datetime) -> list[Refusal]:
     """Every limit of one node that ``charge`` would break."""
     refusals: list[Refusal] = []
@@ -162,11 +173,7 @@ def node_refusals(node: NodeState, charge: Charge, now: datetime) -> list[Refusa
         requested = wanted.get(name)
         if limit is not None and requested > 0 and node.usage.get(name) + requested > limit:
             refusals.append(_holding_refusal(node, name, requested))
-    for name in _BUDGET_LIMITS:
-        limit = node.limits.get(name)
-        if limit is not None and charge.rate(name) > 0 and node.usage.get(name) >= limit:
-            refusals.append(_budget_refusal(node, name, now))
-    return refusals
+    return refusals + _spent_budgets(node, charge, now)
 
 
 def decide(chain: Sequence[NodeState], charge: Charge, now: datetime) -> Decision:
@@ -188,13 +195,7 @@ def exhausted_budgets(chain: Sequence[NodeState], charge: Charge, now: datetime)
 
     Concurrency limits are not re-checked: what is running was admitted within them.
     """
-    spent: list[Refusal] = []
-    for node in reversed(chain):
-        for name in _BUDGET_LIMITS:
-            limit = node.limits.get(name)
-            if limit is not None and charge.rate(name) > 0 and node.usage.get(name) >= limit:
-                spent.append(_budget_refusal(node, name, now))
-    return spent
+    return [refusal for node in reversed(chain) for refusal in _spent_budgets(node, charge, now)]
 
 
 class EnforcementAction(enum.StrEnum):
