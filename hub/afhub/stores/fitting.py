@@ -32,7 +32,7 @@ from sqlalchemy.orm import defer
 
 from afhub.stores.database import Database
 from afhub.stores.errors import NotFound, StoreError
-from afhub.stores.models import FitJob, FitPatchResult, utcnow
+from afhub.stores.models import FitJob, FitPatchResult, iso, utcnow
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 ACTIVE_STATES = (QUEUED, RUNNING)
@@ -71,9 +71,6 @@ class JobInfo:
     finished_at: datetime | None
 
     def to_dict(self) -> dict[str, Any]:
-        def iso(at: datetime | None) -> str | None:
-            return at.isoformat() if at else None
-
         return {
             "id": self.id,
             "owner": self.owner,

@@ -35,7 +35,14 @@ from afhub.stores.errors import (
     StoreError,
 )
 from afhub.stores.groups import MemberInfo, add_member_in, group_row, roles_of, user_row
-from afhub.stores.models import Group, GroupClosure, Invitation, InvitationRedemption, User
+from afhub.stores.models import (
+    Group,
+    GroupClosure,
+    Invitation,
+    InvitationRedemption,
+    User,
+    iso,
+)
 
 MAX_USES = 10_000
 MIN_EXPIRY = timedelta(minutes=1)
@@ -124,7 +131,7 @@ class InvitationInfo:
             "expires_at": self.expires_at.isoformat(),
             "max_uses": self.max_uses,
             "uses_left": self.uses_left,
-            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+            "revoked_at": iso(self.revoked_at),
             "created_by": self.created_by,
             "created_at": self.created_at.isoformat(),
             "status": self.status(now),

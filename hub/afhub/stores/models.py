@@ -61,6 +61,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def iso(at: datetime | None) -> str | None:
+    """An instant as the records' ``to_dict`` give it: ISO 8601, or ``None`` for none."""
+    return at.isoformat() if at else None
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from afhub.quotas.decisions import Decision, EnforcementAction, OverBudget
 from afhub.stores.errors import StoreError
-from afhub.stores.models import FAILED, LedgerInterval
+from afhub.stores.models import FAILED, LedgerInterval, iso
 
 HOUR = 3600
 
@@ -62,9 +62,6 @@ class IntervalInfo:
         return max(0.0, (hi - lo).total_seconds() / HOUR)
 
     def to_dict(self) -> dict[str, object]:
-        def iso(at):
-            return at.isoformat() if at else None
-
         return {
             "id": self.id,
             "user": self.user,
