@@ -35,6 +35,8 @@ SUPPORTED_MODIFIERS = (
     "staterror",
 )
 #: pyhf paramset categories: parameters of different categories cannot share a name
+#: modifier kinds with one parameter whatever the number of bins
+_SCALAR_KINDS = ("normfactor", "lumi", "normsys", "histosys")
 _CATEGORY = {
     "normfactor": "unconstrained",
     "shapefactor": "unconstrained",
@@ -121,6 +123,10 @@ class _Sample:
     vector_factors: list[str]  # shapefactor, staterror, shapesys
     #: staterror / shapesys uncertainties by name
     uncertainties: dict[str, np.ndarray]
+    #: (name, category) of the one-parameter modifiers (normfactor, lumi, normsys, histosys)
+    scalar_sets: frozenset[tuple[str, str]] = frozenset()
+    #: the modifiers with a parameter per bin (shapefactor, staterror, shapesys), in order
+    vector_mods: tuple[tuple[str, str], ...] = ()
 
 
 def _numbers(values: Any, n: int, what: str) -> np.ndarray:
@@ -135,13 +141,35 @@ def _numbers(values: Any, n: int, what: str) -> np.ndarray:
     return arr
 
 
+def _histosys_data(
+    names: list[str], data: list[dict[str, Any]], nbins: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``hi_data`` and ``lo_data`` of a sample's histosys modifiers, ``[H, nbins]`` each,
+    read as one array (a sample carries dozens; one conversion instead of one per list)."""
+    try:
+        both = np.asarray(
+            [d.get("hi_data") for d in data] + [d.get("lo_data") for d in data], dtype=float
+        )
+        ok = both.shape == (2 * len(names), nbins) and bool(np.isfinite(both).all())
+    except (TypeError, ValueError, AttributeError):
+        ok = False
+    if not ok:  # say which modifier is wrong, as the one-by-one reading does
+        for name, d in zip(names, data, strict=True):
+            if not isinstance(d, dict):
+                raise Unsupported(f"histosys {name!r}: data is not an object")
+            _numbers(d.get("hi_data"), nbins, f"histosys {name!r}")
+            _numbers(d.get("lo_data"), nbins, f"histosys {name!r}")
+    if not names:
+        both = np.zeros((0, nbins))
+    return both[: len(names)], both[len(names) :]
+
+
 def _compile_sample(sample: dict[str, Any], nbins: int) -> _Sample:
     sname = sample.get("name")
     nom = _numbers(sample.get("data"), nbins, f"sample {sname!r}")
     mods: list[tuple[str, str]] = []
     h_names: list[str] = []
-    h_up: list[np.ndarray] = []
-    h_dn: list[np.ndarray] = []
+    h_data: list[dict[str, Any]] = []
     ns_names: list[str] = []
     ns_hi: list[float] = []
     ns_lo: list[float] = []
@@ -168,26 +196,26 @@ def _compile_sample(sample: dict[str, Any], nbins: int) -> _Sample:
             ns_hi.append(hi)
             ns_lo.append(lo)
         elif kind == "histosys":
-            hi_data = _numbers(data.get("hi_data"), nbins, f"histosys {name!r}")
-            lo_data = _numbers(data.get("lo_data"), nbins, f"histosys {name!r}")
             h_names.append(name)
-            h_up.append(hi_data - nom)
-            h_dn.append(nom - lo_data)
+            h_data.append(data)
         else:  # staterror, shapesys
             unc[name] = _numbers(data, nbins, f"{kind} {name!r}")
             vectors.append(name)
+    h_hi, h_lo = _histosys_data(h_names, h_data, nbins)
     return _Sample(
         nominal=nom,
         mods=mods,
         histo_names=h_names,
-        histo_up=np.array(h_up).reshape(len(h_names), nbins),
-        histo_dn=np.array(h_dn).reshape(len(h_names), nbins),
+        histo_up=h_hi - nom,
+        histo_dn=nom - h_lo,
         ns_names=ns_names,
         ns_hi=np.array(ns_hi, dtype=float),
         ns_lo=np.array(ns_lo, dtype=float),
         scalar_factors=scalars,
         vector_factors=vectors,
         uncertainties=unc,
+        scalar_sets=frozenset((n, _CATEGORY[k]) for k, n in mods if k in _SCALAR_KINDS),
+        vector_mods=tuple((k, n) for k, n in mods if k not in _SCALAR_KINDS),
     )
 
 
@@ -242,6 +270,8 @@ class _Params:
 
     def __init__(self) -> None:
         self.sets: dict[str, dict[str, Any]] = {}
+        #: (name, category) of the one-parameter sets
+        self.scalars: set[tuple[str, str]] = set()
 
     def add(self, name: str, category: str, n: int, **defaults: Any) -> dict[str, Any]:
         if name in self.sets:
@@ -256,6 +286,8 @@ class _Params:
             return ps
         ps = {"category": category, "n": n, **defaults}
         self.sets[name] = ps
+        if n == 1:
+            self.scalars.add((name, category))
         return ps
 
 
@@ -291,8 +323,11 @@ class _Placement:
 def _register_modifiers(pl: _Placement, cs: _Sample, cname: str, nbins: int) -> None:
     """Add the parameter sets of one placed sample's modifiers to ``pl.params``."""
     params = pl.params
-    for kind, name in cs.mods:
-        if kind in ("normfactor", "lumi", "normsys", "histosys"):
+    # a sample whose one-parameter modifiers are all known (every sample of a patchset but
+    # the new signal) registers only its per-bin ones: the same sets in the same order
+    known = cs.scalar_sets <= params.scalars
+    for kind, name in cs.vector_mods if known else cs.mods:
+        if kind in _SCALAR_KINDS:
             params.add(name, _CATEGORY[kind], 1)
         elif kind == "shapefactor":
             ps = params.add(name, "unconstrained", nbins)
