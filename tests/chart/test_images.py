@@ -11,6 +11,8 @@ drift from what the tests run.
 
 from __future__ import annotations
 
+import re
+import shlex
 import subprocess
 import sys
 from importlib import metadata
@@ -32,6 +34,19 @@ IMPORTS = {
     "kubespawner, oauthenticator",
     "fitting-worker": "afhub.fitting.worker, afhub.fitting.batched, distributed, pyhf, iminuit",
 }
+
+
+#: the JupyterLab extension, built in the notebook images from its sources (docs/extension.md)
+LAB = "extensions/afhub_lab"
+#: docker-stacks' CONDA_DIR: the Python prefix of the notebook images, where JupyterLab looks
+#: for prebuilt extensions (share/jupyter/labextensions)
+PREFIX = "/opt/conda"
+#: the Makefile's commands that build afhub-lab (`make install`), which the images run too
+LAB_COMMANDS = [
+    "npm ci --no-audit --no-fund --loglevel=error",
+    "node_modules/.bin/tsc",
+    "node node_modules/@jupyterlab/builder/lib/build-labextension.js --core-path",
+]
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -60,6 +75,101 @@ def test_non_root_and_pinned_base(image):
     bases = [line.split("=", 1)[1] for line in lines if line.startswith("ARG BASE=")]
     assert bases, image
     assert all(":" in base and not base.endswith(":latest") for base in bases)
+
+
+def _stages(image: str) -> list[dict]:
+    """A Dockerfile's stages: base (``${BASE}`` resolved to its default), name and
+    instructions as (INSTRUCTION, words), continuation lines joined, comments dropped."""
+    text = (IMAGES / image / "Dockerfile").read_text()
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    joined = re.sub(r"\\\n", " ", "\n".join(lines))
+    args: dict[str, str] = {}
+    stages: list[dict] = []
+    for line in filter(None, (line.strip() for line in joined.splitlines())):
+        instruction, *words = shlex.split(line, posix=False)
+        if instruction == "ARG" and not stages and "=" in words[0]:
+            args.update([words[0].split("=", 1)])
+        elif instruction == "FROM":
+            base = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m[1], m[0]), words[0])
+            name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
+            stages.append({"base": base, "name": name, "instructions": []})
+        else:
+            stages[-1]["instructions"].append((instruction, words))
+    return stages
+
+
+def _runs(stage: dict) -> list[str]:
+    return [" ".join(words) for instruction, words in stage["instructions"] if instruction == "RUN"]
+
+
+def _copies(stage: dict) -> list[tuple[str | None, list[str], str]]:
+    """(the --from stage or None, sources, destination) of each COPY."""
+    copies = []
+    for instruction, words in stage["instructions"]:
+        if instruction != "COPY":
+            continue
+        flags = dict(w[2:].split("=", 1) for w in words if w.startswith("--"))
+        paths = [w for w in words if not w.startswith("--")]
+        copies.append((flags.get("from"), paths[:-1], paths[-1]))
+    return copies
+
+
+@pytest.mark.parametrize("image", ["notebook-cpu", "notebook-fpga", "notebook-gpu"])
+def test_notebook_image_builds_afhub_lab_from_source(image):
+    """afhub-lab (the quota and budget-stop notice in Lab's status bar) is built in the image
+    from the repository's sources, as `make install` builds it, and lands in the prefix's
+    share/jupyter/labextensions: without it a server on Kubernetes shows no notice. Static:
+    Docker cannot build here. notebook-fpga is notebook-cpu plus a runtime layer."""
+    final = _stages(image)[-1]
+    if image == "notebook-fpga":
+        assert re.fullmatch(r"[\w./-]+/notebook-cpu:[\w.-]+", final["base"]), final["base"]
+        makefile = (ROOT / "Makefile").read_text()
+        assert "-f images/notebook-fpga/Dockerfile" in makefile
+        assert "--build-arg BASE=$(REGISTRY)/notebook-cpu:$(TAG)" in makefile
+        image, final = "notebook-cpu", _stages("notebook-cpu")[-1]
+    stages = _stages(image)
+    assert final["base"].startswith("quay.io/jupyter/"), f"{final['base']}: prefix not {PREFIX}"
+    labs = [s for s in stages if s["base"].startswith("node:")]
+    assert len(labs) == 1, f"{image}: no node stage builds afhub-lab"
+    lab = labs[0]
+    assert re.fullmatch(r"node:\d+\.\d+\.\d+(-[\w.-]+)?", lab["base"]), "pin node exactly"
+    # from the sources only: the committed lock file, never a local node_modules or build/
+    sources = [s for origin, paths, _ in _copies(lab) if origin is None for s in paths]
+    assert {f"{LAB}/package.json", f"{LAB}/package-lock.json"} <= set(sources), sources
+    for source in sources:
+        assert source.startswith(f"{LAB}/"), f"{source}: copy {LAB}'s sources one by one"
+        assert (ROOT / source).exists(), source
+        assert source.split("/")[2] not in ("build", "node_modules"), f"{source}: built here"
+    makefile = (ROOT / "Makefile").read_text()
+    for command in LAB_COMMANDS:
+        assert command in makefile, f"the Makefile no longer runs {command!r}: update the images"
+    # the Makefile's commands, in its order, npm ci once the lock file is there
+    steps = []
+    for instruction, words in lab["instructions"]:
+        line = " ".join(words)
+        if instruction == "COPY" and f"{LAB}/package-lock.json" in words:
+            steps.append("lock")
+        elif instruction == "RUN":
+            steps += sorted((c for c in LAB_COMMANDS if c in line), key=line.index)
+    assert steps == ["lock", *LAB_COMMANDS], f"{image} builds afhub-lab otherwise: {steps}"
+    runs = _runs(lab)
+    # --core-path: the staging package of the JupyterLab the image installs (its pin)
+    core = next(r for r in runs if LAB_COMMANDS[2] in r).split("--core-path", 1)[1].split()[0]
+    assert core.endswith("jupyterlab/staging"), core
+    (origin,) = [o for o, _, destination in _copies(lab) if destination == core and o]
+    (core_stage,) = [s for s in stages if s["name"] == origin]
+    assert any(
+        paths == [f"images/{image}/requirements.txt"] for _, paths, _ in _copies(core_stage)
+    ), f"{origin} does not take JupyterLab's version from {image}'s requirements.txt"
+    assert any("jupyterlab==" in r for r in _runs(core_stage)), _runs(core_stage)
+    # installed where JupyterLab finds it
+    workdir = [" ".join(w) for i, w in lab["instructions"] if i == "WORKDIR"][-1]
+    wanted = (
+        lab["name"],
+        [f"{workdir}/build/labextension"],
+        f"{PREFIX}/share/jupyter/labextensions/afhub-lab",
+    )
+    assert wanted in _copies(final), f"{image}'s last stage does not install afhub-lab"
 
 
 def _locked() -> dict[str, str]:
