@@ -326,7 +326,7 @@ def main() -> int:
     lines += [
         "",
         f"**Speed-up on the same CPU: {ratio:.0f}x** (pyhf for 217 patches {measured}: "
-        f"{pyhf_total:.0f} s; target: at least 50x). "
+        f"{pyhf_total:.0f} s; target: at least 100x, issue 16; 50x in issue 7). "
         + ("No CUDA device was available to this run." if gpu is None else ""),
         "",
         "Batched engine, time per patch as the batch grows (best of two runs):",
