@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urljoin
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 import pytest
 import requests
@@ -74,3 +74,39 @@ def test_tokens_in_urls_are_refused_and_never_logged(facility):
             if token in line or forged in line:
                 found.append(f"{path.name}:{number}: {line[:300]}")
     assert not found, "tokens in the logs:\n" + "\n".join(found)
+
+
+def test_oauth_codes_are_not_logged_by_the_services_callbacks(facility):
+    """The pages' and the facility API's OAuth callbacks log their request line with the
+    one-time ``?code=`` replaced (JupyterHub's callback handler logs the full URI)."""
+    name = f"code{uuid.uuid4().hex[:6]}"
+    session = facility.login(name, facility.add_user(name))
+    # a real login to the pages service: hub authorize -> the pages' callback with a code
+    page = session.get(urljoin(facility.url, "services/afhub/groups"), timeout=30)
+    assert page.status_code == 200, page.status_code
+    callbacks = [
+        r.headers["Location"]
+        for r in page.history
+        if urlsplit(r.headers.get("Location", "")).path.endswith("/oauth_callback")
+    ]
+    assert callbacks, [r.headers.get("Location") for r in page.history]
+    codes = [parse_qs(urlsplit(url).query)["code"][0] for url in callbacks]
+    # the facility API's callback, with a code of our own (refused, but its line is logged)
+    made_up = "madeup" + uuid.uuid4().hex
+    refused = session.get(
+        urljoin(facility.url, "services/facility/oauth_callback"),
+        params={"code": made_up, "state": "x"},
+        allow_redirects=False,
+        timeout=30,
+    )
+    assert refused.status_code >= 400, refused.status_code
+    time.sleep(2)  # log lines written after the answers are flushed
+    files = log_files(facility)
+    assert any("oauth_callback" in p.read_text(errors="replace") for p in files), files
+    found = [
+        f"{path.name}:{number}: {line[:300]}"
+        for path in files
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+        if made_up in line or any(code in line for code in codes)
+    ]
+    assert not found, "OAuth codes in the logs:\n" + "\n".join(found)

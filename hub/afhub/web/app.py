@@ -15,9 +15,10 @@ import os
 from typing import Any
 from urllib.parse import urlparse
 
-from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler
+from jupyterhub.services.auth import HubOAuth
 from tornado import web
 
+from afhub.services.kit.handlers import OAuthCallbackHandler
 from afhub.services.kit.lifecycle import run_until_stopped
 from afhub.web import STATIC
 from afhub.web.base import HealthHandler, NotFoundPage
@@ -31,14 +32,6 @@ from afhub.web.usage import UsagePage
 
 #: a group path in a page's URL (validated by the facility API)
 GROUP = r"(?P<path>[^?#]+?)"
-
-
-class OAuthCallbackHandler(HubOAuthCallbackHandler):
-    """Completes the hub's OAuth login and goes back to the page asked for."""
-
-    @property
-    def hub_auth(self):
-        return self.settings["hub_auth"]
 
 
 class HomeRedirect(web.RequestHandler):

@@ -11,7 +11,8 @@ from urllib.parse import urlparse
 from jupyterhub.services.auth import HubOAuthenticated
 from tornado import web
 
-from afhub.services.kit.bodies import URL_CREDENTIALS, scrub_uri
+from afhub.services.kit.bodies import URL_CREDENTIALS
+from afhub.services.kit.handlers import ScrubbedRequestLine
 from afhub.web.facility import Endpoints, ServiceClient, ServiceRefused
 from afhub.web.rendering import Viewer, hub_namespace
 
@@ -25,7 +26,7 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-class PageHandler(HubOAuthenticated, web.RequestHandler):
+class PageHandler(ScrubbedRequestLine, HubOAuthenticated, web.RequestHandler):
     """Base class of the pages: ``self.viewer`` is the person looking (set in
     :meth:`prepare`), :meth:`facility`, :meth:`fitting` and :meth:`gateway` call the
     services with their token."""
@@ -36,11 +37,6 @@ class PageHandler(HubOAuthenticated, web.RequestHandler):
     @property
     def hub_auth(self):
         return self.settings["hub_auth"]
-
-    def _request_summary(self) -> str:
-        return (
-            f"{self.request.method} {scrub_uri(self.request.uri or '')} ({self.request.remote_ip})"
-        )
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "text/html; charset=utf-8")

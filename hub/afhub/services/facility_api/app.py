@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
-from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler
+from jupyterhub.services.auth import HubOAuth
 from tornado import web
 
 from afhub.auth.accounts import has_account
@@ -44,7 +44,7 @@ from afhub.services.facility_api.resources import (
 from afhub.services.facility_api.usage import UsageHandler
 from afhub.services.facility_api.users import MeHandler, UserHandler
 from afhub.services.kit.app import service_application, service_prefix, service_routes
-from afhub.services.kit.handlers import pages_redirect
+from afhub.services.kit.handlers import OAuthCallbackHandler, pages_redirect
 from afhub.services.kit.lifecycle import run_until_stopped
 from afhub.settings import FacilitySettings, load_config_file
 from afhub.stores.facade import Stores
@@ -53,14 +53,6 @@ OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
 #: a group path inside a URL: anything up to the ``/-/`` separator (group names never
 #: contain a segment ``-``); validated by the stores
 GROUP = r"(?P<path>[^?#]+?)"
-
-
-class OAuthCallbackHandler(HubOAuthCallbackHandler):
-    """Completes the hub's OAuth login for browser pages (the join link)."""
-
-    @property
-    def hub_auth(self):
-        return self.settings["hub_auth"]
 
 
 def routes(prefix: str) -> list[tuple]:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from jupyterhub.services.auth import HubOAuthenticated, UserNotAllowed
+from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated, UserNotAllowed
 from tornado import web
 from tornado.ioloop import IOLoop
 
@@ -33,7 +33,29 @@ NOT_AUTHENTICATED = (
 )
 
 
-class JsonHandler(HubOAuthenticated, web.RequestHandler):
+class ScrubbedRequestLine:
+    """For a tornado handler: the request as its access-log and error lines show it, with
+    credentials replaced by ``[secret]`` (tornado shows the full URI: a token in a URL, the
+    one-time ``?code=`` of an OAuth callback, an invitation's join link)."""
+
+    request: Any
+
+    def _request_summary(self) -> str:
+        uri = scrub_uri(self.request.uri or "")
+        return f"{self.request.method} {uri} ({self.request.remote_ip})"
+
+
+class OAuthCallbackHandler(ScrubbedRequestLine, HubOAuthCallbackHandler):
+    """Completes the hub's OAuth login of a browser and goes back to the page it asked for
+    (JupyterHub's handler, with the application's ``HubOAuth`` and a request line without
+    the code)."""
+
+    @property
+    def hub_auth(self):
+        return self.settings["hub_auth"]
+
+
+class JsonHandler(ScrubbedRequestLine, HubOAuthenticated, web.RequestHandler):
     """Base class of a hub service's handlers: ``self.current_user`` is the caller (a hub
     user's model), set in :meth:`prepare` unless the handler is :attr:`anonymous`."""
 
@@ -47,11 +69,6 @@ class JsonHandler(HubOAuthenticated, web.RequestHandler):
     @property
     def hub_auth(self):
         return self.settings["hub_auth"]
-
-    def _request_summary(self) -> str:
-        """The access log's request, without credentials (tornado logs the full URI)."""
-        uri = scrub_uri(self.request.uri or "")
-        return f"{self.request.method} {uri} ({self.request.remote_ip})"
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=utf-8")
