@@ -34,9 +34,9 @@ SUPPORTED_MODIFIERS = (
     "shapesys",
     "staterror",
 )
-#: pyhf paramset categories: parameters of different categories cannot share a name
 #: modifier kinds with one parameter whatever the number of bins
 _SCALAR_KINDS = ("normfactor", "lumi", "normsys", "histosys")
+#: pyhf paramset categories: parameters of different categories cannot share a name
 _CATEGORY = {
     "normfactor": "unconstrained",
     "shapefactor": "unconstrained",
@@ -124,9 +124,9 @@ class _Sample:
     #: staterror / shapesys uncertainties by name
     uncertainties: dict[str, np.ndarray]
     #: (name, category) of the one-parameter modifiers (normfactor, lumi, normsys, histosys)
-    scalar_sets: frozenset[tuple[str, str]] = frozenset()
+    scalar_sets: frozenset[tuple[str, str]]
     #: the modifiers with a parameter per bin (shapefactor, staterror, shapesys), in order
-    vector_mods: tuple[tuple[str, str], ...] = ()
+    vector_mods: tuple[tuple[str, str], ...]
 
 
 def _numbers(values: Any, n: int, what: str) -> np.ndarray:
@@ -146,6 +146,8 @@ def _histosys_data(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``hi_data`` and ``lo_data`` of a sample's histosys modifiers, ``[H, nbins]`` each,
     read as one array (a sample carries dozens; one conversion instead of one per list)."""
+    if not names:
+        return np.zeros((0, nbins)), np.zeros((0, nbins))
     try:
         both = np.asarray(
             [d.get("hi_data") for d in data] + [d.get("lo_data") for d in data], dtype=float
@@ -159,8 +161,6 @@ def _histosys_data(
                 raise Unsupported(f"histosys {name!r}: data is not an object")
             _numbers(d.get("hi_data"), nbins, f"histosys {name!r}")
             _numbers(d.get("lo_data"), nbins, f"histosys {name!r}")
-    if not names:
-        both = np.zeros((0, nbins))
     return both[: len(names)], both[len(names) :]
 
 
